@@ -1,0 +1,60 @@
+"""Command line: `python -m nbops run|rollback|champion ...` (the Makefile wraps these)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nbops.exceptions import NbopsError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m nbops", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the notebook pipeline (skips unchanged steps)")
+    run.add_argument("--params", default="params/default.yaml", help="params YAML file")
+    run.add_argument("--root", default=".", help="project folder (notebooks/, build/, reports/)")
+    run.add_argument("--force", action="store_true", help="rerun every step")
+    run.add_argument("--only", nargs="+", metavar="STEP",
+                     help="run these steps (and what they need): 01_eda 02_train 03_evaluate")
+    run.add_argument("--jobs", type=int, default=2, help="notebooks run at once (default 2)")
+
+    for name, text in (("rollback", "move champion back to the previous champion"),
+                       ("champion", "print the champion version")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--params", default="params/default.yaml")
+        p.add_argument("--root", default=".")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        from nbops.runner import main_run
+
+        return main_run(args.params, args.root, args.force, args.only, args.jobs)
+    try:
+        from nbops import tracking
+        from nbops.params import load_params
+
+        root = Path(args.root).resolve()
+        params = load_params(Path(args.params) if Path(args.params).is_absolute() else root / args.params)
+        tracking.configure_tracking(root)
+        name = params.registry.model_name
+        if args.command == "rollback":
+            old, new = tracking.rollback_champion(name)
+            print(f"champion of {name}: v{old} -> v{new}")
+        else:
+            version = tracking.get_alias_version(name, tracking.CHAMPION)
+            print(f"{name} v{version.version}" if version else f"{name}: no champion yet")
+    except NbopsError as exc:
+        for line in exc.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Challenger vs champion on the same held-out rows, and the record the gate leaves behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nbops.exceptions import NbopsError
+from nbops.products import read_json
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def load_holdout(table_path: str | Path, train_dir: str | Path, features: list[str], target: str):
+    """The held-out rows the train step set aside: (X, y, holdout ids)."""
+    import pandas as pd
+
+    table = pd.read_parquet(table_path)
+    ids = read_json(Path(train_dir) / "holdout.json")["holdout_ids"]
+    rows = table.loc[ids]
+    return rows[features], rows[target], ids
+
+
+def score_champion(model_name: str, challenger_version: str, X, y, labels) -> dict[str, Any]:
+    """Score the current champion on the rows; never raises for a champion that cannot score."""
+    from nbops import models, tracking
+
+    champ = tracking.get_alias_version(model_name, tracking.CHAMPION)
+    if champ is None:
+        return {"version": None, "metrics": None, "error": None, "run_id": None}
+    out = {"version": str(champ.version), "run_id": champ.run_id, "metrics": None, "error": None}
+    if str(champ.version) == str(challenger_version):
+        out["error"] = "challenger is already the champion"
+        return out
+    try:
+        model = tracking.load_model(f"models:/{model_name}/{champ.version}")
+        out["metrics"] = models.score_model(model, X, y, labels)
+    except (NbopsError, ValueError, KeyError) as exc:
+        out["error"] = f"champion v{champ.version} cannot score these rows: {exc}"
+    return out
+
+
+def metrics_table(challenger: dict, champion: dict | None) -> pd.DataFrame:
+    """accuracy / macro-F1 / weighted-F1 side by side, with the challenger's delta."""
+    import pandas as pd
+
+    rows = []
+    for name in ("accuracy", "macro_f1", "weighted_f1"):
+        c = challenger[name]
+        p = champion[name] if champion else None
+        rows.append({"metric": name, "challenger": c, "champion": p,
+                     "delta": None if p is None else c - p})
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def params_diff(challenger_run_id: str, champion_run_id: str | None) -> dict[str, list]:
+    """Params that differ between the two training runs: {key: [champion, challenger]}."""
+    if not champion_run_id:
+        return {}
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    new = client.get_run(challenger_run_id).data.params
+    old = client.get_run(champion_run_id).data.params
+    return {k: [old.get(k), new.get(k)] for k in sorted(set(new) | set(old)) if old.get(k) != new.get(k)}
+
+
+def build_evaluation(*, challenger_info: dict, challenger_metrics: dict, champion: dict,
+                     decision, diff: dict, data_hash: str, holdout_rows: int,
+                     data_source: str, synthetic: bool) -> dict[str, Any]:
+    """Everything the summary, the reports and the dashboard's model card need, as JSON."""
+    return {
+        "model_name": challenger_info["model_name"],
+        "challenger": {"version": challenger_info["version"], "run_id": challenger_info["run_id"],
+                       "metrics": challenger_metrics},
+        "champion": champion,
+        "decision": decision.to_dict(),
+        "champion_after": challenger_info["version"] if decision.promote else champion["version"],
+        "params_diff": diff,
+        "data": {"hash": data_hash, "source": data_source, "synthetic": synthetic,
+                 "holdout_rows": holdout_rows},
+    }

@@ -1,0 +1,36 @@
+"""The project's exception family. Each message is the one line a user reads."""
+
+
+class NbopsError(Exception):
+    """Base class: a problem the user can fix; printed as one line per problem, exit 1."""
+
+    def __init__(self, problems):
+        if isinstance(problems, str):
+            problems = [problems]
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class ParamsError(NbopsError):
+    """A params file is unreadable, has an unknown key, a wrong type or points at nothing."""
+
+
+class DataError(NbopsError):
+    """A data file is missing, malformed or fails its schema."""
+
+
+class ModelError(NbopsError):
+    """A model cannot be built, loaded or trusted."""
+
+
+class StepError(NbopsError):
+    """A notebook step failed while executing; carries the step and the failing cell."""
+
+    def __init__(self, step, cell_index=None, ename="", evalue=""):
+        self.step = step
+        self.cell_index = cell_index
+        self.ename = ename
+        self.evalue = evalue
+        where = f"failed at {step}" + (f", cell {cell_index}" if cell_index is not None else "")
+        detail = f": {ename}: {evalue}" if ename else (f": {evalue}" if evalue else "")
+        super().__init__(where + detail)

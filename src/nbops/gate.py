@@ -1,0 +1,101 @@
+"""The promotion gate: when may a challenger become `champion`?
+
+Rules (both models scored on the same held-out rows):
+1. every gated metric (macro-F1, accuracy) must be present and finite;
+2. the challenger must meet the floors `gate.min_macro_f1` and `gate.min_accuracy`;
+3. no champion yet -> promote;
+4. neither metric may fall more than `gate.tolerance` below the champion's;
+5. macro-F1 must be strictly higher than the champion's: a tie keeps the champion.
+`promote: false` (pull requests) decides and reports but never moves an alias.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+GATED_METRICS = ("macro_f1", "accuracy")
+PRIMARY_METRIC = "macro_f1"
+
+
+@dataclass
+class Decision:
+    promote: bool
+    verdict: str  # "promote", "keep champion", "reject", "not promoted (promote: false)"
+    reasons: list[str] = field(default_factory=list)
+    deltas: dict[str, float] = field(default_factory=dict)
+    challenger_version: str | None = None
+    champion_version: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _value(metrics: dict | None, name: str) -> float | None:
+    if not metrics:
+        return None
+    value = metrics.get(name)
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def decide_promotion(challenger: dict, champion: dict | None, *, min_macro_f1: float,
+                     min_accuracy: float, tolerance: float, allow_promotion: bool = True,
+                     challenger_version=None, champion_version=None) -> Decision:
+    """Pure decision from two metric dicts; `champion=None` means there is no champion yet."""
+    versions = {"challenger_version": challenger_version, "champion_version": champion_version}
+    reasons: list[str] = []
+    values = {m: _value(challenger, m) for m in GATED_METRICS}
+    missing = [m for m, v in values.items() if v is None]
+    if missing:
+        reasons = [f"challenger metric {m} is missing or not a number" for m in missing]
+        return Decision(False, "reject", reasons, **versions)
+
+    floors = {"macro_f1": min_macro_f1, "accuracy": min_accuracy}
+    for metric, floor in floors.items():
+        if values[metric] < floor:
+            reasons.append(f"{metric} {values[metric]:.4f} is below the floor {floor:.4f}")
+        else:
+            reasons.append(f"{metric} {values[metric]:.4f} meets the floor {floor:.4f}")
+    if any(values[m] < floors[m] for m in floors):
+        return Decision(False, "reject", reasons, **versions)
+
+    deltas: dict[str, float] = {}
+    if champion is None:
+        reasons.append("no champion yet")
+        promote = True
+    elif champion_version is not None and str(champion_version) == str(challenger_version):
+        reasons.append("challenger is already the champion")
+        promote = False
+    else:
+        champ = {m: _value(champion, m) for m in GATED_METRICS}
+        if any(v is None for v in champ.values()):
+            reasons.append("champion metrics are missing: cannot compare, champion kept")
+            return Decision(False, "keep champion", reasons, **versions)
+        deltas = {m: values[m] - champ[m] for m in GATED_METRICS}
+        promote = True
+        for metric in GATED_METRICS:
+            if deltas[metric] < -tolerance:
+                promote = False
+                reasons.append(
+                    f"{metric} regresses by {-deltas[metric]:.4f} (> tolerance {tolerance:.4f})"
+                )
+        if promote and deltas[PRIMARY_METRIC] <= 0:
+            promote = False
+            word = "ties" if deltas[PRIMARY_METRIC] == 0 else "is below"
+            reasons.append(f"{PRIMARY_METRIC} {word} the champion's ({champ[PRIMARY_METRIC]:.4f})")
+        elif promote:
+            reasons.append(
+                f"{PRIMARY_METRIC} improves by {deltas[PRIMARY_METRIC]:.4f} "
+                f"over the champion's {champ[PRIMARY_METRIC]:.4f}"
+            )
+
+    if promote and not allow_promotion:
+        reasons.append("promotion disabled (promote: false): no alias moved")
+        return Decision(False, "not promoted (promote: false)", reasons, deltas, **versions)
+    return Decision(promote, "promote" if promote else "keep champion", reasons, deltas, **versions)

@@ -1,0 +1,129 @@
+"""Model factory, fitting and scoring. Every model is a scikit-learn Pipeline:
+impute + scale numeric columns, impute + one-hot categorical columns, then the estimator."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from nbops.exceptions import ModelError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Types skops must be told to trust when loading our pipelines. Derived with
+# `skops.io.get_untrusted_types` on a fitted pipeline of every factory model (see
+# tests/unit/test_models.py, which fails when a model needs a type not listed here) and reviewed:
+# all are scikit-learn/numpy internals, none executes code on load.
+TRUSTED_TYPES = [
+    "numpy.dtype",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.tree._tree.Tree",
+]
+
+
+def _estimator_class(name: str):
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
+
+    return {
+        "decision_tree": DecisionTreeClassifier,
+        "random_forest": RandomForestClassifier,
+        "logistic_regression": LogisticRegression,
+        "hist_gradient_boosting": HistGradientBoostingClassifier,
+    }[name]
+
+
+def make_estimator(name: str, params: dict[str, Any], source: str = "params"):
+    """Build the estimator; an unknown hyperparameter names the params key."""
+    cls = _estimator_class(name)
+    valid = cls().get_params()
+    unknown = [k for k in params if k not in valid]
+    if unknown:
+        import difflib
+
+        lines = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, list(valid), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            lines.append(f"{source}: unknown key 'model.params.{key}' for {name}{hint}")
+        raise ModelError(lines)
+    return cls(**params)
+
+
+def make_model(name: str, params: dict[str, Any], numeric: list[str], categorical: list[str],
+               source: str = "params"):
+    """The full pipeline: preprocessing for the declared columns, then the named estimator."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    estimator = make_estimator(name, params, source)
+    pre = ColumnTransformer(
+        [
+            ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")),
+                                  ("scale", StandardScaler())]), numeric),
+            ("categorical", Pipeline([("impute", SimpleImputer(strategy="most_frequent")),
+                                      ("onehot", OneHotEncoder(handle_unknown="ignore"))]),
+             categorical),
+        ],
+        verbose_feature_names_out=False,
+    )
+    return Pipeline([("preprocess", pre), ("model", estimator)])
+
+
+def fit_model(model, X: pd.DataFrame, y: pd.Series, cv_folds: int, seed: int) -> dict[str, float]:
+    """Cross-validate on the training part, then fit on all of it. Returns CV scores."""
+    import numpy as np
+    from sklearn.model_selection import StratifiedKFold, cross_validate
+
+    folds = min(cv_folds, int(y.value_counts().min()))
+    scores = {}
+    if folds >= 2:
+        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        res = cross_validate(model, X, y, cv=cv, scoring=("accuracy", "f1_macro"))
+        scores = {
+            "cv_accuracy_mean": float(np.mean(res["test_accuracy"])),
+            "cv_accuracy_std": float(np.std(res["test_accuracy"])),
+            "cv_macro_f1_mean": float(np.mean(res["test_f1_macro"])),
+            "cv_macro_f1_std": float(np.std(res["test_f1_macro"])),
+            "cv_folds": folds,
+        }
+    model.fit(X, y)
+    return scores
+
+
+def score_model(model, X: pd.DataFrame, y: pd.Series, labels: list[str] | None = None) -> dict[str, Any]:
+    """Held-out metrics: accuracy, macro/weighted F1, per-class P/R/F1, confusion matrix."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    labels = sorted(labels or set(y.unique()))
+    pred = model.predict(X)
+    prec, rec, f1, support = precision_recall_fscore_support(
+        y, pred, labels=labels, zero_division=0
+    )
+    return {
+        "accuracy": float(accuracy_score(y, pred)),
+        "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y, pred, labels=labels, average="weighted", zero_division=0)),
+        "per_class": {
+            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for label, p, r, f, s in zip(labels, prec, rec, f1, support)
+        },
+        "labels": labels,
+        "confusion_matrix": confusion_matrix(y, pred, labels=labels).tolist(),
+        "rows": int(len(y)),
+    }
+
+
+def predict_table(model, X: pd.DataFrame) -> pd.DataFrame:
+    """Predicted label plus one probability column per class."""
+    import pandas as pd
+
+    proba = model.predict_proba(X)
+    classes = [str(c) for c in model.classes_]
+    out = pd.DataFrame(proba, columns=[f"p_{c}" for c in classes], index=X.index)
+    out.insert(0, "prediction", [classes[i] for i in proba.argmax(axis=1)])
+    return out
+

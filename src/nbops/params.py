@@ -1,0 +1,190 @@
+"""The params schema: `params/*.yaml` is the whole configuration surface.
+
+Every key is declared here (pydantic, unknown keys forbidden, strict types) and, flattened to
+`section_key`, in the `parameters` cell of each notebook that uses it. A bad file stops the run
+before any kernel starts, with one line per problem naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from nbops.exceptions import ParamsError
+
+MODEL_NAMES = ("decision_tree", "random_forest", "logistic_regression", "hist_gradient_boosting")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SyntheticParams(_Section):
+    """Where and how to generate the seeded synthetic drug table when `data.path` is absent."""
+
+    path: str
+    rows: int = Field(200, ge=10)
+    seed: int = 42
+    label_noise: float = Field(0.0, ge=0.0, le=0.5)
+
+
+class DataParams(_Section):
+    path: str
+    target: str
+    numeric: list[str] = []
+    categorical: list[str] = []
+    classes: list[str] | None = None
+    categories: dict[str, list[str]] = {}
+    ranges: dict[str, Annotated[list[float], Field(min_length=2, max_length=2)]] = {}
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    synthetic: SyntheticParams | None = None
+
+    @model_validator(mode="after")
+    def _columns_consistent(self):
+        features = self.numeric + self.categorical
+        if not features:
+            raise ValueError("declare at least one column in data.numeric or data.categorical")
+        dupes = sorted({c for c in features if features.count(c) > 1})
+        if dupes:
+            raise ValueError(f"columns listed twice: {dupes}")
+        if self.target in features:
+            raise ValueError(f"target {self.target!r} is also listed as a feature")
+        for key, names, allowed in (
+            ("categories", self.categories, self.categorical),
+            ("ranges", self.ranges, self.numeric),
+        ):
+            stray = sorted(set(names) - set(allowed))
+            if stray:
+                raise ValueError(f"data.{key} names columns that are not declared: {stray}")
+        for col, (low, high) in self.ranges.items():
+            if not low <= high:
+                raise ValueError(f"data.ranges.{col}: low {low} > high {high}")
+        return self
+
+
+class SplitParams(_Section):
+    test_size: float = Field(0.2, gt=0.0, lt=1.0)
+    seed: int = 42
+
+
+class ModelParams(_Section):
+    name: Literal[MODEL_NAMES]  # type: ignore[valid-type]
+    params: dict[str, Any] = {}
+    cv_folds: int = Field(5, ge=2, le=20)
+
+
+class GateParams(_Section):
+    min_macro_f1: float = Field(ge=0.0, le=1.0)
+    min_accuracy: float = Field(ge=0.0, le=1.0)
+    tolerance: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class RegistryParams(_Section):
+    model_name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    experiment: str = Field("nbops", min_length=1)
+
+
+class EdaParams(_Section):
+    sample_rows: int = Field(2000, ge=100)
+
+
+class RunParams(_Section):
+    """Runner settings (not injected into notebooks)."""
+
+    cell_timeout_s: int = Field(600, ge=1)
+
+
+class Params(_Section):
+    data: DataParams
+    split: SplitParams = SplitParams()
+    model: ModelParams
+    gate: GateParams
+    registry: RegistryParams
+    eda: EdaParams = EdaParams()
+    run: RunParams = RunParams()
+    promote: bool = True
+
+    def notebook_parameters(self) -> dict[str, Any]:
+        """Flatten to `section_key` names, as declared in the notebooks' parameters cells."""
+        flat: dict[str, Any] = {}
+        for section, value in self.model_dump(mode="json").items():
+            if section == "run":
+                continue
+            if isinstance(value, dict):
+                for key, inner in value.items():
+                    flat[f"{section}_{key}"] = inner
+            else:
+                flat[section] = value
+        return flat
+
+
+def _dotted(loc) -> str:
+    return ".".join(str(p) for p in loc if not str(p).startswith("function-after"))
+
+
+def _known_keys(model: type[BaseModel], prefix="") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        keys.append(prefix + name)
+        ann = field.annotation
+        for sub in (ann, *getattr(ann, "__args__", ())):
+            if isinstance(sub, type) and issubclass(sub, BaseModel):
+                keys += _known_keys(sub, prefix + name + ".")
+    return keys
+
+
+def _describe(error: dict, source: str) -> str:
+    key = _dotted(error["loc"])
+    if error["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(key, _known_keys(Params), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"{source}: unknown key '{key}'{hint}"
+    if error["type"] == "missing":
+        return f"{source}: missing key '{key}'"
+    shown = repr(error.get("input"))
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    where = f"key '{key}'" if key else "params"
+    msg = error["msg"].removeprefix("Value error, ")
+    return f"{source}: {where}: {msg} (got {shown})"
+
+
+def parse_params(raw: Any, source: str = "<params>") -> Params:
+    """Validate an already-loaded mapping; raise ParamsError with one line per problem."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError([_describe(e, source) for e in exc.errors()]) from None
+
+
+def load_params(path: str | Path) -> Params:
+    """Read a params YAML file with the safe loader and validate it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParamsError(f"{path}: cannot read params file ({exc.__class__.__name__})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or exc.__class__.__name__
+        raise ParamsError(f"{path}: not valid YAML{where}: {problem}") from None
+    return parse_params(raw, str(path))
+
+
+def params_hash(data: Any) -> str:
+    """Stable short hash of any JSON-able value (used for cache keys and run tags)."""
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,143 @@
+"""Figures and tables the notebooks show. Each returns a matplotlib Figure or a DataFrame;
+large tables are sampled (stratified by class) before plotting so plots cost the same at 1e6 rows."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _sns():
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    return sns
+
+
+def sample_rows(df: pd.DataFrame, target: str, max_rows: int, seed: int = 0) -> pd.DataFrame:
+    """At most `max_rows` rows, keeping every class's share (and at least one row of each)."""
+    if len(df) <= max_rows:
+        return df
+    frac = max_rows / len(df)
+    return df.groupby(target, group_keys=False, observed=True).sample(frac=frac, random_state=seed)
+
+
+def summarize_table(df: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
+    """One row per column: type, missing count and share, distinct values, min/median/max."""
+    import pandas as pd
+
+    rows = []
+    for col in df.columns:
+        s = df[col]
+        kind = "numeric" if col in numeric else "categorical" if col in categorical else "target"
+        row = {"column": col, "kind": kind, "missing": int(s.isna().sum()),
+               "missing_%": round(100 * float(s.isna().mean()), 2), "distinct": int(s.nunique())}
+        if col in numeric:
+            row.update(min=float(s.min()), median=float(s.median()), max=float(s.max()))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("column")
+
+
+def class_balance(df: pd.DataFrame, target: str):
+    sns = _sns()
+    counts = df[target].value_counts().sort_index()
+    fig, ax = _subplots(1, 1, (6, 3.2))
+    sns.barplot(x=counts.index, y=counts.values, hue=counts.index, ax=ax, legend=False,
+                palette="viridis")
+    for i, v in enumerate(counts.values):
+        ax.text(i, v, f"{v} ({v / counts.sum():.0%})", ha="center", va="bottom", fontsize=9)
+    ax.set(title=f"Class balance of {target}", xlabel=target, ylabel="rows")
+    return fig
+
+
+def _subplots(nrows, ncols, size):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False, layout="constrained")
+    plt.close(fig)  # shown by returning it, not by pyplot's global state
+    return fig, axes[0, 0] if nrows * ncols == 1 else axes.ravel()
+
+
+def numeric_by_class(df: pd.DataFrame, numeric: list[str], target: str):
+    sns = _sns()
+    if not numeric:
+        return None
+    fig, axes = _subplots(1, len(numeric), (4.5 * len(numeric), 3.5))
+    axes = [axes] if len(numeric) == 1 else axes
+    order = sorted(df[target].unique())
+    for ax, col in zip(axes, numeric):
+        sns.boxplot(data=df, x=target, y=col, order=order, hue=target, hue_order=order, ax=ax,
+                    legend=False, palette="viridis")
+        ax.set_title(f"{col} by {target}")
+    return fig
+
+
+def categorical_by_class(df: pd.DataFrame, categorical: list[str], target: str, top: int = 12):
+    sns = _sns()
+    if not categorical:
+        return None
+    fig, axes = _subplots(1, len(categorical), (4.5 * len(categorical), 3.5))
+    axes = [axes] if len(categorical) == 1 else axes
+    order = sorted(df[target].unique())
+    for ax, col in zip(axes, categorical):
+        keep = df[col].value_counts().index[:top]
+        sub = df[df[col].isin(keep)]
+        sns.countplot(data=sub, x=col, hue=target, hue_order=order, ax=ax, palette="viridis")
+        ax.set_title(f"{target} by {col}")
+        ax.legend(fontsize=7, title=None)
+    return fig
+
+
+def relationships(df: pd.DataFrame, numeric: list[str], target: str):
+    sns = _sns()
+    if len(numeric) < 2:
+        return None
+    grid = sns.pairplot(df[[*numeric[:5], target]], hue=target, hue_order=sorted(df[target].unique()),
+                        palette="viridis", plot_kws={"s": 14, "alpha": 0.7}, height=2.2)
+    import matplotlib.pyplot as plt
+
+    plt.close(grid.figure)
+    return grid.figure
+
+
+def correlations(df: pd.DataFrame, numeric: list[str]):
+    sns = _sns()
+    if len(numeric) < 2:
+        return None
+    corr = df[numeric].corr(method="spearman")
+    fig, ax = _subplots(1, 1, (1.2 * len(numeric) + 3, 1.0 * len(numeric) + 2))
+    sns.heatmap(corr, annot=True, fmt=".2f", vmin=-1, vmax=1, cmap="vlag", ax=ax)
+    ax.set_title("Spearman correlation of numeric columns")
+    return fig
+
+
+def missing_values(df: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
+    counts = df.isna().sum()
+    return pd.DataFrame({"missing": counts, "missing_%": (100 * counts / len(df)).round(2)})
+
+
+def confusion_heatmap(matrix: list[list[int]], labels: list[str], title: str):
+    sns = _sns()
+    fig, ax = _subplots(1, 1, (0.9 * len(labels) + 3, 0.8 * len(labels) + 2))
+    sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", cbar=False, xticklabels=labels,
+                yticklabels=labels, ax=ax)
+    ax.set(title=title, xlabel="predicted", ylabel="actual")
+    return fig
+
+
+def per_class_f1(scores: dict[str, dict], title: str = "Per-class F1 on the holdout"):
+    """Bars of F1 per class for each scored model, side by side."""
+    import pandas as pd
+
+    sns = _sns()
+    rows = [{"model": who, "class": label, "f1": v["f1"]}
+            for who, metrics in scores.items() if metrics
+            for label, v in metrics["per_class"].items()]
+    fig, ax = _subplots(1, 1, (7, 3.4))
+    sns.barplot(data=pd.DataFrame(rows), x="class", y="f1", hue="model", ax=ax, palette="Set2")
+    ax.set(ylim=(0, 1.05), title=title)
+    return fig

@@ -1,0 +1,234 @@
+"""reports/: sanitised HTML of every executed notebook (a reviewer view without code and a full
+view), index.html linking them, metrics.json, and summary.md made for a PR comment.
+
+Everything that came from data (labels, values, error text) is escaped: it is shown as text,
+never as markup, in HTML and in Markdown alike.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nbops.runner import Plan, RunResult
+
+SUMMARY_LIMIT = 60_000
+SUMMARY_MARKER = "<!-- nbops-summary -->"
+TITLES = {"01_eda": "Exploratory data analysis", "02_train": "Train",
+          "03_evaluate": "Evaluate and gate"}
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
+
+
+def md_escape(value) -> str:
+    """Text for a Markdown table cell: no markup, no HTML, one line."""
+    text = html.escape(str(value), quote=True)
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    return " ".join(text.split())
+
+
+def cap_markdown(body: str, limit: int = SUMMARY_LIMIT, link: str | None = None) -> str:
+    """Cut a Markdown body to `limit` characters at a line break, saying so."""
+    if len(body) <= limit:
+        return body
+    note = "\n\n…cut: the full summary is too long for a comment"
+    note += f"; read it in the [reports artifact]({link})." if link else "; read it in the reports."
+    cut = body[: limit - len(note)]
+    cut = cut[: cut.rfind("\n")] if "\n" in cut else cut
+    return cut + note
+
+
+# ------------------------------------------------------------------ HTML of notebooks
+
+
+def render_notebook_html(notebook: Path, out: Path, with_code: bool) -> Path:
+    """nbconvert HTML with sanitize_html on: no <script>, no on*= from outputs or markdown."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(
+        template_name="lab",
+        sanitize_html=True,
+        embed_images=False,
+        exclude_input=not with_code,
+        exclude_input_prompt=not with_code,
+        exclude_output_prompt=not with_code,
+    )
+    nb = nbformat.read(notebook, as_version=4)
+    body, _ = exporter.from_notebook_node(nb)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(body, encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def _fresh(html_file: Path, source: Path) -> bool:
+    return html_file.exists() and html_file.stat().st_mtime >= source.stat().st_mtime
+
+
+# ------------------------------------------------------------------ summary.md
+
+
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _delta(value) -> str:
+    return "–" if value is None else f"{value:+.4f}"
+
+
+VERDICT_ICON = {"promote": "✅", "keep champion": "⏸️", "reject": "❌",
+                "not promoted (promote: false)": "🔎"}
+
+
+def summary_markdown(evaluation: dict | None, failure=None, statuses: dict | None = None,
+                     link_prefix: str = "") -> str:
+    """The PR-comment body: verdict first, then metrics, per-class F1, confusion, params diff."""
+    lines = [SUMMARY_MARKER]
+    links = " · ".join(f"[{TITLES[s]}]({link_prefix}{s}.html)" for s in TITLES
+                       if (statuses or {}).get(s) in ("ran", "skipped", "failed"))
+    if failure is not None:
+        lines += [f"## ❌ Pipeline failed at {md_escape(failure.step)}"
+                  + (f", cell {failure.cell_index}" if failure.cell_index is not None else ""),
+                  "", f"`{md_escape(failure.ename)}`: {md_escape(failure.evalue)}" if failure.ename
+                  else md_escape(failure.evalue), "",
+                  "No alias was moved. The executed notebook, with the failing cell, is in the reports.",
+                  "", f"Reports: {links}" if links else ""]
+        return cap_markdown("\n".join(lines).rstrip() + "\n")
+    if evaluation is None:
+        lines += ["## Pipeline ran without an evaluation step", "", f"Reports: {links}"]
+        return cap_markdown("\n".join(lines) + "\n")
+
+    name = md_escape(evaluation["model_name"])
+    decision = evaluation["decision"]
+    chal = evaluation["challenger"]
+    champ = evaluation.get("champion") or {}
+    cm, pm = chal["metrics"], champ.get("metrics")
+    verdict = decision["verdict"]
+    head = f"## {VERDICT_ICON.get(verdict, '')} Gate: {md_escape(verdict)}"
+    if decision["promote"]:
+        head += f": {name} v{chal['version']} is the new champion"
+    lines += [head, ""]
+    lines += [f"- {md_escape(r)}" for r in decision["reasons"]]
+    champ_col = f"champion v{champ['version']}" if champ.get("version") else "champion (none)"
+    lines += ["", f"| metric | challenger v{chal['version']} | {champ_col} | Δ |", "|---|---:|---:|---:|"]
+    for metric in ("accuracy", "macro_f1", "weighted_f1"):
+        p = pm[metric] if pm else None
+        lines.append(f"| {metric} | {_fmt(cm[metric])} | {_fmt(p)} | "
+                     f"{_delta(None if p is None else cm[metric] - p)} |")
+    if champ.get("error"):
+        lines += ["", f"Champion not scored: {md_escape(champ['error'])}"]
+
+    lines += ["", "### Per-class F1", "", "| class | support | challenger | champion | Δ |",
+              "|---|---:|---:|---:|---:|"]
+    for label, v in cm["per_class"].items():
+        p = pm["per_class"].get(label, {}).get("f1") if pm else None
+        lines.append(f"| {md_escape(label)} | {v['support']} | {_fmt(v['f1'])} | {_fmt(p)} | "
+                     f"{_delta(None if p is None else v['f1'] - p)} |")
+
+    labels = cm["labels"]
+    lines += ["", f"### Confusion matrix, challenger v{chal['version']} (rows: actual, columns: predicted)",
+              "", "| actual \\\\ predicted | " + " | ".join(md_escape(x) for x in labels) + " |",
+              "|---|" + "---:|" * len(labels)]
+    for label, row in zip(labels, cm["confusion_matrix"]):
+        lines.append(f"| **{md_escape(label)}** | " + " | ".join(str(n) for n in row) + " |")
+
+    diff = evaluation.get("params_diff") or {}
+    if diff:
+        lines += ["", "### Params that differ from the champion's", "", "| param | champion | challenger |",
+                  "|---|---|---|"]
+        lines += [f"| {md_escape(k)} | {md_escape(a)} | {md_escape(b)} |" for k, (a, b) in diff.items()]
+    data = evaluation["data"]
+    kind = " (SYNTHETIC)" if data.get("synthetic") else ""
+    lines += ["", f"Data: `{md_escape(data['source'])}`{kind} · sha256 `{md_escape(str(data['hash'])[:12])}` · "
+              f"{data['holdout_rows']} held-out rows"]
+    if links:
+        lines += ["", f"Reports: {links} · [index]({link_prefix}index.html)"]
+    return cap_markdown("\n".join(lines) + "\n")
+
+
+# ------------------------------------------------------------------ index.html
+
+
+def index_html(statuses: dict[str, str], evaluation: dict | None, failure) -> str:
+    esc = html.escape
+    rows = []
+    for step, title in TITLES.items():
+        status = statuses.get(step, "not run")
+        if status in ("ran", "skipped", "failed"):
+            links = (f'<a href="{step}.html">report</a> · <a href="{step}.full.html">with code</a> · '
+                     f'<a href="notebooks/{step}.ipynb">notebook</a>')
+        else:
+            links = "–"
+        rows.append(f"<tr><td>{esc(title)}</td><td class='{esc(status.split()[0])}'>{esc(status)}</td>"
+                    f"<td>{links}</td></tr>")
+    if failure is not None:
+        verdict = f"Failed: {esc(str(failure))}"
+    elif evaluation:
+        d = evaluation["decision"]
+        verdict = f"Gate: {esc(d['verdict'])} (challenger v{esc(str(d['challenger_version']))})"
+        verdict += "<ul>" + "".join(f"<li>{esc(r)}</li>" for r in d["reasons"]) + "</ul>"
+    else:
+        verdict = "No evaluation in this run."
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>nbops reports</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:54rem;margin:2rem auto;padding:0 1rem;color:#222}}
+table{{border-collapse:collapse;width:100%}}td,th{{border-bottom:1px solid #ddd;padding:.4rem;text-align:left}}
+.failed{{color:#b00020;font-weight:600}}.ran{{color:#137333}}.skipped{{color:#555}}</style></head>
+<body><h1>nbops reports</h1><div class="verdict">{verdict}</div>
+<table><tr><th>step</th><th>status</th><th>views</th></tr>{"".join(rows)}</table>
+<p><a href="summary.md">summary.md</a> · <a href="metrics.json">metrics.json</a></p></body></html>
+"""
+
+
+# ------------------------------------------------------------------ all of it
+
+
+def render_reports(plan: Plan, result: RunResult) -> Path:
+    """Write reports/ from the build folder; a failed step's notebook is rendered too."""
+    from nbops.products import write_json
+
+    reports = plan.reports
+    (reports / "notebooks").mkdir(parents=True, exist_ok=True)
+    statuses = {}
+    for step in TITLES:
+        if result.failure is not None and step == result.failure.step:
+            statuses[step] = "failed"
+        elif step in result.not_run:
+            statuses[step] = "not run"
+        elif step in result.ran:
+            statuses[step] = "ran"
+        elif step in result.skipped:
+            statuses[step] = "skipped"
+        else:
+            statuses[step] = "not run"
+        executed = plan.build / step / f"{step}.ipynb"
+        targets = [reports / f"{step}.html", reports / f"{step}.full.html", reports / "notebooks" / f"{step}.ipynb"]
+        if statuses[step] == "not run" or not executed.exists():
+            for t in targets:
+                t.unlink(missing_ok=True)
+            continue
+        if not _fresh(targets[0], executed):
+            render_notebook_html(executed, targets[0], with_code=False)
+        if not _fresh(targets[1], executed):
+            render_notebook_html(executed, targets[1], with_code=True)
+        if not _fresh(targets[2], executed):
+            shutil.copyfile(executed, targets[2])
+
+    evaluation = None
+    metrics = plan.build / "03_evaluate" / "metrics.json"
+    if result.failure is None and statuses["03_evaluate"] in ("ran", "skipped") and metrics.exists():
+        from nbops.products import read_json
+
+        evaluation = read_json(metrics)
+        write_json(reports / "metrics.json", evaluation)
+    else:
+        (reports / "metrics.json").unlink(missing_ok=True)
+    (reports / "summary.md").write_text(summary_markdown(evaluation, result.failure, statuses),
+                                        encoding="utf-8")
+    (reports / "index.html").write_text(index_html(statuses, evaluation, result.failure), encoding="utf-8")
+    return reports

@@ -1,0 +1,399 @@
+"""The runner: params -> validated table -> notebooks (papermill) -> reports (nbconvert).
+
+    00_validate   in-process: read + validate the CSV, write build/00_validate/table.parquet
+    01_eda        notebook  (needs 00_validate)              } run concurrently
+    02_train      notebook  (needs 00_validate)              }
+    03_evaluate   notebook  (needs 02_train)
+    reports       in-process: HTML, index.html, summary.md, metrics.json
+
+A step is skipped when the hash of its inputs (notebook source without outputs, the params it
+declares, input data, upstream steps' keys, the package's own source) matches the stamp it
+left after its last success. The stamp is written last and removed first, so an interrupted
+step is never taken as done. Checking the cache imports neither pandas nor mlflow.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import shutil
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nbops.exceptions import NbopsError, StepError
+from nbops.params import Params, load_params, params_hash
+from nbops.products import read_json, write_json
+
+# Names a notebook may declare that the runner provides (not params keys).
+RUNNER_PARAMETERS = {
+    "table_path": "the validated table (parquet)",
+    "products_dir": "this step's product folder",
+    "train_dir": "the train step's product folder",
+    "data_source": "the CSV actually read",
+    "data_is_synthetic": "whether that CSV is the generated synthetic table",
+    "data_hash": "sha256 of the CSV",
+    "params_hash": "hash of the whole params file",
+    "git_commit": "the project's commit",
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    needs: tuple[str, ...]
+    tracked: bool  # talks to MLflow
+
+    @property
+    def notebook(self) -> str:
+        return f"notebooks/{self.name}.ipynb"
+
+
+STEPS = (
+    Step("01_eda", ("00_validate",), tracked=False),
+    Step("02_train", ("00_validate",), tracked=True),
+    Step("03_evaluate", ("00_validate", "02_train"), tracked=True),
+)
+VALIDATE = "00_validate"
+
+
+@dataclass
+class RunResult:
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failure: StepError | None = None
+    not_run: list[str] = field(default_factory=list)
+    evaluation: dict | None = None
+    reports: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ------------------------------------------------------------------ notebook inspection
+
+
+def read_notebook_source(path: Path) -> dict:
+    """The notebook JSON, for hashing and for finding its parameters cell (no nbformat import)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NbopsError(f"{path}: notebook not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise NbopsError(f"{path}: not a readable notebook (invalid JSON)") from None
+
+
+def source_hash(nb: dict) -> str:
+    """Hash of cell types and sources only: outputs, counts and metadata don't count."""
+    cells = [(c.get("cell_type"), "".join(c.get("source", "")),
+              sorted(c.get("metadata", {}).get("tags", []))) for c in nb.get("cells", [])]
+    return params_hash(cells)
+
+
+def declared_parameters(nb: dict, path: Path) -> list[str]:
+    """Names assigned in the one cell tagged `parameters` (parsed with ast, not executed)."""
+    cells = [c for c in nb.get("cells", []) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise NbopsError(f"{path}: needs exactly one cell tagged 'parameters', found {len(cells)}")
+    try:
+        tree = ast.parse("".join(cells[0].get("source", "")))
+    except SyntaxError as exc:
+        raise NbopsError(f"{path}: parameters cell line {exc.lineno}: {exc.msg}") from None
+    names = []
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+
+def package_hash() -> str:
+    """Hash of the package's own source: a code change reruns every step."""
+    digest = hashlib.sha256()
+    pkg = Path(__file__).parent
+    for file in sorted(pkg.rglob("*.py")):
+        digest.update(file.relative_to(pkg).as_posix().encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ the plan
+
+
+@dataclass
+class Plan:
+    root: Path
+    params_file: Path
+    params: Params
+    data_path: Path
+    data_hash: str
+    synthetic: bool
+    keys: dict[str, str]
+    injected: dict[str, dict]
+    build: Path
+    reports: Path
+
+    def stamp_path(self, step: str) -> Path:
+        return self.build / step / ".stamp.json"
+
+    def is_current(self, step: str) -> bool:
+        stamp = self.stamp_path(step)
+        try:
+            return read_json(stamp)["key"] == self.keys[step]
+        except (OSError, ValueError, KeyError):
+            return False
+
+
+def make_plan(params_file: Path, root: Path) -> Plan:
+    """Validate params, locate data and compute every step's cache key (fast: no pandas)."""
+    from nbops.data import file_hash, is_synthetic, resolve_data_path
+
+    source = str(params_file.relative_to(root) if params_file.is_relative_to(root) else params_file)
+    params = load_params(params_file)
+    synthetic = is_synthetic(params, root)
+    data_path = resolve_data_path(params, root, source)
+    data_hash = file_hash(data_path)
+    pkg = package_hash()
+    build = root / "build"
+    flat = params.notebook_parameters()
+    keys = {VALIDATE: params_hash([pkg, data_hash, params.data.model_dump(mode="json"),
+                                   params.split.test_size])}
+    injected = {}
+    uri = _tracking_uri_for_key(root)
+    whole = params_hash(params.model_dump(mode="json"))
+    for step in STEPS:
+        nb_path = root / step.notebook
+        nb = read_notebook_source(nb_path)
+        declared = declared_parameters(nb, nb_path)
+        unknown = [n for n in declared if n not in flat and n not in RUNNER_PARAMETERS]
+        if unknown:
+            raise NbopsError([f"{step.notebook}: parameters cell declares {n!r}, which is neither "
+                              f"a params key nor provided by the runner" for n in unknown])
+        runtime = {
+            "table_path": str(build / VALIDATE / "table.parquet"),
+            "products_dir": str(build / step.name),
+            "train_dir": str(build / "02_train"),
+            "data_source": str(data_path.relative_to(root) if data_path.is_relative_to(root) else data_path),
+            "data_is_synthetic": synthetic,
+            "data_hash": data_hash,
+            "params_hash": whole,
+        }
+        values = {n: flat[n] for n in declared if n in flat}
+        values.update({n: runtime[n] for n in declared if n in runtime})
+        injected[step.name] = values
+        keyed = {k: v for k, v in values.items() if k not in ("git_commit",)}
+        keys[step.name] = params_hash([source_hash(nb), keyed, pkg, [keys[n] for n in step.needs],
+                                       uri if step.tracked else None])
+    return Plan(root, params_file, params, data_path, data_hash, synthetic, keys, injected,
+                build, root / "reports")
+
+
+def _tracking_uri_for_key(root: Path) -> str:
+    import os
+
+    from nbops.tracking import default_tracking_uri
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+
+
+# ------------------------------------------------------------------ steps
+
+
+def run_validate(plan: Plan) -> None:
+    """Read and validate the CSV once, in-process, and hand the table on as parquet."""
+    from nbops.data import check_splittable, read_table, validate_table
+
+    params = plan.params
+    shown = plan.data_path.relative_to(plan.root) if plan.data_path.is_relative_to(plan.root) else plan.data_path
+    df = read_table(plan.data_path, params.data)
+    df = validate_table(df, params.data, shown)
+    check_splittable(df, params.data, params.split.test_size, shown)
+    out = plan.build / VALIDATE
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "table.parquet.tmp"
+    df.to_parquet(tmp)
+    tmp.replace(out / "table.parquet")
+
+
+def preflight(plan: Plan, to_run: list[str]) -> None:
+    """Checks that need heavier imports, only when a step will actually run."""
+    if "02_train" in to_run:
+        from nbops.models import make_estimator
+
+        source = str(plan.params_file.relative_to(plan.root)
+                     if plan.params_file.is_relative_to(plan.root) else plan.params_file)
+        make_estimator(plan.params.model.name, plan.params.model.params, source)
+
+
+def execute_step(plan: Plan, step: Step, git_commit: str) -> None:
+    """Run one notebook with papermill; raise StepError naming the failing cell."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    out_dir = plan.build / step.name
+    plan.stamp_path(step.name).unlink(missing_ok=True)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    parameters = dict(plan.injected[step.name])
+    if "git_commit" in parameters:
+        parameters["git_commit"] = git_commit
+    try:
+        papermill.execute_notebook(
+            str(plan.root / step.notebook),
+            str(out_dir / f"{step.name}.ipynb"),
+            parameters=parameters,
+            kernel_name="python3",
+            cwd=str(plan.root / "notebooks"),
+            progress_bar=False,
+            execution_timeout=plan.params.run.cell_timeout_s,
+        )
+    except PapermillExecutionError as exc:
+        # papermill counts cells from 0 including the injected-parameters cell it added.
+        raise StepError(step.name, exc.cell_index, exc.ename, exc.evalue) from None
+    except Exception as exc:  # dead kernel, timeout, missing kernel: papermill raises others
+        raise StepError(step.name, None, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "") from None
+    write_json(plan.stamp_path(step.name), {"key": plan.keys[step.name], "finished": time.time()})
+
+
+def run_pipeline(params_file: str | Path, root: str | Path = ".", force: bool = False,
+                 only: list[str] | None = None, jobs: int = 2) -> RunResult:
+    """Run (or skip) every step; render reports even when a step failed."""
+    t0 = time.perf_counter()
+    root = Path(root).resolve()
+    params_file = Path(params_file)
+    params_file = params_file if params_file.is_absolute() else (root / params_file)
+    plan = make_plan(params_file, root)
+    result = RunResult()
+    wanted = [s for s in STEPS if not only or s.name in only]
+    if only:
+        # an explicitly asked step still needs its upstream products
+        names = set(only)
+        for step in reversed(STEPS):
+            if step.name in names:
+                names.update(n for n in step.needs if n != VALIDATE)
+        wanted = [s for s in STEPS if s.name in names]
+    if plan.synthetic:
+        _say(f"data: {plan.data_path.relative_to(root)} (SYNTHETIC: put the real CSV at "
+             f"{plan.params.data.path} to use it)")
+    else:
+        _say(f"data: {plan.data_path}")
+
+    # validate
+    if force or not plan.is_current(VALIDATE) or not (plan.build / VALIDATE / "table.parquet").exists():
+        t = time.perf_counter()
+        plan.stamp_path(VALIDATE).unlink(missing_ok=True)
+        run_validate(plan)
+        write_json(plan.stamp_path(VALIDATE), {"key": plan.keys[VALIDATE], "finished": time.time()})
+        _say(f"✓ {VALIDATE:<12} {time.perf_counter() - t:5.1f}s  table validated")
+        result.ran.append(VALIDATE)
+    else:
+        _say(f"- {VALIDATE:<12}  skipped (unchanged)")
+        result.skipped.append(VALIDATE)
+
+    to_run = [s.name for s in wanted if force or not plan.is_current(s.name)]
+    # anything downstream of a step that runs must run too
+    for step in wanted:
+        if any(n in to_run for n in step.needs) and step.name not in to_run:
+            to_run.append(step.name)
+    for step in wanted:
+        if step.name not in to_run:
+            _say(f"- {step.name:<12}  skipped (unchanged)")
+            result.skipped.append(step.name)
+
+    if to_run:
+        preflight(plan, to_run)
+        commit = "unknown"
+        if any(s.tracked for s in wanted if s.name in to_run):
+            from nbops import tracking
+
+            tracking.configure_tracking(root)
+            tracking.ensure_experiment(plan.params.registry.experiment)
+            commit = tracking.git_commit(root)
+        _execute_all(plan, [s for s in wanted if s.name in to_run], commit, result, jobs)
+
+    from nbops.report import render_reports
+
+    result.reports = render_reports(plan, result)
+    eval_path = plan.build / "03_evaluate" / "metrics.json"
+    if result.ok and eval_path.exists():
+        result.evaluation = read_json(eval_path)
+    _say(f"done in {time.perf_counter() - t0:.1f}s")
+    return result
+
+
+def _execute_all(plan: Plan, steps: list[Step], commit: str, result: RunResult, jobs: int) -> None:
+    """Run steps as their upstream steps finish, up to `jobs` at a time."""
+    pending = list(steps)
+    done: set[str] = {VALIDATE} | set(result.skipped)
+    failed: set[str] = set()
+    lock = threading.Lock()
+    running = {}
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        while pending or running:
+            for step in list(pending):
+                if any(n in failed for n in step.needs):
+                    pending.remove(step)
+                    result.not_run.append(step.name)
+                    _say(f"✗ {step.name:<12}  not run ({', '.join(n for n in step.needs if n in failed)} failed)")
+                elif all(n in done for n in step.needs):
+                    pending.remove(step)
+                    _say(f"▶ {step.name:<12}  started")
+                    running[pool.submit(_timed, execute_step, plan, step, commit)] = step
+            if not running:
+                break
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                step = running.pop(fut)
+                try:
+                    seconds = fut.result()
+                except StepError as exc:
+                    with lock:
+                        failed.add(step.name)
+                        result.failure = result.failure or exc
+                    _say(f"✗ {step.name:<12}  {exc}")
+                    continue
+                done.add(step.name)
+                result.ran.append(step.name)
+                _say(f"✓ {step.name:<12} {seconds:5.1f}s")
+
+
+def _timed(fn, *args) -> float:
+    t = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t
+
+
+# ------------------------------------------------------------------ CLI glue
+
+
+def main_run(params_file: str, root: str, force: bool, only: list[str] | None, jobs: int) -> int:
+    try:
+        result = run_pipeline(params_file, root, force=force, only=only, jobs=jobs)
+    except NbopsError as exc:
+        for line in exc.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return 1
+    index = result.reports / "index.html" if result.reports else None
+    if result.evaluation:
+        decision = result.evaluation["decision"]
+        _say(f"gate: {decision['verdict']} (challenger v{decision['challenger_version']}, "
+             f"champion before: {('v' + str(decision['champion_version'])) if decision['champion_version'] else 'none'})")
+    if result.evaluation:
+        after = result.evaluation["champion_after"]
+        _say(f"champion: {result.evaluation['model_name']} v{after}" if after else "champion: none yet")
+    if index:
+        _say(f"reports: {index}")
+    if result.failure:
+        print(f"error: {result.failure}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,261 @@
+"""MLflow: where runs go, how a model is logged and registered, how aliases move.
+
+Tracking URI: `MLFLOW_TRACKING_URI` when set (any server; credentials from the usual
+`MLFLOW_TRACKING_USERNAME`/`MLFLOW_TRACKING_PASSWORD`), else `mlflow/mlflow.db` (sqlite) with
+artifacts in `mlflow/artifacts/` inside the project. Aliases, never stages:
+`challenger` = the newest trained version, `champion` = the one that passed the gate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nbops.exceptions import ModelError
+
+if TYPE_CHECKING:
+    from nbops.gate import Decision
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+TAG_PREFIX = "nbops."
+# What a logged model needs to be served: stated, not inferred (inference costs ~3 s and
+# picked up test tools).
+MODEL_REQUIREMENTS = ("scikit-learn", "skops", "pandas", "numpy", "scipy")
+
+
+def default_tracking_uri(root: Path) -> str:
+    return f"sqlite:///{(root / 'mlflow' / 'mlflow.db').resolve()}"
+
+
+def configure_tracking(root: Path) -> str:
+    """Pick the tracking URI and export it, so kernels started afterwards inherit it."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    return uri
+
+
+def _local_artifact_root(uri: str) -> str | None:
+    """Artifacts beside a local sqlite store; a server decides for itself."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def ensure_experiment(name: str) -> str:
+    """Create the store (if fresh) and the experiment once, serially, before parallel work."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=_local_artifact_root(uri))
+
+
+def git_commit(root: Path | None = None) -> str:
+    """HEAD's commit, with `-dirty` when the work tree has changes; `unknown` outside git."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return "unknown"
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return head.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def model_requirements() -> list[str]:
+    return [f"{name}=={metadata.version(name)}" for name in MODEL_REQUIREMENTS]
+
+
+def _flat_params(params: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, dict) and key == "model_params":
+            for inner, v in value.items():
+                out[f"model.params.{inner}"] = json.dumps(v)
+        else:
+            out[key.replace("_", ".", 1)] = json.dumps(value)[:6000]
+    return out
+
+
+def log_training(model, *, X_example, params: dict[str, Any], cv_scores: dict[str, float],
+                 schema: dict[str, Any], holdout_ids: list[int], tags: dict[str, str],
+                 model_name: str, experiment: str, run_name: str) -> dict[str, Any]:
+    """Log params, metrics, artifacts and the model in one run; register it as `challenger`.
+
+    The run is closed FAILED by MLflow if anything in here raises; the registry is touched
+    last, after everything else was logged.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from nbops.models import TRUSTED_TYPES
+
+    mlflow.set_experiment(experiment)
+    client = mlflow.MlflowClient()
+    with mlflow.start_run(run_name=run_name, tags={TAG_PREFIX + k: v for k, v in tags.items()}) as run:
+        mlflow.log_params(_flat_params(params))
+        mlflow.log_metrics({k: float(v) for k, v in cv_scores.items()})
+        mlflow.log_dict(schema, "schema.json")
+        mlflow.log_dict({"holdout_ids": holdout_ids}, "holdout_ids.json")
+        signature = infer_signature(X_example, model.predict(X_example))
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=TRUSTED_TYPES,
+            pip_requirements=model_requirements(),
+            signature=signature,
+            input_example=X_example.head(3),
+            registered_model_name=model_name,
+            await_registration_for=60,
+        )
+        version = str(info.registered_model_version)
+        for key, value in tags.items():
+            client.set_model_version_tag(model_name, version, TAG_PREFIX + key, value)
+        client.set_model_version_tag(model_name, version, TAG_PREFIX + "run_id", run.info.run_id)
+        client.set_registered_model_alias(model_name, CHALLENGER, version)
+        return {
+            "run_id": run.info.run_id,
+            "version": version,
+            "model_name": model_name,
+            "model_uri": f"models:/{model_name}/{version}",
+            "experiment": experiment,
+        }
+
+
+def get_alias_version(model_name: str, alias: str, client=None):
+    """The ModelVersion behind an alias, or None when the model or alias does not exist."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = client or mlflow.MlflowClient()
+    try:
+        return client.get_model_version_by_alias(model_name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def load_model(model_uri: str, dst: Path | None = None):
+    """Load a registered sklearn model, trusting only skops files with TRUSTED_TYPES.
+
+    MLflow would read the trusted-types list from the model itself, and would unpickle a
+    pickle/cloudpickle model; both let whoever registered the model run code here. We refuse.
+    """
+    import mlflow
+
+    target = str(dst) if dst else tempfile.mkdtemp(prefix="nbops-model-")
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=target))
+    return load_model_dir(local, model_uri)
+
+
+def load_model_dir(local: Path, label: str = ""):
+    """Load a downloaded MLflow sklearn model folder with the skops allow-list fixed in code."""
+    import skops.io
+    import yaml
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    from nbops.models import TRUSTED_TYPES
+
+    label = label or str(local)
+    try:
+        mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+        conf = mlmodel["flavors"]["sklearn"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        raise ModelError(f"{label}: not an MLflow scikit-learn model folder") from None
+    fmt = conf.get("serialization_format")
+    if fmt != "skops":
+        raise ModelError(f"{label}: refusing to load a {fmt!r} model: only skops models are trusted")
+    file = local / conf.get("pickled_model", "model.skops")
+    if file.resolve().parent != local.resolve() or not file.is_file():
+        raise ModelError(f"{label}: model file {conf.get('pickled_model')!r} is missing")
+    try:
+        return skops.io.load(file, trusted=TRUSTED_TYPES)
+    except UntrustedTypesFoundException as exc:
+        raise ModelError(f"{label}: refusing to load: {exc}") from None
+
+
+def run_artifact_json(run_id: str, path: str) -> dict:
+    import mlflow
+
+    return mlflow.artifacts.load_dict(f"runs:/{run_id}/{path}")
+
+
+def apply_decision(model_name: str, decision: Decision, client=None) -> Decision:
+    """Record the decision on the challenger version; move `champion` only if it says promote.
+
+    The read-compare-set is guarded: if `champion` moved since the comparison was made, this
+    refuses to promote instead of overwriting a newer champion.
+    """
+    import mlflow
+
+    client = client or mlflow.MlflowClient()
+    version = decision.challenger_version
+    if decision.promote:
+        current = get_alias_version(model_name, CHAMPION, client)
+        current_version = current.version if current else None
+        if str(current_version) != str(decision.champion_version):
+            decision.promote = False
+            decision.verdict = "keep champion"
+            decision.reasons.append(
+                f"champion moved to v{current_version} during evaluation: not overwritten"
+            )
+    tags = {
+        "gate.verdict": decision.verdict,
+        "gate.reasons": "; ".join(decision.reasons)[:4000],
+        "gate.deltas": json.dumps(decision.deltas),
+        "gate.compared_with": str(decision.champion_version or "none"),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, TAG_PREFIX + key, value)
+    if decision.promote:
+        if decision.champion_version is not None:
+            client.set_model_version_tag(
+                model_name, version, TAG_PREFIX + "previous_champion", str(decision.champion_version)
+            )
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+    return decision
+
+
+def rollback_champion(model_name: str, client=None) -> tuple[str, str]:
+    """Move `champion` back to the version it replaced. Returns (from_version, to_version)."""
+    import mlflow
+
+    client = client or mlflow.MlflowClient()
+    current = get_alias_version(model_name, CHAMPION, client)
+    if current is None:
+        raise ModelError(f"registered model {model_name!r} has no champion to roll back")
+    previous = current.tags.get(TAG_PREFIX + "previous_champion")
+    if not previous:
+        raise ModelError(
+            f"{model_name} v{current.version} is the first champion: there is no previous one"
+        )
+    client.set_registered_model_alias(model_name, CHAMPION, previous)
+    client.set_model_version_tag(model_name, current.version, TAG_PREFIX + "rolled_back", "true")
+    client.set_model_version_tag(model_name, previous, TAG_PREFIX + "restored_from", current.version)
+    return current.version, previous
+
+
+def mark_run_failed(run_id: str) -> None:
+    """Close a run a dead kernel left RUNNING."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    if run.info.status == "RUNNING":
+        client.set_terminated(run_id, status="FAILED")

@@ -21,7 +21,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="run these steps (and what they need): 01_eda 02_train 03_evaluate")
     run.add_argument("--jobs", type=int, default=2, help="notebooks run at once (default 2)")
 
-    for name, text in (("rollback", "move champion back to the previous champion"),
+    for name, text in (("report", "re-render reports/ from the last executed notebooks"),
+                       ("rollback", "move champion back to the previous champion"),
                        ("champion", "print the champion version")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--params", default="params/default.yaml")
@@ -35,6 +36,16 @@ def main(argv: list[str] | None = None) -> int:
         from nbops.runner import main_run
 
         return main_run(args.params, args.root, args.force, args.only, args.jobs)
+    if args.command == "report":
+        from nbops.runner import render_only
+
+        try:
+            print(f"reports: {render_only(args.params, args.root) / 'index.html'}")
+        except NbopsError as exc:
+            for line in exc.problems:
+                print(f"error: {line}", file=sys.stderr)
+            return 1
+        return 0
     try:
         from nbops import tracking
         from nbops.params import load_params

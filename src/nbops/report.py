@@ -20,7 +20,7 @@ SUMMARY_LIMIT = 60_000
 SUMMARY_MARKER = "<!-- nbops-summary -->"
 TITLES = {"01_eda": "Exploratory data analysis", "02_train": "Train",
           "03_evaluate": "Evaluate and gate"}
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~!])")
 
 
 def md_escape(value) -> str:
@@ -94,7 +94,7 @@ def summary_markdown(evaluation: dict | None, failure=None, statuses: dict | Non
     if failure is not None:
         lines += [f"## ❌ Pipeline failed at {md_escape(failure.step)}"
                   + (f", cell {failure.cell_index}" if failure.cell_index is not None else ""),
-                  "", f"`{md_escape(failure.ename)}`: {md_escape(failure.evalue)}" if failure.ename
+                  "", f"{md_escape(failure.ename)}: {md_escape(failure.evalue)}" if failure.ename
                   else md_escape(failure.evalue), "",
                   "No alias was moved. The executed notebook, with the failing cell, is in the reports.",
                   "", f"Reports: {links}" if links else ""]
@@ -144,7 +144,7 @@ def summary_markdown(evaluation: dict | None, failure=None, statuses: dict | Non
         lines += [f"| {md_escape(k)} | {md_escape(a)} | {md_escape(b)} |" for k, (a, b) in diff.items()]
     data = evaluation["data"]
     kind = " (SYNTHETIC)" if data.get("synthetic") else ""
-    lines += ["", f"Data: `{md_escape(data['source'])}`{kind} · sha256 `{md_escape(str(data['hash'])[:12])}` · "
+    lines += ["", f"Data: {md_escape(data['source'])}{kind} · sha256 {md_escape(str(data['hash'])[:12])} · "
               f"{data['holdout_rows']} held-out rows"]
     if links:
         lines += ["", f"Reports: {links} · [index]({link_prefix}index.html)"]

@@ -373,6 +373,17 @@ def _timed(fn, *args) -> float:
     return time.perf_counter() - t
 
 
+def render_only(params_file: str | Path, root: str | Path = ".") -> Path:
+    """Re-render reports/ from the build folder without running anything."""
+    from nbops.report import render_reports
+
+    root = Path(root).resolve()
+    params_file = Path(params_file)
+    plan = make_plan(params_file if params_file.is_absolute() else root / params_file, root)
+    result = RunResult(skipped=[s.name for s in STEPS if plan.is_current(s.name)])
+    return render_reports(plan, result)
+
+
 # ------------------------------------------------------------------ CLI glue
 
 

@@ -91,9 +91,12 @@ def _flat_params(params: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+REFERENCE_ROWS = 10_000
+
+
 def log_training(model, *, X_example, params: dict[str, Any], cv_scores: dict[str, float],
                  schema: dict[str, Any], holdout_ids: list[int], tags: dict[str, str],
-                 model_name: str, experiment: str, run_name: str) -> dict[str, Any]:
+                 model_name: str, experiment: str, run_name: str, reference=None) -> dict[str, Any]:
     """Log params, metrics, artifacts and the model in one run; register it as `challenger`.
 
     The run is closed FAILED by MLflow if anything in here raises; the registry is touched
@@ -111,6 +114,11 @@ def log_training(model, *, X_example, params: dict[str, Any], cv_scores: dict[st
         mlflow.log_metrics({k: float(v) for k, v in cv_scores.items()})
         mlflow.log_dict(schema, "schema.json")
         mlflow.log_dict({"holdout_ids": holdout_ids}, "holdout_ids.json")
+        if reference is not None:  # training rows (sampled) for drift checks against this model
+            with tempfile.TemporaryDirectory() as tmp:
+                sample = reference.sample(min(len(reference), REFERENCE_ROWS), random_state=0)
+                sample.to_parquet(Path(tmp) / "reference_sample.parquet")
+                mlflow.log_artifact(str(Path(tmp) / "reference_sample.parquet"))
         signature = infer_signature(X_example, model.predict(X_example))
         info = mlflow.sklearn.log_model(
             model,
@@ -135,6 +143,16 @@ def log_training(model, *, X_example, params: dict[str, Any], cv_scores: dict[st
             "model_uri": f"models:/{model_name}/{version}",
             "experiment": experiment,
         }
+
+
+def log_holdout_metrics(run_id: str, metrics: dict[str, Any]) -> None:
+    """Attach the held-out scores to the training run (model card, dashboard, comparisons)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for name in ("accuracy", "macro_f1", "weighted_f1"):
+        client.log_metric(run_id, f"holdout_{name}", float(metrics[name]))
+    client.log_dict(run_id, metrics, "holdout_metrics.json")
 
 
 def get_alias_version(model_name: str, alias: str, client=None):

@@ -1,0 +1,84 @@
+# nbops — the front door. `make` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PARAMS ?= params/default.yaml
+PORT ?= 8866
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+# uv from PATH when present, else bootstrapped once into .tools/ (PyPI only, no other download).
+UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
+export UV_PYTHON_DOWNLOADS := never
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help setup pipeline eda train evaluate report test lint format lab mlflow-ui rollback champion clean distclean lock
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml | $(UV)
+	@test -x $(PY) || $(UV) venv --quiet --python $(PYTHON) $(VENV)
+	$(UV) pip install --quiet --python $(PY) --compile-bytecode -r requirements.txt -r requirements-dev.txt
+	$(UV) pip install --quiet --python $(PY) --no-deps -e .
+	@if [ -d .git ]; then $(VENV)/bin/nbstripout --install --attributes .gitattributes; fi
+	@touch $@
+
+setup: $(VENV)/.installed ## create .venv with uv from the exact pins (idempotent)
+
+lock: | $(UV) ## recompile requirements*.txt from requirements*.in (exact pins)
+	$(UV) pip compile --quiet requirements.in -o requirements.txt --python-version 3.11
+	$(UV) pip compile --quiet requirements-dev.in -o requirements-dev.txt --python-version 3.11
+
+pipeline: setup ## run the notebooks headless: validate, EDA, train, evaluate, gate, reports (PARAMS=...)
+	$(PY) -m nbops run --params $(PARAMS) $(ARGS)
+
+eda: setup ## run only the EDA notebook
+	$(PY) -m nbops run --params $(PARAMS) --only 01_eda $(ARGS)
+
+train: setup ## run only the train notebook
+	$(PY) -m nbops run --params $(PARAMS) --only 02_train $(ARGS)
+
+evaluate: setup ## run the evaluate notebook (and train, if it is not current)
+	$(PY) -m nbops run --params $(PARAMS) --only 03_evaluate $(ARGS)
+
+report: setup ## re-render reports/ from the last executed notebooks
+	$(PY) -m nbops report --params $(PARAMS)
+
+test: setup ## all tests: unit, data, model, notebooks (nbval), end to end
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup ## ruff on code and notebooks; no notebook outputs committed
+	$(VENV)/bin/ruff check src tests notebooks
+	$(VENV)/bin/ruff format --check src tests
+	git ls-files -z '*.ipynb' | xargs -0 -r $(VENV)/bin/nbstripout --verify
+
+format: setup ## ruff format and autofix
+	$(VENV)/bin/ruff format src tests
+	$(VENV)/bin/ruff check --fix src tests notebooks
+
+lab: setup ## JupyterLab for editing the notebooks, with an `nbops` kernel
+	$(PY) -m ipykernel install --sys-prefix --name nbops --display-name "Python (nbops)"
+	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks
+
+mlflow-ui: setup ## MLflow UI on 127.0.0.1:5000 for the local store
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
+
+rollback: setup ## move `champion` back to the previous champion version
+	$(PY) -m nbops rollback --params $(PARAMS)
+
+champion: setup ## print the champion version
+	$(PY) -m nbops champion --params $(PARAMS)
+
+clean: ## remove build products, reports and caches (keeps the MLflow store and .venv)
+	rm -rf build .pytest_cache .ruff_cache
+	find reports -mindepth 1 ! -name README.md -exec rm -rf {} +
+
+distclean: clean ## also remove the MLflow store, generated synthetic data and .venv
+	rm -rf mlflow $(VENV) .tools
+	find data/raw -mindepth 1 ! -name README.md -delete

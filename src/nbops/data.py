@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from nbops.params import DataParams, Params
 
 MAX_COLUMNS = 10_000
+WIDE_TABLE = 256
 _SHOWN_VALUES = 5
 _SHOWN_LINES = 8
 
@@ -57,32 +58,32 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_header(path: Path, delimiter: str) -> list[str]:
+def _read_header(path: Path, delimiter: str, shown) -> list[str]:
     try:
         with open(path, encoding="utf-8", newline="") as fh:
             first = fh.readline(1 << 20)
             if not first.strip():
                 rest = fh.read(1 << 16)
-                raise DataError(f"{path}: file is empty" if not rest.strip() else
-                                f"{path}: line 1 (the header) is blank")
+                raise DataError(f"{shown}: file is empty" if not rest.strip() else
+                                f"{shown}: line 1 (the header) is blank")
             has_rows = bool(fh.readline().strip())
     except UnicodeDecodeError:
-        raise DataError(f"{path}: not a UTF-8 text CSV file") from None
+        raise DataError(f"{shown}: not a UTF-8 text CSV file") from None
     if "\x00" in first:
-        raise DataError(f"{path}: not a text CSV file (binary content)")
+        raise DataError(f"{shown}: not a text CSV file (binary content)")
     header = next(csv.reader([first], delimiter=delimiter))
     header = [h.strip() for h in header]
     if len(header) > MAX_COLUMNS:
-        raise DataError(f"{path}: header has {len(header)} columns, more than the {MAX_COLUMNS} supported")
+        raise DataError(f"{shown}: header has {len(header)} columns, more than the {MAX_COLUMNS} supported")
     seen: dict[str, int] = {}
     for pos, name in enumerate(header, start=1):
         if name in seen:
             raise DataError(
-                f"{path}: duplicate column name {name!r} in the header (columns {seen[name]} and {pos})"
+                f"{shown}: duplicate column name {name!r} in the header (columns {seen[name]} and {pos})"
             )
         seen[name] = pos
     if not has_rows:
-        raise DataError(f"{path}: has a header but no data rows")
+        raise DataError(f"{shown}: has a header but no data rows")
     return header
 
 
@@ -104,21 +105,24 @@ def _missing_columns_problem(path: Path, missing: list[str], header: list[str], 
     return line
 
 
-def read_table(path: Path, data: DataParams) -> pd.DataFrame:
-    """Read the declared columns of a CSV; index = file line number (header is line 1)."""
+def read_table(path: Path, data: DataParams, shown: Path | str | None = None) -> pd.DataFrame:
+    """Read the declared columns of a CSV; index = file line number (header is line 1).
+    `shown` is how messages name the file (relative to the project when it is inside it)."""
     import pandas as pd
 
-    header = _read_header(path, data.delimiter)
+    header = _read_header(path, data.delimiter, shown or path)
     wanted = [*data.numeric, *data.categorical, data.target]
     missing = [c for c in wanted if c not in header]
     if missing:
-        raise DataError(_missing_columns_problem(path, missing, header, data.delimiter))
+        raise DataError(_missing_columns_problem(shown or path, missing, header, data.delimiter))
     text_cols = {c: "str" for c in [*data.categorical, data.target]}
     try:
         df = pd.read_csv(
             path,
             sep=data.delimiter,
-            usecols=lambda c: c.strip() in wanted,
+            # usecols silently accepts ragged rows, so narrow tables are read whole (rows with
+            # too many fields are then an error); wide ones read only the declared columns.
+            usecols=(lambda c: c.strip() in wanted) if len(header) > WIDE_TABLE else None,
             dtype=text_cols,
             skip_blank_lines=False,
             skipinitialspace=True,
@@ -127,14 +131,14 @@ def read_table(path: Path, data: DataParams) -> pd.DataFrame:
     except pd.errors.ParserError as exc:
         # pandas says e.g. "Error tokenizing data. C error: Expected 6 fields in line 12, saw 7"
         detail = str(exc).split("C error: ")[-1].strip()
-        raise DataError(f"{path}: malformed CSV: {detail}") from None
+        raise DataError(f"{shown or path}: malformed CSV: {detail}") from None
     except UnicodeDecodeError:
-        raise DataError(f"{path}: not a UTF-8 text CSV file") from None
+        raise DataError(f"{shown or path}: not a UTF-8 text CSV file") from None
     df.columns = [c.strip() for c in df.columns]
     df.index = pd.RangeIndex(2, len(df) + 2, name="line")
     df = df.dropna(how="all")
     if df.empty:
-        raise DataError(f"{path}: has a header but no data rows")
+        raise DataError(f"{shown or path}: has a header but no data rows")
     return df[wanted]
 
 
@@ -158,19 +162,28 @@ def _canonical(series: pd.Series, allowed: list[str] | None) -> pd.Series:
 def build_pandera_schema(data: DataParams, classes=None, categories=None, ranges=None):
     """pandera schema from params plus, when given, what a training table showed."""
     import numpy as np
+    import pandas as pd
     import pandera.pandas as pa
 
     categories = {**(categories or {}), **data.categories}
     ranges = {**(ranges or {}), **{k: tuple(v) for k, v in data.ranges.items()}}
     classes = data.classes or classes
-    finite = pa.Check(lambda s: np.isfinite(s), element_wise=False, name="finite",
-                      error="is not finite")
+    # Checks see the raw column when coercion failed for some values: coerce again, quietly,
+    # so a value that is not a number is reported once (by the coercion), not three times.
+    def as_number(s):
+        return pd.to_numeric(s, errors="coerce")
+
+    finite = pa.Check(lambda s: as_number(s).isna() | np.isfinite(as_number(s)), name="is not finite")
     columns = {}
     for col in data.numeric:
         checks = [finite]
         if col in ranges:
             low, high = ranges[col]
-            checks.append(pa.Check.in_range(low, high))
+            checks.append(pa.Check(
+                lambda s, lo=low, hi=high: ~np.isfinite(as_number(s).fillna(0)) | as_number(s).isna()
+                | as_number(s).between(lo, hi),
+                name=f"is outside the range [{low:g}, {high:g}]",
+            ))
         columns[col] = pa.Column("float64", checks, nullable=True, coerce=True)
     for col in data.categorical:
         checks = [pa.Check.isin(categories[col])] if col in categories else []
@@ -198,8 +211,8 @@ def _values(values) -> str:
 
 
 def _check_text(check: str) -> str:
-    if check == "not_nullable":
-        return "has missing values"
+    if check.startswith("is "):
+        return check
     if check.startswith("coerce_dtype"):
         return "is not a number" if "float" in check else f"cannot be read ({check})"
     return f"fails {check}"
@@ -208,6 +221,8 @@ def _check_text(check: str) -> str:
 def describe_schema_errors(exc, path) -> list[str]:
     """One line per (column, check) from a pandera SchemaErrors."""
     cases = exc.failure_cases
+    coerce_failed = set(cases.loc[cases["check"].astype(str).str.startswith("coerce_dtype"), "column"])
+    cases = cases[~(cases["column"].isin(coerce_failed) & cases["check"].astype(str).str.startswith("dtype("))]
     problems = []
     for (column, check), group in cases.groupby(["column", "check"], sort=False, dropna=False):
         if check == "not_nullable":
@@ -256,7 +271,7 @@ def load_table(params: Params, root: Path, source: str = "params") -> tuple[pd.D
     """Locate, read and validate the table; returns (validated table, CSV path)."""
     path = resolve_data_path(params, root, source)
     shown = path.relative_to(root) if path.is_relative_to(root) else path
-    df = read_table(path, params.data)
+    df = read_table(path, params.data, shown)
     df = validate_table(df, params.data, shown)
     check_splittable(df, params.data, params.split.test_size, shown)
     return df, path

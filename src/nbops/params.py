@@ -100,6 +100,17 @@ class RunParams(_Section):
     cell_timeout_s: int = Field(600, ge=1)
 
 
+class DriftParams(_Section):
+    """The drift check (`make drift`): current data vs the champion's training sample.
+
+    A column drifts when its test's p-value is below `alpha` divided by the number of columns
+    tested (Bonferroni), so `alpha` bounds the false-alarm rate of the whole check.
+    """
+
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    min_rows: int = Field(30, ge=5)  # fewer values than this in a column: not tested
+
+
 class Params(_Section):
     data: DataParams
     split: SplitParams = SplitParams()
@@ -108,6 +119,7 @@ class Params(_Section):
     registry: RegistryParams
     eda: EdaParams = EdaParams()
     run: RunParams = RunParams()
+    drift: DriftParams = DriftParams()
     promote: bool = True
 
     def notebook_parameters(self) -> dict[str, Any]:
@@ -144,6 +156,8 @@ def _describe(error: dict, source: str) -> str:
     if error["type"] == "extra_forbidden":
         close = difflib.get_close_matches(key, _known_keys(Params), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
+        if key.startswith("model.") and key.count(".") == 1:
+            hint = f" (hyperparameters go under model.params: 'model.params.{key[6:]}')"
         return f"{source}: unknown key '{key}'{hint}"
     if error["type"] == "missing":
         return f"{source}: missing key '{key}'"

@@ -41,6 +41,10 @@ RUNNER_PARAMETERS = {
     "git_commit": "the project's commit",
 }
 
+# Params keys read by the in-process 00_validate step rather than by a notebook.
+VALIDATE_PARAMETERS = {"data_path", "data_synthetic", "data_delimiter", "data_categories",
+                       "data_ranges", "data_classes"}
+
 
 @dataclass(frozen=True)
 class Step:
@@ -214,7 +218,7 @@ def run_validate(plan: Plan) -> None:
 
     params = plan.params
     shown = plan.data_path.relative_to(plan.root) if plan.data_path.is_relative_to(plan.root) else plan.data_path
-    df = read_table(plan.data_path, params.data)
+    df = read_table(plan.data_path, params.data, shown)
     df = validate_table(df, params.data, shown)
     check_splittable(df, params.data, params.split.test_size, shown)
     out = plan.build / VALIDATE

@@ -1,0 +1,224 @@
+"""Data drift: is the current data still like the data the champion was trained on?
+
+Each feature column of the current table is compared with the same column of the champion's
+`reference_sample.parquet` (the training rows logged with the model): two-sample
+Kolmogorov–Smirnov for numeric columns, chi-squared on the category counts for categorical
+ones (scipy). A column drifts when its p-value is below `drift.alpha` divided by the number of
+columns tested (Bonferroni), so `drift.alpha` bounds the false-alarm rate of the whole check.
+Columns with fewer than `drift.min_rows` values on either side are not tested.
+
+Verdicts: `drift` (at least one column drifted), `no drift`, `insufficient data` (no column
+could be tested).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nbops.exceptions import DataError, ModelError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from nbops.params import Params
+
+REFERENCE_ARTIFACT = "reference_sample.parquet"
+DRIFT = "drift"
+NO_DRIFT = "no drift"
+INSUFFICIENT = "insufficient data"
+_SHOWN_CATEGORIES = 3
+
+
+@dataclass
+class ColumnDrift:
+    """One column's test: which test, its statistic and p-value, and whether it drifted."""
+
+    column: str
+    kind: str  # "numeric" | "categorical"
+    test: str  # "ks" | "chi2" | "not tested"
+    statistic: float | None
+    p_value: float | None
+    threshold: float | None
+    drifted: bool
+    reference_rows: int
+    current_rows: int
+    detail: str = ""
+
+
+@dataclass
+class DriftReport:
+    verdict: str
+    alpha: float
+    threshold: float | None
+    columns: list[ColumnDrift] = field(default_factory=list)
+    reference_rows: int = 0
+    current_rows: int = 0
+    champion_version: str | None = None
+    model_name: str | None = None
+
+    @property
+    def drifted(self) -> list[str]:
+        return [c.column for c in self.columns if c.drifted]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["drifted_columns"] = self.drifted
+        return out
+
+    def to_frame(self) -> pd.DataFrame:
+        """The per-column table, drifted columns first, smallest p-value first."""
+        import pandas as pd
+
+        frame = pd.DataFrame([asdict(c) for c in self.columns])
+        if frame.empty:
+            return frame
+        frame["_order"] = frame["p_value"].fillna(2.0)
+        return frame.sort_values(["drifted", "_order"], ascending=[False, True]).drop(columns="_order")
+
+    def summary_line(self) -> str:
+        where = f"{self.model_name} v{self.champion_version}" if self.champion_version else "the reference"
+        if self.verdict == DRIFT:
+            return f"drift: {', '.join(self.drifted)} differ from {where}'s training data"
+        if self.verdict == NO_DRIFT:
+            return f"no drift: {len(self.columns)} columns tested against {where}'s training data"
+        return f"insufficient data: no column has {self.min_rows_hint} values on both sides"
+
+    @property
+    def min_rows_hint(self) -> str:
+        return "enough"
+
+
+# ------------------------------------------------------------------ the tests
+
+
+def _finite(value: float) -> float:
+    return float(value) if math.isfinite(float(value)) else 0.0
+
+
+def numeric_drift(reference: pd.Series, current: pd.Series) -> tuple[float, float, str]:
+    """Two-sample KS: (statistic, p-value, a short description of the shift)."""
+    from scipy.stats import ks_2samp
+
+    result = ks_2samp(reference.to_numpy(dtype=float), current.to_numpy(dtype=float))
+    detail = f"median {reference.median():.4g} → {current.median():.4g}"
+    return _finite(result.statistic), float(result.pvalue), detail
+
+
+def categorical_drift(reference: pd.Series, current: pd.Series) -> tuple[float, float, str]:
+    """Chi-squared on a 2×k table of category counts: (statistic, p-value, description).
+
+    A category seen on one side only still counts (a new category is a strong signal);
+    with fewer than two categories in total there is nothing to compare (p = 1).
+    """
+    import numpy as np
+    from scipy.stats import chi2_contingency
+
+    ref_counts = reference.astype(str).value_counts()
+    cur_counts = current.astype(str).value_counts()
+    categories = sorted(set(ref_counts.index) | set(cur_counts.index))
+    table = np.array([[ref_counts.get(c, 0) for c in categories], [cur_counts.get(c, 0) for c in categories]])
+    ref_share = table[0] / table[0].sum()
+    cur_share = table[1] / table[1].sum()
+    moved = sorted(range(len(categories)), key=lambda i: -abs(cur_share[i] - ref_share[i]))
+    detail = ", ".join(
+        f"{categories[i]} {ref_share[i]:.0%} → {cur_share[i]:.0%}" for i in moved[:_SHOWN_CATEGORIES]
+    )
+    if len(categories) < 2:
+        return 0.0, 1.0, detail
+    result = chi2_contingency(table, correction=False)
+    return _finite(result.statistic), float(result.pvalue), detail
+
+
+def detect_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    *,
+    alpha: float = 0.05,
+    min_rows: int = 30,
+) -> DriftReport:
+    """Compare every declared feature column of `current` with `reference`."""
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+    for name, frame in (("reference sample", reference), ("current data", current)):
+        missing = [c for c in [*numeric, *categorical] if c not in frame.columns]
+        if missing:
+            raise DataError(f"{name} has no column{'s' if len(missing) > 1 else ''} "
+                            + ", ".join(repr(c) for c in missing))
+    pairs = []
+    for kind, cols in (("numeric", numeric), ("categorical", categorical)):
+        for col in cols:
+            pairs.append((col, kind, reference[col].dropna(), current[col].dropna()))
+    testable = [p for p in pairs if min(len(p[2]), len(p[3])) >= min_rows]
+    threshold = alpha / len(testable) if testable else None
+    columns = []
+    for col, kind, ref, cur in pairs:
+        if (col, kind, ref, cur) not in testable and not any(col == t[0] for t in testable):
+            columns.append(ColumnDrift(col, kind, "not tested", None, None, None, False, len(ref), len(cur),
+                                       f"fewer than {min_rows} values"))
+            continue
+        test = numeric_drift if kind == "numeric" else categorical_drift
+        statistic, p_value, detail = test(ref, cur)
+        columns.append(ColumnDrift(col, kind, "ks" if kind == "numeric" else "chi2", statistic, p_value,
+                                   threshold, bool(p_value < threshold), len(ref), len(cur), detail))
+    if not testable:
+        verdict = INSUFFICIENT
+    else:
+        verdict = DRIFT if any(c.drifted for c in columns) else NO_DRIFT
+    return DriftReport(verdict, alpha, threshold, columns, len(reference), len(current))
+
+
+# ------------------------------------------------------------------ the champion's reference
+
+
+def load_reference(model_name: str, client=None, download=None) -> tuple[pd.DataFrame, str]:
+    """The champion's training sample and its version; ModelError when there is none.
+
+    `download(run_id, artifact_path, dst) -> local path` defaults to MLflow's; tests inject one.
+    """
+    import pandas as pd
+
+    from nbops import tracking
+
+    champion = tracking.get_alias_version(model_name, tracking.CHAMPION, client)
+    if champion is None:
+        raise ModelError(f"registered model {model_name!r} has no champion: run `make pipeline` to train "
+                         "and promote one before checking drift")
+    if download is None:
+        import mlflow
+
+        def download(run_id, artifact_path, dst):
+            return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path,
+                                                       dst_path=dst)
+
+    with tempfile.TemporaryDirectory(prefix="nbops-drift-") as tmp:
+        try:
+            local = download(champion.run_id, REFERENCE_ARTIFACT, tmp)
+            frame = pd.read_parquet(local)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{model_name} v{champion.version}: its run has no readable "
+                             f"{REFERENCE_ARTIFACT} ({exc.__class__.__name__}); retrain to log one") from None
+        except Exception as exc:  # MlflowException (missing artifact) is not importable cheaply here
+            if type(exc).__name__ != "MlflowException":
+                raise
+            raise ModelError(f"{model_name} v{champion.version}: its run has no {REFERENCE_ARTIFACT}; "
+                             "retrain to log one") from None
+    return frame, str(champion.version)
+
+
+def check_drift(params: Params, root: Path, client=None, download=None) -> tuple[DriftReport, Any, Any]:
+    """Current table (validated) vs the champion's sample: (report, reference, current)."""
+    from nbops.data import load_table
+
+    current, _ = load_table(params, root)
+    reference, version = load_reference(params.registry.model_name, client, download)
+    report = detect_drift(reference, current, params.data.numeric, params.data.categorical,
+                          alpha=params.drift.alpha, min_rows=params.drift.min_rows)
+    report.champion_version = version
+    report.model_name = params.registry.model_name
+    return report, reference, current

@@ -1,0 +1,177 @@
+"""Bad CSV input: one clear line per problem naming file, column, check, value and line."""
+
+from pathlib import Path
+
+import pytest
+
+from nbops.data import load_table
+from nbops.exceptions import DataError, ParamsError
+from nbops.params import load_params
+
+REPO = Path(__file__).resolve().parents[2]
+HEADER = "Age,Sex,BP,Cholesterol,Na_to_K,Drug"
+GOOD = [
+    "23,F,HIGH,HIGH,25.355,drugY",
+    "47,M,LOW,HIGH,13.093,drugC",
+    "47,M,LOW,HIGH,10.114,drugC",
+    "28,F,NORMAL,HIGH,7.798,drugX",
+    "61,F,LOW,HIGH,18.043,drugY",
+    "22,F,NORMAL,HIGH,8.607,drugX",
+    "49,F,NORMAL,HIGH,16.275,drugY",
+    "41,M,LOW,HIGH,11.037,drugC",
+    "60,M,NORMAL,HIGH,15.171,drugY",
+    "43,M,LOW,NORMAL,19.368,drugY",
+]
+
+
+@pytest.fixture
+def params():
+    params = load_params(REPO / "params" / "smoke.yaml")
+    params.split.test_size = 0.5  # so ten rows of three classes can be split
+    return params
+
+
+def load(tmp_path, params, text, name="t.csv"):
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / name).write_bytes(text.encode() if isinstance(text, str) else text)
+    params.data.path = f"data/{name}"
+    return load_table(params, tmp_path, "params/smoke.yaml")
+
+
+def csv(*rows, header=HEADER):
+    return "\n".join([header, *rows]) + "\n"
+
+
+def problems(tmp_path, params, text):
+    with pytest.raises(DataError) as exc:
+        load(tmp_path, params, text)
+    return exc.value.problems
+
+
+def test_good_table_loads_with_file_lines_as_row_ids(tmp_path, params):
+    df, path = load(tmp_path, params, csv(*GOOD))
+    assert list(df.index[:2]) == [2, 3]
+    assert df.loc[2, "Drug"] == "drugY"
+    assert path == tmp_path / "data" / "t.csv"
+
+
+def test_labels_match_case_insensitively_and_are_normalised(tmp_path, params):
+    rows = [r.replace("drugY", "DrugY") for r in GOOD]
+    df, _ = load(tmp_path, params, csv(*rows))
+    assert set(df["Drug"]) == {"drugY", "drugC", "drugX"}
+
+
+def test_missing_column(tmp_path, params):
+    text = csv(*[r.rsplit(",", 2)[0] + "," + r.rsplit(",", 1)[1] for r in GOOD],
+               header="Age,Sex,BP,Cholesterol,Drug")
+    assert problems(tmp_path, params, text) == ["data/t.csv: missing column 'Na_to_K'"]
+
+
+def test_misspelt_column_is_pointed_out(tmp_path, params):
+    text = csv(*GOOD, header="Age,Sex,BP,Cholesterol,Na_to_k,Drug")
+    assert problems(tmp_path, params, text) == ["data/t.csv: missing column 'Na_to_K' (found 'Na_to_k')"]
+
+
+def test_unknown_category_names_column_value_and_line(tmp_path, params):
+    rows = list(GOOD)
+    rows[2] = "47,M,MEDIUM,HIGH,10.114,drugC"
+    assert problems(tmp_path, params, csv(*rows)) == [
+        "data/t.csv: column 'BP' fails isin(['HIGH', 'LOW', 'NORMAL']): 'MEDIUM' at line 4"
+    ]
+
+
+def test_out_of_range_and_non_finite_values_are_each_one_line(tmp_path, params):
+    rows = list(GOOD)
+    rows[0] = "230,F,HIGH,HIGH,25.355,drugY"
+    rows[4] = "61,F,LOW,HIGH,inf,drugY"
+    found = problems(tmp_path, params, csv(*rows))
+    assert "data/t.csv: column 'Age' is outside the range [0, 120]: 230.0 at line 2" in found
+    assert "data/t.csv: column 'Na_to_K' is not finite: inf at line 6" in found
+    assert len(found) == 2
+
+
+def test_text_in_a_numeric_column(tmp_path, params):
+    rows = list(GOOD)
+    rows[3] = "twenty,F,NORMAL,HIGH,7.798,drugX"
+    found = problems(tmp_path, params, csv(*rows))
+    assert found == ["data/t.csv: column 'Age' is not a number: 'twenty' at line 5"]
+
+
+def test_unknown_label_and_missing_label(tmp_path, params):
+    rows = list(GOOD)
+    rows[1] = "47,M,LOW,HIGH,13.093,drugZ"
+    rows[5] = "22,F,NORMAL,HIGH,8.607,"
+    found = problems(tmp_path, params, csv(*rows))
+    assert any(p.startswith("data/t.csv: column 'Drug' fails isin(") and p.endswith("'drugZ' at line 3")
+               for p in found)
+    assert "data/t.csv: column 'Drug' has missing values at line 7" in found
+
+
+def test_many_bad_rows_are_summarised_not_listed_forever(tmp_path, params):
+    rows = [",".join([*r.split(",")[:2], "VERY", *r.split(",")[3:]]) for r in GOOD] * 3
+    (line,) = problems(tmp_path, params, csv(*rows))
+    assert line.startswith("data/t.csv: column 'BP' fails isin(['HIGH', 'LOW', 'NORMAL']): 'VERY' at lines 2, 3, 4, 5, 6, 7, 8, 9 (+22 more)")
+    assert "more)" in line
+
+
+def test_empty_file(tmp_path, params):
+    assert problems(tmp_path, params, "") == ["data/t.csv: file is empty"]
+
+
+def test_header_only(tmp_path, params):
+    assert problems(tmp_path, params, HEADER + "\n") == ["data/t.csv: has a header but no data rows"]
+
+
+def test_wrong_delimiter_is_recognised(tmp_path, params):
+    text = csv(*[r.replace(",", ";") for r in GOOD], header=HEADER.replace(",", ";"))
+    (line,) = problems(tmp_path, params, text)
+    assert line.startswith("data/t.csv: missing columns 'Age', 'Na_to_K', 'Sex'")
+    assert line.endswith("the file looks ';'-delimited: set data.delimiter: ';'")
+
+
+def test_duplicate_header(tmp_path, params):
+    text = csv(*[r + ",1" for r in GOOD], header=HEADER + ",Age")
+    assert problems(tmp_path, params, text) == [
+        "data/t.csv: duplicate column name 'Age' in the header (columns 1 and 7)"
+    ]
+
+
+def test_ragged_row(tmp_path, params):
+    rows = list(GOOD)
+    rows[6] = "49,F,NORMAL,HIGH,16.275,drugY,extra,more"
+    (line,) = problems(tmp_path, params, csv(*rows))
+    assert line.startswith("data/t.csv: malformed CSV: Expected 6 fields in line 8, saw 8")
+
+
+def test_binary_file_is_refused_without_echoing_it(tmp_path, params):
+    (line,) = problems(tmp_path, params, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 10)
+    assert line == "data/t.csv: not a UTF-8 text CSV file"
+
+
+def test_not_a_csv_of_the_expected_shape_does_not_echo_its_content(tmp_path, params):
+    text = "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+    (line,) = problems(tmp_path, params, text)
+    assert "root" not in line and "daemon" not in line
+    assert line.startswith("data/t.csv: missing columns 'Age', 'Na_to_K', 'Sex', 'BP', 'Cholesterol', 'Drug'")
+
+
+def test_class_too_small_to_split(tmp_path, params):
+    rows = [*GOOD, "70,M,HIGH,HIGH,9.0,drugB"]
+    assert problems(tmp_path, params, csv(*rows)) == [
+        "data/t.csv: column 'Drug': classes with fewer than 2 rows: 'drugB' (1 row)"
+    ]
+
+
+def test_missing_data_file_names_params_file_and_key(tmp_path, params):
+    params.data.path = "data/nothing.csv"
+    params.data.synthetic = None
+    with pytest.raises(ParamsError) as exc:
+        load_table(params, tmp_path, "params/smoke.yaml")
+    assert exc.value.problems == ["params/smoke.yaml: key 'data.path': data file not found: data/nothing.csv"]
+
+
+def test_missing_feature_values_are_allowed(tmp_path, params):
+    rows = list(GOOD)
+    rows[0] = ",F,HIGH,,25.355,drugY"
+    df, _ = load(tmp_path, params, csv(*rows))
+    assert df["Age"].isna().sum() == 1 and df["Cholesterol"].isna().sum() == 1

@@ -80,16 +80,14 @@ class DriftReport:
         return frame.sort_values(["drifted", "_order"], ascending=[False, True]).drop(columns="_order")
 
     def summary_line(self) -> str:
+        """The one line the CLI prints and the workflow summary shows."""
         where = f"{self.model_name} v{self.champion_version}" if self.champion_version else "the reference"
         if self.verdict == DRIFT:
-            return f"drift: {', '.join(self.drifted)} differ from {where}'s training data"
+            return f"drift: {', '.join(self.drifted)} differ from the training data of {where}"
         if self.verdict == NO_DRIFT:
-            return f"no drift: {len(self.columns)} columns tested against {where}'s training data"
-        return f"insufficient data: no column has {self.min_rows_hint} values on both sides"
-
-    @property
-    def min_rows_hint(self) -> str:
-        return "enough"
+            tested = sum(c.test != "not tested" for c in self.columns)
+            return f"no drift: {tested} columns match the training data of {where}"
+        return f"insufficient data: no column has enough values to test against {where}"
 
 
 # ------------------------------------------------------------------ the tests
@@ -148,25 +146,52 @@ def detect_drift(
     for name, frame in (("reference sample", reference), ("current data", current)):
         missing = [c for c in [*numeric, *categorical] if c not in frame.columns]
         if missing:
-            raise DataError(f"{name} has no column{'s' if len(missing) > 1 else ''} "
-                            + ", ".join(repr(c) for c in missing))
-    pairs = []
-    for kind, cols in (("numeric", numeric), ("categorical", categorical)):
-        for col in cols:
-            pairs.append((col, kind, reference[col].dropna(), current[col].dropna()))
-    testable = [p for p in pairs if min(len(p[2]), len(p[3])) >= min_rows]
-    threshold = alpha / len(testable) if testable else None
+            raise DataError(
+                f"{name} has no column{'s' if len(missing) > 1 else ''} "
+                + ", ".join(repr(c) for c in missing)
+            )
+    pairs = [
+        (col, kind, reference[col].dropna(), current[col].dropna())
+        for kind, cols in (("numeric", numeric), ("categorical", categorical))
+        for col in cols
+    ]
+    tested = sum(min(len(ref), len(cur)) >= min_rows for _, _, ref, cur in pairs)
+    threshold = alpha / tested if tested else None
     columns = []
     for col, kind, ref, cur in pairs:
-        if (col, kind, ref, cur) not in testable and not any(col == t[0] for t in testable):
-            columns.append(ColumnDrift(col, kind, "not tested", None, None, None, False, len(ref), len(cur),
-                                       f"fewer than {min_rows} values"))
+        if min(len(ref), len(cur)) < min_rows:
+            columns.append(
+                ColumnDrift(
+                    col,
+                    kind,
+                    "not tested",
+                    None,
+                    None,
+                    None,
+                    False,
+                    len(ref),
+                    len(cur),
+                    f"fewer than {min_rows} values",
+                )
+            )
             continue
         test = numeric_drift if kind == "numeric" else categorical_drift
         statistic, p_value, detail = test(ref, cur)
-        columns.append(ColumnDrift(col, kind, "ks" if kind == "numeric" else "chi2", statistic, p_value,
-                                   threshold, bool(p_value < threshold), len(ref), len(cur), detail))
-    if not testable:
+        columns.append(
+            ColumnDrift(
+                col,
+                kind,
+                "ks" if kind == "numeric" else "chi2",
+                statistic,
+                p_value,
+                threshold,
+                bool(p_value < threshold),
+                len(ref),
+                len(cur),
+                detail,
+            )
+        )
+    if not tested:
         verdict = INSUFFICIENT
     else:
         verdict = DRIFT if any(c.drifted for c in columns) else NO_DRIFT
@@ -174,6 +199,16 @@ def detect_drift(
 
 
 # ------------------------------------------------------------------ the champion's reference
+
+
+def _download_artifact(run_id: str, artifact_path: str, dst: str) -> str:
+    """MLflow's download, with "no such artifact" as FileNotFoundError."""
+    import mlflow
+
+    try:
+        return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=dst)
+    except mlflow.exceptions.MlflowException as exc:
+        raise FileNotFoundError(artifact_path) from exc
 
 
 def load_reference(model_name: str, client=None, download=None) -> tuple[pd.DataFrame, str]:
@@ -187,27 +222,23 @@ def load_reference(model_name: str, client=None, download=None) -> tuple[pd.Data
 
     champion = tracking.get_alias_version(model_name, tracking.CHAMPION, client)
     if champion is None:
-        raise ModelError(f"registered model {model_name!r} has no champion: run `make pipeline` to train "
-                         "and promote one before checking drift")
-    if download is None:
-        import mlflow
-
-        def download(run_id, artifact_path, dst):
-            return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path,
-                                                       dst_path=dst)
-
+        raise ModelError(
+            f"registered model {model_name!r} has no champion: run `make pipeline` to train "
+            "and promote one before checking drift"
+        )
+    download = download or _download_artifact
     with tempfile.TemporaryDirectory(prefix="nbops-drift-") as tmp:
         try:
-            local = download(champion.run_id, REFERENCE_ARTIFACT, tmp)
-            frame = pd.read_parquet(local)
+            frame = pd.read_parquet(download(champion.run_id, REFERENCE_ARTIFACT, tmp))
+        except FileNotFoundError:
+            raise ModelError(
+                f"{model_name} v{champion.version}: its run has no {REFERENCE_ARTIFACT}; retrain to log one"
+            ) from None
         except (OSError, ValueError) as exc:
-            raise ModelError(f"{model_name} v{champion.version}: its run has no readable "
-                             f"{REFERENCE_ARTIFACT} ({exc.__class__.__name__}); retrain to log one") from None
-        except Exception as exc:  # MlflowException (missing artifact) is not importable cheaply here
-            if type(exc).__name__ != "MlflowException":
-                raise
-            raise ModelError(f"{model_name} v{champion.version}: its run has no {REFERENCE_ARTIFACT}; "
-                             "retrain to log one") from None
+            raise ModelError(
+                f"{model_name} v{champion.version}: its {REFERENCE_ARTIFACT} is not readable "
+                f"({exc.__class__.__name__}); retrain to log a new one"
+            ) from None
     return frame, str(champion.version)
 
 
@@ -217,8 +248,14 @@ def check_drift(params: Params, root: Path, client=None, download=None) -> tuple
 
     current, _ = load_table(params, root)
     reference, version = load_reference(params.registry.model_name, client, download)
-    report = detect_drift(reference, current, params.data.numeric, params.data.categorical,
-                          alpha=params.drift.alpha, min_rows=params.drift.min_rows)
+    report = detect_drift(
+        reference,
+        current,
+        params.data.numeric,
+        params.data.categorical,
+        alpha=params.drift.alpha,
+        min_rows=params.drift.min_rows,
+    )
     report.champion_version = version
     report.model_name = params.registry.model_name
     return report, reference, current

@@ -1,0 +1,187 @@
+"""The drift check: real shifts are found, resamples of the training data are not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nbops import drift
+from nbops.exceptions import DataError, ModelError
+from nbops.params import load_params
+from nbops.synthetic import generate_drug_table
+
+REPO = Path(__file__).resolve().parents[2]
+NUMERIC = ["Age", "Na_to_K"]
+CATEGORICAL = ["Sex", "BP", "Cholesterol"]
+
+
+@pytest.fixture(scope="module")
+def training() -> pd.DataFrame:
+    return generate_drug_table(rows=200, seed=42)
+
+
+def check(reference, current, **kw):
+    return drift.detect_drift(reference, current, NUMERIC, CATEGORICAL, **kw)
+
+
+def test_na_to_k_shifted_by_5_is_detected_and_named(training):
+    current = generate_drug_table(rows=200, seed=7)
+    current["Na_to_K"] = current["Na_to_K"] + 5
+    report = check(training, current)
+    assert report.verdict == drift.DRIFT
+    assert report.drifted == ["Na_to_K"]
+    row = next(c for c in report.columns if c.column == "Na_to_K")
+    assert row.test == "ks" and row.p_value < report.threshold
+    assert report.threshold == pytest.approx(0.05 / 5)  # Bonferroni over the five columns
+
+
+def test_fresh_sample_from_the_same_source_is_not_drift(training):
+    report = check(training, generate_drug_table(rows=200, seed=7))
+    assert report.verdict == drift.NO_DRIFT
+    assert report.drifted == []
+
+
+def test_bootstrap_resamples_of_the_training_data_are_not_flagged(training):
+    rng = np.random.default_rng(2024)
+    trials = 200
+    flagged = 0
+    for _ in range(trials):
+        rows = rng.integers(0, len(training), size=len(training))
+        resample = training.iloc[rows].reset_index(drop=True)
+        flagged += check(training, resample).verdict != drift.NO_DRIFT
+    assert flagged <= 0.05 * trials, f"{flagged}/{trials} bootstrap resamples flagged as drift"
+
+
+def test_category_share_change_is_detected_by_chi_squared(training):
+    current = training.copy()
+    current.loc[current.index[:120], "BP"] = "HIGH"
+    report = check(training, current)
+    assert report.drifted == ["BP"]
+    bp = next(c for c in report.columns if c.column == "BP")
+    assert bp.test == "chi2"
+    assert bp.detail.startswith("HIGH ")  # the category that moved most comes first
+
+
+def test_a_category_never_seen_in_training_is_drift(training):
+    current = training.copy()
+    current.loc[current.index[:60], "Cholesterol"] = "VERY HIGH"
+    assert check(training, current).drifted == ["Cholesterol"]
+
+
+def test_missing_values_are_ignored_not_counted_as_a_category(training):
+    current = training.copy()
+    current.loc[current.index[::10], ["BP", "Age"]] = None
+    report = check(training, current)
+    assert report.verdict == drift.NO_DRIFT
+    bp = next(c for c in report.columns if c.column == "BP")
+    assert bp.current_rows == 180
+
+
+def test_too_few_rows_gives_insufficient_data_not_a_verdict(training):
+    report = check(training, training.head(10), min_rows=30)
+    assert report.verdict == drift.INSUFFICIENT
+    assert {c.test for c in report.columns} == {"not tested"}
+    assert report.columns[0].detail == "fewer than 30 values"
+    assert report.summary_line().startswith("insufficient data")
+
+
+def test_a_column_without_enough_values_is_skipped_and_the_rest_tested(training):
+    current = training.copy()
+    current.loc[current.index[5:], "Age"] = None
+    report = check(training, current, min_rows=30)
+    age = next(c for c in report.columns if c.column == "Age")
+    assert age.test == "not tested" and not age.drifted
+    assert report.threshold == pytest.approx(0.05 / 4)
+    assert report.verdict == drift.NO_DRIFT
+
+
+def test_missing_column_is_a_data_error_naming_it(training):
+    with pytest.raises(DataError, match=r"reference sample has no column 'Na_to_K'"):
+        check(training.drop(columns="Na_to_K"), training)
+
+
+def test_alpha_must_be_a_probability(training):
+    with pytest.raises(ValueError, match="alpha must be between 0 and 1, got 1.5"):
+        check(training, training, alpha=1.5)
+
+
+def test_report_table_puts_drifted_columns_first_and_is_json_ready(training):
+    current = training.copy()
+    current["Na_to_K"] = current["Na_to_K"] + 5
+    report = check(training, current)
+    frame = report.to_frame()
+    assert frame.iloc[0]["column"] == "Na_to_K"
+    assert list(frame["column"])[1:] != []
+    data = report.to_dict()
+    assert data["verdict"] == "drift" and data["drifted_columns"] == ["Na_to_K"]
+    assert {c["column"] for c in data["columns"]} == set(NUMERIC + CATEGORICAL)
+
+
+# ------------------------------------------------------------------ the champion's reference
+
+
+class FakeClient:
+    def __init__(self, version=None):
+        self.version = version
+
+    def get_model_version_by_alias(self, name, alias):
+        if self.version is None:
+            import mlflow
+            from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+            raise mlflow.exceptions.MlflowException("alias not found", error_code=RESOURCE_DOES_NOT_EXIST)
+        return self.version
+
+
+def test_reference_is_the_champions_training_sample(training, tmp_path):
+    calls = []
+
+    def download(run_id, artifact_path, dst):
+        calls.append((run_id, artifact_path))
+        path = Path(dst) / artifact_path
+        training.to_parquet(path)
+        return str(path)
+
+    client = FakeClient(SimpleNamespace(version="3", run_id="run-abc"))
+    frame, version = drift.load_reference("drug-classifier", client, download)
+    assert version == "3"
+    assert calls == [("run-abc", "reference_sample.parquet")]
+    pd.testing.assert_frame_equal(frame, training)
+
+
+def test_no_champion_says_how_to_get_one():
+    with pytest.raises(ModelError, match=r"'drug-classifier' has no champion: run `make pipeline`"):
+        drift.load_reference("drug-classifier", FakeClient(None), lambda *a: "unused")
+
+
+def test_champion_without_reference_sample_says_retrain():
+    def download(run_id, artifact_path, dst):
+        raise FileNotFoundError(artifact_path)
+
+    client = FakeClient(SimpleNamespace(version="2", run_id="r"))
+    with pytest.raises(ModelError, match=r"drug-classifier v2: its run has no reference_sample.parquet"):
+        drift.load_reference("drug-classifier", client, download)
+
+
+def test_check_drift_reads_current_data_and_thresholds_from_params(training, tmp_path):
+    params = load_params(REPO / "params" / "smoke.yaml")
+    params = params.model_copy(update={"drift": params.drift.model_copy(update={"alpha": 0.2})})
+    shifted = training.copy()
+    shifted["Na_to_K"] = shifted["Na_to_K"] - 4
+
+    def download(run_id, artifact_path, dst):
+        path = Path(dst) / artifact_path
+        shifted.to_parquet(path)
+        return str(path)
+
+    client = FakeClient(SimpleNamespace(version="5", run_id="r"))
+    report, reference, current = drift.check_drift(params, tmp_path, client, download)
+    assert report.alpha == 0.2 and report.threshold == pytest.approx(0.2 / 5)
+    assert report.champion_version == "5" and report.model_name == "drug-classifier"
+    assert report.drifted == ["Na_to_K"]
+    assert len(current) == 120  # the smoke params' synthetic table, generated into tmp_path
+    assert report.summary_line() == "drift: Na_to_K differ from the training data of drug-classifier v5"

@@ -194,7 +194,8 @@ def make_plan(params_file: Path, root: Path) -> Plan:
         values = {n: flat[n] for n in declared if n in flat}
         values.update({n: runtime[n] for n in declared if n in runtime})
         injected[step.name] = values
-        keyed = {k: v for k, v in values.items() if k not in ("git_commit",)}
+        # provenance tags, not inputs: they must not force a rerun
+        keyed = {k: v for k, v in values.items() if k not in ("git_commit", "params_hash")}
         keys[step.name] = params_hash([source_hash(nb), keyed, pkg, [keys[n] for n in step.needs],
                                        uri if step.tracked else None])
     return Plan(root, params_file, params, data_path, data_hash, synthetic, keys, injected,

@@ -130,10 +130,10 @@ class FakeClient:
 
     def get_model_version_by_alias(self, name, alias):
         if self.version is None:
-            import mlflow
+            from mlflow.exceptions import MlflowException
             from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
-            raise mlflow.exceptions.MlflowException("alias not found", error_code=RESOURCE_DOES_NOT_EXIST)
+            raise MlflowException("alias not found", error_code=RESOURCE_DOES_NOT_EXIST)
         return self.version
 
 

@@ -82,3 +82,21 @@ clean: ## remove build products, reports and caches (keeps the MLflow store and 
 distclean: clean ## also remove the MLflow store, generated synthetic data and .venv
 	rm -rf mlflow $(VENV) .tools
 	find data/raw -mindepth 1 ! -name README.md -delete
+
+# ---------------------------------------------------------------- dashboard and Space
+HOST ?= 127.0.0.1
+SPACE_DIR ?= space
+SPACE_PORT ?= 7860
+VOILA_CONFIG := deploy/voila
+
+.PHONY: dashboard space space-serve
+
+dashboard: setup ## the Voila dashboard of the champion on 127.0.0.1:PORT (default 8866; PARAMS names the model)
+	NBOPS_PARAMS=$(abspath $(PARAMS)) NBOPS_ROOT=$(CURDIR) $(VENV)/bin/voila notebooks/dashboard.ipynb \
+	  --Voila.config_file_paths=$(VOILA_CONFIG) --Voila.ip=127.0.0.1 --port=$(PORT) --no-browser
+
+space: setup ## assemble the Hugging Face Space folder space/ with the exported champion
+	$(PY) -m nbops.space build --params $(PARAMS) --out $(SPACE_DIR)
+
+space-serve: ## serve space/ with its Dockerfile CMD on HOST:7860 (HOST default 127.0.0.1)
+	$(PY) -m nbops.space serve $(SPACE_DIR) --host $(HOST) --port $(SPACE_PORT)

@@ -197,7 +197,7 @@ def deploy(
     token: str,
     *,
     commit: str = "",
-    version_path: str = MODEL_CARD,
+    version_path: str = "/",
     wait: bool = True,
     api=None,
     get: Getter = http_get,
@@ -239,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--space-id", default=os.environ.get("HF_SPACE_ID", ""), help="owner/name")
     parser.add_argument(
         "--version-path",
-        default=MODEL_CARD,
-        help="path on the Space that names the served version (default model_card.json)",
+        default=os.environ.get("HF_SPACE_VERSION_PATH") or "/",
+        help="path on the Space whose answer names the served version: a model card JSON, or a page "
+        "showing '<model> v<N>' (default /, the dashboard page; env HF_SPACE_VERSION_PATH)",
     )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the Space")
     parser.add_argument("--interval", type=float, default=15.0, help="seconds between checks")

@@ -93,7 +93,7 @@ def test_uploads_the_folder_once_then_waits_until_the_space_serves_the_champion(
         (200, json.dumps({"name": NAME, "version": "3"})),
         (200, json.dumps({"name": NAME, "version": "4"})),
     )
-    done = run(folder, get, api, clock, interval_s=10)
+    done = run(folder, get, api, clock, interval_s=10, version_path="model_card.json")
     assert api.calls == [
         {
             "repo_id": "acme/drug_app.v2",
@@ -113,7 +113,14 @@ def test_the_wait_is_bounded_and_says_what_it_last_saw(tmp_path):
     clock = FakeClock()
     get = answers((200, json.dumps({"version": "3"})))
     with pytest.raises(DeployError) as exc:
-        run(space_folder(tmp_path), get, clock=clock, timeout_s=60, interval_s=15)
+        run(
+            space_folder(tmp_path),
+            get,
+            clock=clock,
+            timeout_s=60,
+            interval_s=15,
+            version_path="model_card.json",
+        )
     assert exc.value.problems == [
         f"https://acme-drug-app-v2.hf.space/model_card.json did not serve {NAME} v4 within 60s "
         "(5 checks; last: HTTP 200, serving v3)"
@@ -123,7 +130,7 @@ def test_the_wait_is_bounded_and_says_what_it_last_saw(tmp_path):
 
 def test_a_page_naming_the_version_counts_as_an_answer(tmp_path):
     page = f"<html>… model {NAME} v4 (alias champion) …</html>"
-    done = run(space_folder(tmp_path), answers((200, page)), version_path="/")
+    done = run(space_folder(tmp_path), answers((200, page)))  # default: the dashboard page
     assert done.url == "https://acme-drug-app-v2.hf.space/"
     assert done.seconds_to_live == 0
 

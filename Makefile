@@ -100,3 +100,29 @@ space: setup ## assemble the Hugging Face Space folder space/ with the exported 
 
 space-serve: ## serve space/ with its Dockerfile CMD on HOST:7860 (HOST default 127.0.0.1)
 	$(PY) -m nbops.space serve $(SPACE_DIR) --host $(HOST) --port $(SPACE_PORT)
+
+# ---------------------------------------------------------------- CI/CD (.github/workflows/)
+# `make ci` runs the targets ci.yml runs, in the same order, so a CI failure reproduces here.
+CI_PARAMS ?= params/default.yaml
+PROMOTE ?= true
+CI_PARAMS_OUT := build/ci/params.yaml
+
+.PHONY: ci ci-pipeline drift deploy
+
+ci: ## what CI runs, in its order: setup, lint, test, ci-pipeline (PROMOTE=false: as on a pull request)
+	$(MAKE) setup
+	$(MAKE) lint
+	$(MAKE) test
+	$(MAKE) ci-pipeline
+
+ci-pipeline: setup ## the pipeline on CI_PARAMS (default params/default.yaml) with promote: PROMOTE (false on pull requests)
+	@case "$(PROMOTE)" in true|false) ;; *) echo "error: PROMOTE must be true or false, got '$(PROMOTE)'" >&2; exit 2;; esac
+	@mkdir -p $(dir $(CI_PARAMS_OUT))
+	@{ grep -v '^promote:' $(CI_PARAMS); echo "promote: $(PROMOTE)"; } > $(CI_PARAMS_OUT)
+	$(PY) -m nbops run --params $(CI_PARAMS_OUT) $(ARGS)
+
+drift: setup ## drift check of the data vs the champion's training data -> reports/drift.html (ARGS=--retrain|--force)
+	$(PY) -m nbops drift --params $(PARAMS) $(ARGS)
+
+deploy: setup ## upload space/ to the Hugging Face Space HF_SPACE_ID, wait until it serves the champion (HF_TOKEN)
+	$(PY) -m nbops.deploy --params $(PARAMS) --space-dir $(SPACE_DIR) --space-id "$(HF_SPACE_ID)"

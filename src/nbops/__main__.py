@@ -21,6 +21,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="run these steps (and what they need): 01_eda 02_train 03_evaluate")
     run.add_argument("--jobs", type=int, default=2, help="notebooks run at once (default 2)")
 
+    drift = sub.add_parser("drift", help="compare the data with the champion's training data (KS, chi-squared)")
+    drift.add_argument("--params", default="params/default.yaml", help="params YAML file")
+    drift.add_argument("--root", default=".", help="project folder")
+    drift.add_argument("--retrain", action="store_true", help="run the pipeline when drift is found")
+    drift.add_argument("--force", action="store_true", help="run the pipeline whatever the verdict")
+
     for name, text in (("report", "re-render reports/ from the last executed notebooks"),
                        ("rollback", "move champion back to the previous champion"),
                        ("champion", "print the champion version")):
@@ -32,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "drift":
+        from nbops.drift import main_drift
+
+        return main_drift(args.params, args.root, args.retrain, args.force)
     if args.command == "run":
         from nbops.runner import main_run
 

@@ -203,8 +203,11 @@ def detect_drift(
 
 def _download_artifact(run_id: str, artifact_path: str, dst: str) -> str:
     """MLflow's download, with "no such artifact" as FileNotFoundError."""
+    import os
+
     import mlflow
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar in logs/reports
     try:
         return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=dst)
     except mlflow.exceptions.MlflowException as exc:
@@ -259,3 +262,173 @@ def check_drift(params: Params, root: Path, client=None, download=None) -> tuple
     report.champion_version = version
     report.model_name = params.registry.model_name
     return report, reference, current
+
+
+# ------------------------------------------------------------------ what a reader sees
+
+
+def plot_distributions(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    drifted: list[str] = (),
+):
+    """One panel per column: reference vs current (density for numeric, shares for categorical)."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    columns = [*numeric, *categorical]
+    ncols = min(3, len(columns))
+    nrows = -(-len(columns) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+    for ax, col in zip(axes.flat, columns, strict=False):
+        if col in numeric:
+            for frame, label in ((reference, "training (champion)"), (current, "current")):
+                values = frame[col].dropna()
+                if len(values):
+                    ax.hist(values, bins=20, density=True, alpha=0.5, label=label)
+        else:
+            shares = pd.DataFrame(
+                {
+                    "training (champion)": reference[col].astype(str).value_counts(normalize=True),
+                    "current": current[col].astype(str).value_counts(normalize=True),
+                }
+            ).fillna(0.0)
+            shares.plot.bar(ax=ax, rot=0, alpha=0.8, legend=False)
+        if col in drifted:
+            ax.set_title(f"{col} — DRIFT", color="#b00020", fontweight="bold")
+        else:
+            ax.set_title(col)
+    for ax in list(axes.flat)[len(columns) :]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize="small")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def drift_markdown(report: dict[str, Any]) -> str:
+    """The verdict and per-column table as Markdown (job summary, notebook); data escaped."""
+    from nbops.report import md_escape
+
+    icon = {DRIFT: "⚠️", NO_DRIFT: "✅"}.get(report["verdict"], "❔")
+    champion = (
+        f"{md_escape(report['model_name'])} v{md_escape(report['champion_version'])}"
+        if report.get("champion_version")
+        else "the champion"
+    )
+    lines = [
+        f"## {icon} Drift check: {md_escape(report['verdict'])}",
+        "",
+        f"Current data ({report['current_rows']} rows) vs the training sample of {champion} "
+        f"({report['reference_rows']} rows). Per-column threshold: p < "
+        + (f"{report['threshold']:.4g}" if report.get("threshold") else "–")
+        + f" (alpha {report['alpha']} over the columns tested, Bonferroni).",
+        "",
+        "| column | kind | test | statistic | p-value | drift | what moved |",
+        "|---|---|---|---:|---:|---|---|",
+    ]
+    for c in report["columns"]:
+        stat = "–" if c["statistic"] is None else f"{c['statistic']:.4f}"
+        p = "–" if c["p_value"] is None else f"{c['p_value']:.3g}"
+        lines.append(
+            f"| {md_escape(c['column'])} | {c['kind']} | {c['test']} | {stat} | {p} | "
+            f"{'**yes**' if c['drifted'] else 'no'} | {md_escape(c['detail'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ the command
+
+
+NOTEBOOK = "notebooks/04_drift.ipynb"
+STEP = "04_drift"
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def render_drift_report(root: Path, products: Path, params: Params, timeout_s: int) -> Path:
+    """Run notebooks/04_drift.ipynb (papermill) on the products and render reports/drift.html."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from nbops.exceptions import StepError
+    from nbops.report import render_notebook_html
+
+    executed = products / f"{STEP}.ipynb"
+    reports = root / "reports"
+    try:
+        papermill.execute_notebook(
+            str(root / NOTEBOOK),
+            str(executed),
+            kernel_name="python3",
+            cwd=str(root / "notebooks"),
+            progress_bar=False,
+            execution_timeout=timeout_s,
+            parameters={
+                "drift_json": str(products / "drift.json"),
+                "reference_path": str(products / "reference.parquet"),
+                "current_path": str(products / "current.parquet"),
+                "data_numeric": params.data.numeric,
+                "data_categorical": params.data.categorical,
+            },
+        )
+    except PapermillExecutionError as exc:
+        if executed.exists():  # the failing notebook is still a report to read
+            render_notebook_html(executed, reports / "drift.html", with_code=True)
+        raise StepError(STEP, exc.cell_index, exc.ename, exc.evalue) from None
+    return render_notebook_html(executed, reports / "drift.html", with_code=False)
+
+
+def main_drift(params_file: str, root: str = ".", retrain: bool = False, force: bool = False) -> int:
+    """`python -m nbops drift`: check, write reports/drift.{json,md,html}, retrain if asked."""
+    import sys
+
+    from nbops import tracking
+    from nbops.exceptions import NbopsError
+    from nbops.params import load_params
+    from nbops.products import write_json
+
+    root_path = Path(root).resolve()
+    path = Path(params_file) if Path(params_file).is_absolute() else root_path / params_file
+    try:
+        params = load_params(path)
+        tracking.configure_tracking(root_path)
+        try:
+            report, reference, current = check_drift(params, root_path)
+        except ModelError as exc:
+            if not force:
+                raise
+            _say(f"drift: not checked ({exc}); retraining because of --force")
+            report = None
+        if report is not None:
+            products = root_path / "build" / STEP
+            products.mkdir(parents=True, exist_ok=True)
+            reference.to_parquet(products / "reference.parquet")
+            current.to_parquet(products / "current.parquet")
+            data = report.to_dict()
+            write_json(products / "drift.json", data)
+            write_json(root_path / "reports" / "drift.json", data)
+            (root_path / "reports" / "drift.md").write_text(drift_markdown(data), encoding="utf-8")
+            html = render_drift_report(root_path, products, params, params.run.cell_timeout_s)
+            _say(f"drift report: {html}")
+            _say(report.summary_line())
+    except NbopsError as exc:
+        for line in exc.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return 1
+    if not (force or (retrain and report.verdict == DRIFT)):
+        if retrain:
+            _say(f"retrain: not needed ({report.verdict})")
+        return 0
+    _say(
+        "retrain: "
+        + ("forced" if force else "drift found")
+        + "; running the pipeline (promotion through the gate)"
+    )
+    from nbops.runner import main_run
+
+    return main_run(str(path), str(root_path), True, None, 2)

@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="run these steps (and what they need): 01_eda 02_train 03_evaluate")
     run.add_argument("--jobs", type=int, default=2, help="notebooks run at once (default 2)")
 
-    drift = sub.add_parser("drift", help="compare the data with the champion's training data (KS, chi-squared)")
+    drift = sub.add_parser("drift", help="compare the data with the champion's training data (KS, chi2)")
     drift.add_argument("--params", default="params/default.yaml", help="params YAML file")
     drift.add_argument("--root", default=".", help="project folder")
     drift.add_argument("--retrain", action="store_true", help="run the pipeline when drift is found")

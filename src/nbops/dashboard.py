@@ -40,7 +40,7 @@ MAX_BATCH_ROWS = 50_000
 SHOWN_RESULT_ROWS = 200
 SHOWN_PROBLEMS = 100
 
-TITLE = "Which drug? — model dashboard"
+TITLE = "Model dashboard"  # the page with a model says what it predicts instead
 
 
 class NoChampionError(ModelError):
@@ -78,14 +78,14 @@ def find_project_root(start: Path) -> Path:
 
 def resolve_model_source(env: dict[str, str] | None = None, cwd: Path | None = None) -> ModelSource:
     """`NBOPS_MODEL_DIR` wins; else the champion of the model named in the params file."""
-    from nbops.params import load_params
-
     env = os.environ if env is None else env
     cwd = cwd or Path.cwd()
     folder = env.get(ENV_MODEL_DIR, "").strip()
     if folder:
         path = Path(folder) if Path(folder).is_absolute() else cwd / folder
         return ModelSource("folder", folder=path)
+    from nbops.params import load_params  # not needed (nor installed) in the Space image
+
     root = Path(env[ENV_ROOT]) if env.get(ENV_ROOT) else find_project_root(cwd)
     params_path = Path(env.get(ENV_PARAMS) or DEFAULT_PARAMS)
     if not params_path.is_absolute():
@@ -128,9 +128,15 @@ def model_card(model_version, run, holdout: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _mlflow():
+    # Imported alone: ruff sorts `mlflow` differently when a local mlflow/ store folder exists.
+    import mlflow
+
+    return mlflow
+
+
 def registry_champion_info(model_name: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """(model version, schema, model card) of the current champion; NoChampionError if none."""
-    import mlflow
     from nbops import tracking
 
     version = tracking.get_alias_version(model_name, tracking.CHAMPION)
@@ -139,7 +145,7 @@ def registry_champion_info(model_name: str) -> tuple[Any, dict[str, Any], dict[s
             f"No champion model yet for {model_name!r}. Train one with `make pipeline` "
             "(it registers a model and promotes it when it passes the gate), then reload this page."
         )
-    run = mlflow.MlflowClient().get_run(version.run_id)
+    run = _mlflow().MlflowClient().get_run(version.run_id)
     schema = tracking.run_artifact_json(version.run_id, SCHEMA_FILE)
     holdout = tracking.run_artifact_json(version.run_id, "holdout_metrics.json")
     return version, schema, model_card(version, run, holdout)
@@ -583,9 +589,9 @@ def _log_to_server(exc: BaseException) -> None:
     print("nbops.dashboard:", "".join(traceback.format_exception(exc)), file=sys.__stderr__, flush=True)
 
 
-def _header(ipywidgets, subtitle: str):
+def _header(ipywidgets, subtitle: str, title: str = TITLE):
     return ipywidgets.HTML(
-        STYLE + f'<div class="nbops-header"><h1>{html.escape(TITLE)}</h1><p>{html.escape(subtitle)}</p></div>'
+        STYLE + f'<div class="nbops-header"><h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p></div>'
     )
 
 
@@ -608,6 +614,7 @@ class Dashboard:
         self.batch = w.HTML("")
         self.batch.add_class("nbops-batch")
         self.last_batch: BatchResult | None = None
+        self.updates = {"result": 0, "batch": 0}
         self.widget = self._layout(w)
 
     def _layout(self, w):
@@ -648,13 +655,20 @@ class Dashboard:
             f"{self.champion.card.get('name', '')} v{self.champion.card.get('version', '?')}, "
             "with how sure it is."
         )
-        app = w.VBox([_header(w, subtitle), w.HBox([inputs, result]), card, batch])
+        title = f"Predict the {target}"
+        app = w.VBox([_header(w, subtitle, title), w.HBox([inputs, result]), card, batch])
         app.add_class("nbops-app")
         return app
 
+    def _show(self, where: str, content: str) -> None:
+        """Replace a panel's content; `data-update` counts replacements so a reader can wait for a new one."""
+        self.updates[where] += 1
+        widget = self.result if where == "result" else self.batch
+        widget.value = f'<div class="nbops-update" data-update="{self.updates[where]}">{content}</div>'
+
     def predict(self) -> Prediction:
         pred = predict_one(self.champion, read_inputs(self.inputs))
-        self.result.value = prediction_html(pred)
+        self._show("result", prediction_html(pred))
         return pred
 
     def _on_predict(self, _button=None) -> None:
@@ -662,17 +676,17 @@ class Dashboard:
             self.predict()
         except Exception as exc:  # noqa: BLE001 - UI boundary: the page shows a message, the log the traceback
             _log_to_server(exc)
-            self.result.value = message_html(f"The model could not score this case ({type(exc).__name__}).")
+            self._show("result", message_html(f"The model could not score this case ({type(exc).__name__})."))
 
     def score_upload(self, content: bytes, name: str) -> BatchResult | None:
         try:
             result = score_batch(self.champion, content, name)
         except NbopsError as exc:
             self.last_batch = None
-            self.batch.value = message_html(str(exc), title="This file cannot be scored")
+            self._show("batch", message_html(str(exc), title="This file cannot be scored"))
             return None
         self.last_batch = result
-        self.batch.value = batch_html(result, name)
+        self._show("batch", batch_html(result, name))
         return result
 
     def _on_upload(self, change) -> None:
@@ -684,8 +698,12 @@ class Dashboard:
             self.score_upload(bytes(item["content"]), str(item.get("name", "upload.csv")))
         except Exception as exc:  # noqa: BLE001 - UI boundary, as above
             _log_to_server(exc)
-            self.batch.value = message_html(
-                f"The file could not be scored ({type(exc).__name__}).", title="This file cannot be scored"
+            self._show(
+                "batch",
+                message_html(
+                    f"The file could not be scored ({type(exc).__name__}).",
+                    title="This file cannot be scored",
+                ),
             )
         finally:
             # Clear the selection so the same file can be uploaded again after a fix.

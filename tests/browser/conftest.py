@@ -1,0 +1,205 @@
+"""A champion trained once per session in a temp project, the Space built from it, and servers
+started on free 127.0.0.1 ports by the same `make` targets a user runs. Each server is started in
+its own process group and stopped by that group id only."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, make_project, nbops
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = REPO / "screenshots"
+READY_TIMEOUT_S = 180
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A `make` target serving on 127.0.0.1:port, in its own process group."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path):
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self._log_file = open(log, "wb")
+        self.proc = subprocess.Popen(
+            ["make", "-s", "-C", str(REPO), *[a.format(port=self.port) for a in args]],
+            env=env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                with urllib.request.urlopen(self.url + "/", timeout=60) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.5)
+        raise RuntimeError(f"{self.name} not ready after {READY_TIMEOUT_S} s:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the group we created: make + voila
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        # voila shuts its kernels down on SIGTERM; wait for the group to be gone
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self._log_file.close()
+
+
+def base_env(project: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NBOPS_")}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'mlflow' / 'mlflow.db'}"
+    return env
+
+
+@pytest.fixture(scope="session")
+def champion_project(tmp_path_factory) -> Path:
+    """A temp project whose registry has a champion trained by the smoke pipeline."""
+    root = make_project(tmp_path_factory.mktemp("dash") / "project")
+    done = nbops(root, "run", "--params", "params/smoke.yaml")
+    assert done.returncode == 0, done.stderr + done.stdout
+    return root
+
+
+@pytest.fixture(scope="session")
+def space_dir(champion_project) -> Path:
+    """`make space` of the repo with the temp project's champion."""
+    out = champion_project / "space"
+    done = subprocess.run(
+        [
+            "make",
+            "-s",
+            "-C",
+            str(REPO),
+            "space",
+            f"PARAMS={champion_project / 'params' / 'smoke.yaml'}",
+            f"SPACE_DIR={out}",
+        ],
+        env=base_env(champion_project),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    return out
+
+
+def start(name, args, env, project) -> Server:
+    server = Server(name, args, env, project / f"{name}.log")
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def dashboard_server(champion_project):
+    server = start(
+        "dashboard",
+        ["dashboard", "PORT={port}", f"PARAMS={champion_project / 'params' / 'smoke.yaml'}"],
+        base_env(champion_project),
+        champion_project,
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def space_server(champion_project, space_dir):
+    env = base_env(champion_project)
+    env.pop("MLFLOW_TRACKING_URI")  # the Space has no tracking store: only its exported champion
+    server = start(
+        "space", ["space-serve", f"SPACE_DIR={space_dir}", "SPACE_PORT={port}"], env, champion_project
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["dashboard", "space"])
+def server(request):
+    return request.getfixturevalue(f"{request.param}_server")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    pg = context.new_page()
+    pg.set_default_timeout(60_000)
+    yield pg
+    context.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    SCREENSHOTS.mkdir(exist_ok=True)
+    return SCREENSHOTS
+
+
+@pytest.fixture(scope="session")
+def exported_model(space_dir):
+    from nbops.tracking import load_model_dir
+
+    return load_model_dir(space_dir / "champion" / "model")
+
+
+def copy_space(space_dir: Path, dest: Path) -> Path:
+    shutil.copytree(space_dir, dest)
+    return dest

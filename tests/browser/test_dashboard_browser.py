@@ -1,0 +1,303 @@
+"""The dashboard in a real browser: `make dashboard` (tracking store) and `make space-serve`
+(exported champion, the Space's own Dockerfile CMD) must show the champion's predictions."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pandas as pd
+import pytest
+
+from tests.browser.conftest import REPO, base_env, copy_space, start
+
+pytestmark = pytest.mark.browser
+
+WIDGETS = ".nbops-predict"
+
+
+def open_dashboard(page, url: str) -> float:
+    """Load the page and wait for the inputs; returns seconds from navigation to usable widgets."""
+    start_s = time.perf_counter()
+    page.goto(url + "/")
+    page.wait_for_selector(WIDGETS, state="visible", timeout=120_000)
+    return time.perf_counter() - start_s
+
+
+def update_count(page, panel: str) -> int:
+    node = page.query_selector(f".nbops-{panel} .nbops-update")
+    return int(node.get_attribute("data-update")) if node else 0
+
+
+def wait_update(page, panel: str, before: int) -> None:
+    page.wait_for_function(
+        """([panel, before]) => {
+            const n = document.querySelector(`.nbops-${panel} .nbops-update`);
+            return n && Number(n.dataset.update) > before;
+        }""",
+        arg=[panel, before],
+        timeout=60_000,
+    )
+
+
+def set_inputs(page, row: dict, schema: dict) -> None:
+    for col in schema["numeric"]:
+        box = page.locator(f".nbops-input-{col} input")
+        box.fill(str(row[col]))
+        box.press("Tab")  # number boxes send their value on blur
+    for col in schema["categorical"]:
+        page.locator(f".nbops-input-{col} select").select_option(str(row[col]))
+
+
+def predict(page) -> str:
+    before = update_count(page, "result-box")
+    page.click(WIDGETS)
+    wait_update(page, "result-box", before)
+    return page.inner_text(".nbops-result-box .nbops-label").strip()
+
+
+def upload(page, name: str, content: bytes, mime: str = "text/csv") -> str:
+    before = update_count(page, "batch")
+    # FileUpload keeps its <input type=file> out of the DOM: go through the chooser, as a user does
+    with page.expect_file_chooser() as chooser:
+        page.click(".nbops-upload")
+    chooser.value.set_files(files=[{"name": name, "mimeType": mime, "buffer": content}])
+    wait_update(page, "batch", before)
+    return page.inner_text(".nbops-batch")
+
+
+def schema_of(space_dir) -> dict:
+    return json.loads((space_dir / "champion" / "schema.json").read_text())
+
+
+def sample_rows(champion_project, schema, model, n=4) -> list[dict]:
+    """Rows of the training data inside the schema's ranges, covering several predicted labels."""
+    df = pd.read_csv(champion_project / "data" / "raw" / "drug-smoke-synthetic.csv")
+    for col, info in schema["numeric"].items():
+        df = df[df[col].between(info["min"], info["max"])]
+    features = [*schema["numeric"], *schema["categorical"]]
+    df = df.assign(expected=model.predict(df[features]))
+    picked = df.groupby("expected").head(1).head(n)
+    assert picked["expected"].nunique() >= 3, "the smoke champion should predict several labels"
+    return picked.to_dict("records")
+
+
+def test_predict_shows_the_champions_label(
+    server, page, space_dir, champion_project, exported_model, screenshots, record_property
+):
+    schema = schema_of(space_dir)
+    to_widgets = open_dashboard(page, server.url)
+    record_property("page_to_widgets_s", round(to_widgets, 2))
+    assert page.locator(".nbops-input").count() == len(schema["numeric"]) + len(schema["categorical"])
+    latencies = []
+    for row in sample_rows(champion_project, schema, exported_model):
+        set_inputs(page, row, schema)
+        start_s = time.perf_counter()
+        shown = predict(page)
+        latencies.append(time.perf_counter() - start_s)
+        assert shown == row["expected"], f"row {row}: page shows {shown!r}"
+        bars = page.inner_text(".nbops-result-box .nbops-bars")
+        for label in schema["classes"]:
+            assert label in bars
+    card = page.inner_text(".nbops-card")
+    model_card = json.loads((space_dir / "champion" / "model_card.json").read_text())
+    assert f"{model_card['name']} v{model_card['version']}" in card
+    assert "accuracy" in card and "Confusion matrix" in card
+    timings = {
+        "server": server.name,
+        "page_to_widgets_s": round(to_widgets, 2),
+        "predict_round_trip_s": [round(x, 3) for x in latencies],
+    }
+    (screenshots / f"timings-{server.name}.json").write_text(json.dumps(timings, indent=2))
+    print(timings)
+    page.screenshot(path=str(screenshots / f"{server.name}.png"), full_page=True)
+
+
+def test_batch_upload_lists_the_bad_row_and_scores_the_rest(
+    server, page, space_dir, exported_model, screenshots
+):
+    schema = schema_of(space_dir)
+    open_dashboard(page, server.url)
+    rows = [
+        {"Age": 30, "Sex": "F", "BP": "HIGH", "Cholesterol": "NORMAL", "Na_to_K": 25.0},
+        {"Age": 61, "Sex": "M", "BP": "LOW", "Cholesterol": "HIGH", "Na_to_K": 9.5},
+        {"Age": 500, "Sex": "F", "BP": "NORMAL", "Cholesterol": "HIGH", "Na_to_K": 11.0},  # row 4
+        {"Age": 45, "Sex": "m", "BP": "normal", "Cholesterol": "NORMAL", "Na_to_K": 12.0},
+    ]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    text = upload(page, "patients.csv", buf.getvalue().encode())
+    assert "3 of 4 rows scored" in text
+    problems = page.inner_text(".nbops-problems tbody")
+    assert problems.split("\t")[:3] == ["4", "Age", "'500'"], problems
+    low, high = schema["numeric"]["Age"]["min"], schema["numeric"]["Age"]["max"]
+    assert f"outside the training range {low:g} to {high:g}" in problems
+    with page.expect_download() as info:
+        page.click(".nbops-download")
+    scored = pd.read_csv(info.value.path())
+    assert scored["row"].tolist() == [2, 3, 5]
+    good = pd.DataFrame([rows[0], rows[1], {**rows[3], "Sex": "M", "BP": "NORMAL"}])
+    features = [*schema["numeric"], *schema["categorical"]]
+    assert scored["prediction"].tolist() == exported_model.predict(good[features]).tolist()
+    page.screenshot(path=str(screenshots / f"{server.name}-batch.png"), full_page=True)
+
+
+HEADER = b"Age,Sex,BP,Cholesterol,Na_to_K\n"
+BAD_UPLOADS = [  # (file name, content, what the page must say)
+    ("nan.csv", HEADER + b"40,F,HIGH,HIGH,NaN\n", ["2\tNa_to_K\t(empty)\tis missing"]),
+    ("range.csv", HEADER + b"40,F,HIGH,HIGH,1000\n", ["2\tNa_to_K\t'1000'\tis outside the training range"]),
+    ("category.csv", HEADER + b"40,F,MEDIUM,HIGH,20\n", ["2\tBP\t'MEDIUM'\tis not one of HIGH, LOW, NORMAL"]),
+    ("text.csv", HEADER + b"forty,F,HIGH,HIGH,20\n", ["2\tAge\t'forty'\tis not a number"]),
+    ("empty.csv", b"", ["This file cannot be scored", "empty.csv: the file is empty"]),
+    ("header.csv", HEADER, ["header.csv: has a header but no data rows"]),
+    (
+        "photo.csv",
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+        ["photo.csv: not a CSV text file (binary content)"],
+    ),
+    ("notes.txt", b"just some notes\nnot a table\n", ["notes.txt: missing columns 'Age', 'Na_to_K'"]),
+]
+
+
+def test_bad_uploads_get_a_clear_message_and_the_kernel_survives(dashboard_server, page):
+    open_dashboard(page, dashboard_server.url)
+    for name, content, messages in BAD_UPLOADS:
+        text = upload(page, name, content)
+        for message in messages:
+            assert message in text, f"{name}: {text!r}"
+        assert "Traceback" not in text and "Exception" not in text
+    # the kernel is alive: a prediction still answers
+    assert predict(page)
+
+
+def get(url: str) -> tuple[int, dict, bytes]:
+    request = urllib.request.Request(url)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+SECRET_PATHS = [
+    "/dashboard.ipynb",
+    "/notebooks/dashboard.ipynb",
+    "/voila/files/dashboard.ipynb",
+    "/voila/render/dashboard.ipynb",
+    "/files/dashboard.ipynb",
+    "/tree",
+    "/voila/tree",
+    "/src/nbops/dashboard.py",
+    "/voila/files/src/nbops/dashboard.py",
+    "/voila/files/../src/nbops/dashboard.py",
+    "/voila/files/%2e%2e/src/nbops/space.py",
+    "/voila/static/../../src/nbops/dashboard.py",
+    "/static/../notebooks/dashboard.ipynb",
+    "/static/..%2f..%2fsrc/nbops/dashboard.py",
+    "/voila/templates/lab/static/../../../../../../etc/passwd",
+    "/mlflow/mlflow.db",
+    "/voila/files/mlflow/mlflow.db",
+    "/voila/files/../mlflow/mlflow.db",
+    "/voila/files/champion/model/model.skops",
+    "/voila/files/champion/model_card.json",
+    "/api/kernels",
+    "/api/contents",
+    "/api/contents/dashboard.ipynb",
+    "/voila/api/contents",
+    "/api/sessions",
+    "/api/kernelspecs",
+    "/voila.json",
+    "/voila/files/voila.json",
+]
+# Bytes that only appear when a file's content leaks.
+LEAK_MARKERS = [
+    b"build_app",
+    b"def ",
+    b"import ",
+    b"SQLite format 3",
+    b"root:x:",
+    b'"execution_state"',
+    b'"type": "directory"',
+    b'"last_modified"',
+    b"skops",
+    b"file_allowlist",
+    b"Traceback",
+]
+
+
+def test_no_source_store_or_api_is_served(server):
+    status, headers, body = get(server.url + "/")
+    assert status == 200
+    csp = headers.get("Content-Security-Policy", "")
+    assert "frame-ancestors" in csp and "https://huggingface.co" in csp and "https://*.hf.space" in csp
+    for marker in (b"build_app", b"Traceback"):
+        assert marker not in body
+    for path in SECRET_PATHS:
+        # urllib normalises nothing and follows redirects (to the page itself, at worst)
+        status, _, body = get(server.url + path)
+        leaked = [m.decode() for m in LEAK_MARKERS if m in body]
+        assert not leaked, f"GET {path} -> {status} leaks {leaked}"
+
+
+def test_page_has_no_code_or_stray_output(dashboard_server, page):
+    open_dashboard(page, dashboard_server.url)
+    assert page.locator(".jp-InputArea, .jp-CodeMirrorEditor, .cm-editor").count() == 0
+    assert page.locator("[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
+    assert page.locator(".jp-RenderedText").count() == 0
+    body = page.inner_text("body")
+    assert "build_app" not in body and "Traceback" not in body
+    assert page.locator(".nbops-header h1").inner_text().strip()
+
+
+def test_broken_model_shows_a_friendly_page(champion_project, space_dir, browser, tmp_path):
+    broken = copy_space(space_dir, tmp_path / "space")
+    (broken / "champion" / "model" / "model.skops").write_bytes(b"this is not a skops file")
+    env = base_env(champion_project)
+    env["NBOPS_MODEL_DIR"] = str(broken / "champion")
+    server = start("broken", ["dashboard", "PORT={port}"], env, tmp_path)
+    try:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(server.url + "/")
+        page.wait_for_selector(".nbops-status", timeout=120_000)
+        text = page.inner_text("body")
+        assert "The model could not be loaded" in text
+        assert "Traceback" not in text and 'File "' not in text and "BadZipFile" not in text.split("(")[0]
+        assert page.locator(WIDGETS).count() == 0
+        context.close()
+    finally:
+        server.stop()
+    assert "Traceback" in server.log.read_text()  # the details went to the server log instead
+
+
+def test_no_champion_says_what_to_run(champion_project, browser, tmp_path):
+    params = champion_project / "params" / "nochamp.yaml"
+    params.write_text(
+        (champion_project / "params" / "smoke.yaml")
+        .read_text()
+        .replace("model_name: drug-classifier", "model_name: never-trained")
+    )
+    server = start(
+        "nochamp", ["dashboard", "PORT={port}", f"PARAMS={params}"], base_env(champion_project), tmp_path
+    )
+    try:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(server.url + "/")
+        page.wait_for_selector(".nbops-status", timeout=120_000)
+        text = page.inner_text("body")
+        assert "No champion model yet for 'never-trained'" in text and "make pipeline" in text
+        assert "Traceback" not in text
+        context.close()
+    finally:
+        server.stop()
+
+
+def test_docs_screenshot_is_committed():
+    assert (REPO / "docs" / "dashboard.png").stat().st_size > 10_000

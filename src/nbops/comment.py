@@ -30,6 +30,7 @@ GITHUB_COMMENT_LIMIT = 65_536  # GitHub answers 422 above this
 _PR_NUMBER = re.compile(r"[1-9][0-9]{0,9}")
 _URL = re.compile(r"https://[A-Za-z0-9.-]+(/[A-Za-z0-9._~/%#?=&+-]*)?")
 _COMMIT = re.compile(r"[0-9a-f]{7,64}")
+_RELATIVE_LINK = re.compile(r"(?<!\\)\[([^\]\n]*)\]\((?![a-z]+://)[^)\s]*\)")
 
 
 class CommentError(NbopsError):
@@ -61,6 +62,14 @@ def neutralise_html(markdown: str) -> str:
     return markdown.replace("<", "&lt;").replace(">", "&gt;")
 
 
+def point_relative_links(markdown: str, run_url: str | None) -> str:
+    """Links to report files (`01_eda.html`) mean nothing on a PR page: point them at the run,
+    whose artifacts hold the reports, or keep only their text."""
+    if run_url:
+        return _RELATIVE_LINK.sub(lambda m: f"[{m.group(1)}]({run_url})", markdown)
+    return _RELATIVE_LINK.sub(lambda m: m.group(1), markdown)
+
+
 def build_comment(
     summary: str,
     *,
@@ -84,7 +93,7 @@ def build_comment(
     if run_url:
         footer_bits.append(f"[workflow run and reports artifact]({run_url})")
     footer = ("\n\n---\n<sub>" + " · ".join(footer_bits) + "</sub>\n") if footer_bits else "\n"
-    body = SUMMARY_MARKER + "\n" + neutralise_html(text)
+    body = SUMMARY_MARKER + "\n" + point_relative_links(neutralise_html(text), run_url)
     return cap_markdown(body, limit - len(footer), link=run_url) + footer
 
 

@@ -212,3 +212,18 @@ def test_cli_names_a_missing_artifact_file(tmp_path, capsys):
     )
     assert code == 1
     assert capsys.readouterr().err == f"error: {tmp_path / 'n.txt'}: not found in the CI artifact\n"
+
+
+def test_links_to_report_files_point_at_the_run_or_become_text():
+    summary = (
+        "## Gate: reject\n\nReports: [Train](02_train.html) · [index](index.html) · [docs](https://x.org/a)\n"
+    )
+    linked = comment.build_comment(summary, run_url=RUN_URL)
+    assert f"[Train]({RUN_URL}) · [index]({RUN_URL}) · [docs](https://x.org/a)" in linked
+    plain = comment.build_comment(summary)
+    assert "Reports: Train · index · [docs](https://x.org/a)" in plain
+
+
+def test_escaped_brackets_from_data_are_not_taken_for_links():
+    summary = summary_markdown(evaluation(labels=("drugA", "x[1](y.html)")))
+    assert "x\\[1\\](y.html)" in comment.build_comment(summary, run_url=RUN_URL)

@@ -138,13 +138,13 @@ def space_readme(card: dict[str, Any], license_id: str) -> str:
         short = short[:59] + "…"
     metrics = ", ".join(f"{k.replace('_', ' ')} {float(v):.3f}" for k, v in card.get("metrics", {}).items())
     return f"""---
-title: {json.dumps(f"{name} dashboard")}
+title: {json.dumps(f"{name} dashboard", ensure_ascii=False)}
 emoji: 📊
 colorFrom: blue
 colorTo: indigo
 sdk: docker
 app_port: {SPACE_PORT}
-short_description: {json.dumps(short)}
+short_description: {json.dumps(short, ensure_ascii=False)}
 license: {license_id}
 pinned: false
 ---

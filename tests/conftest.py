@@ -33,8 +33,14 @@ def nbops(root: Path, *args: str, env: dict | None = None, timeout: int = 600):
     """Run `python -m nbops ...` in `root` as a user would; returns CompletedProcess."""
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "nbops", *args], cwd=root, capture_output=True,
-                          text=True, timeout=timeout, env=full_env)
+    return subprocess.run(
+        [sys.executable, "-m", "nbops", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
 
 
 def write_params(root: Path, name: str, edit) -> Path:

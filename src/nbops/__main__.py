@@ -17,8 +17,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--params", default="params/default.yaml", help="params YAML file")
     run.add_argument("--root", default=".", help="project folder (notebooks/, build/, reports/)")
     run.add_argument("--force", action="store_true", help="rerun every step")
-    run.add_argument("--only", nargs="+", metavar="STEP",
-                     help="run these steps (and what they need): 01_eda 02_train 03_evaluate")
+    run.add_argument(
+        "--only",
+        nargs="+",
+        metavar="STEP",
+        help="run these steps (and what they need): 01_eda 02_train 03_evaluate",
+    )
     run.add_argument("--jobs", type=int, default=2, help="notebooks run at once (default 2)")
 
     drift = sub.add_parser("drift", help="compare the data with the champion's training data (KS, chi2)")
@@ -27,9 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     drift.add_argument("--retrain", action="store_true", help="run the pipeline when drift is found")
     drift.add_argument("--force", action="store_true", help="run the pipeline whatever the verdict")
 
-    for name, text in (("report", "re-render reports/ from the last executed notebooks"),
-                       ("rollback", "move champion back to the previous champion"),
-                       ("champion", "print the champion version")):
+    for name, text in (
+        ("report", "re-render reports/ from the last executed notebooks"),
+        ("rollback", "move champion back to the previous champion"),
+        ("champion", "print the champion version"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--params", default="params/default.yaml")
         p.add_argument("--root", default=".")

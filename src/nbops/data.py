@@ -64,8 +64,11 @@ def _read_header(path: Path, delimiter: str, shown) -> list[str]:
             first = fh.readline(1 << 20)
             if not first.strip():
                 rest = fh.read(1 << 16)
-                raise DataError(f"{shown}: file is empty" if not rest.strip() else
-                                f"{shown}: line 1 (the header) is blank")
+                raise DataError(
+                    f"{shown}: file is empty"
+                    if not rest.strip()
+                    else f"{shown}: line 1 (the header) is blank"
+                )
             has_rows = bool(fh.readline().strip())
     except UnicodeDecodeError:
         raise DataError(f"{shown}: not a UTF-8 text CSV file") from None
@@ -168,6 +171,7 @@ def build_pandera_schema(data: DataParams, classes=None, categories=None, ranges
     categories = {**(categories or {}), **data.categories}
     ranges = {**(ranges or {}), **{k: tuple(v) for k, v in data.ranges.items()}}
     classes = data.classes or classes
+
     # Checks see the raw column when coercion failed for some values: coerce again, quietly,
     # so a value that is not a number is reported once (by the coercion), not three times.
     def as_number(s):
@@ -179,11 +183,16 @@ def build_pandera_schema(data: DataParams, classes=None, categories=None, ranges
         checks = [finite]
         if col in ranges:
             low, high = ranges[col]
-            checks.append(pa.Check(
-                lambda s, lo=low, hi=high: ~np.isfinite(as_number(s).fillna(0)) | as_number(s).isna()
-                | as_number(s).between(lo, hi),
-                name=f"is outside the range [{low:g}, {high:g}]",
-            ))
+            checks.append(
+                pa.Check(
+                    lambda s, lo=low, hi=high: (
+                        ~np.isfinite(as_number(s).fillna(0))
+                        | as_number(s).isna()
+                        | as_number(s).between(lo, hi)
+                    ),
+                    name=f"is outside the range [{low:g}, {high:g}]",
+                )
+            )
         columns[col] = pa.Column("float64", checks, nullable=True, coerce=True)
     for col in data.categorical:
         checks = [pa.Check.isin(categories[col])] if col in categories else []
@@ -222,7 +231,9 @@ def describe_schema_errors(exc, path) -> list[str]:
     """One line per (column, check) from a pandera SchemaErrors."""
     cases = exc.failure_cases
     coerce_failed = set(cases.loc[cases["check"].astype(str).str.startswith("coerce_dtype"), "column"])
-    cases = cases[~(cases["column"].isin(coerce_failed) & cases["check"].astype(str).str.startswith("dtype("))]
+    cases = cases[
+        ~(cases["column"].isin(coerce_failed) & cases["check"].astype(str).str.startswith("dtype("))
+    ]
     problems = []
     for (column, check), group in cases.groupby(["column", "check"], sort=False, dropna=False):
         if check == "not_nullable":
@@ -242,8 +253,7 @@ def validate_table(df: pd.DataFrame, data: DataParams, path: Path | str, schema=
     df = df.copy()
     for col in data.categorical:
         df[col] = _canonical(df[col].astype("str").where(df[col].notna()), data.categories.get(col))
-    df[data.target] = _canonical(df[data.target].astype("str").where(df[data.target].notna()),
-                                 data.classes)
+    df[data.target] = _canonical(df[data.target].astype("str").where(df[data.target].notna()), data.classes)
     schema = schema or build_pandera_schema(data)
     try:
         df = schema.validate(df, lazy=True)

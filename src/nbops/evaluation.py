@@ -49,8 +49,7 @@ def metrics_table(challenger: dict, champion: dict | None) -> pd.DataFrame:
     for name in ("accuracy", "macro_f1", "weighted_f1"):
         c = challenger[name]
         p = champion[name] if champion else None
-        rows.append({"metric": name, "challenger": c, "champion": p,
-                     "delta": None if p is None else c - p})
+        rows.append({"metric": name, "challenger": c, "champion": p, "delta": None if p is None else c - p})
     return pd.DataFrame(rows).set_index("metric")
 
 
@@ -66,18 +65,34 @@ def params_diff(challenger_run_id: str, champion_run_id: str | None) -> dict[str
     return {k: [old.get(k), new.get(k)] for k in sorted(set(new) | set(old)) if old.get(k) != new.get(k)}
 
 
-def build_evaluation(*, challenger_info: dict, challenger_metrics: dict, champion: dict,
-                     decision, diff: dict, data_hash: str, holdout_rows: int,
-                     data_source: str, synthetic: bool) -> dict[str, Any]:
+def build_evaluation(
+    *,
+    challenger_info: dict,
+    challenger_metrics: dict,
+    champion: dict,
+    decision,
+    diff: dict,
+    data_hash: str,
+    holdout_rows: int,
+    data_source: str,
+    synthetic: bool,
+) -> dict[str, Any]:
     """Everything the summary, the reports and the dashboard's model card need, as JSON."""
     return {
         "model_name": challenger_info["model_name"],
-        "challenger": {"version": challenger_info["version"], "run_id": challenger_info["run_id"],
-                       "metrics": challenger_metrics},
+        "challenger": {
+            "version": challenger_info["version"],
+            "run_id": challenger_info["run_id"],
+            "metrics": challenger_metrics,
+        },
         "champion": champion,
         "decision": decision.to_dict(),
         "champion_after": challenger_info["version"] if decision.promote else champion["version"],
         "params_diff": diff,
-        "data": {"hash": data_hash, "source": data_source, "synthetic": synthetic,
-                 "holdout_rows": holdout_rows},
+        "data": {
+            "hash": data_hash,
+            "source": data_source,
+            "synthetic": synthetic,
+            "holdout_rows": holdout_rows,
+        },
     }

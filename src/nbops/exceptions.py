@@ -23,6 +23,16 @@ class ModelError(NbopsError):
     """A model cannot be built, loaded or trusted."""
 
 
+def _one_line(text: str, limit: int = 300) -> str:
+    """A multi-line error value as one line: its first line, and its last when that differs
+    (scikit-learn's 'All the 3 fits failed.' ends with the real cause)."""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    out = lines[0] if len(lines) == 1 else f"{lines[0]} … {lines[-1]}"
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
 class StepError(NbopsError):
     """A notebook step failed while executing; carries the step and the failing cell."""
 
@@ -30,7 +40,7 @@ class StepError(NbopsError):
         self.step = step
         self.cell_index = cell_index
         self.ename = ename
-        self.evalue = evalue
+        self.evalue = evalue = _one_line(evalue)
         where = f"failed at {step}" + (f", cell {cell_index}" if cell_index is not None else "")
         detail = f": {ename}: {evalue}" if ename else (f": {evalue}" if evalue else "")
         super().__init__(where + detail)

@@ -44,9 +44,17 @@ def _value(metrics: dict | None, name: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def decide_promotion(challenger: dict, champion: dict | None, *, min_macro_f1: float,
-                     min_accuracy: float, tolerance: float, allow_promotion: bool = True,
-                     challenger_version=None, champion_version=None) -> Decision:
+def decide_promotion(
+    challenger: dict,
+    champion: dict | None,
+    *,
+    min_macro_f1: float,
+    min_accuracy: float,
+    tolerance: float,
+    allow_promotion: bool = True,
+    challenger_version=None,
+    champion_version=None,
+) -> Decision:
     """Pure decision from two metric dicts; `champion=None` means there is no champion yet."""
     versions = {"challenger_version": challenger_version, "champion_version": champion_version}
     reasons: list[str] = []
@@ -82,9 +90,7 @@ def decide_promotion(challenger: dict, champion: dict | None, *, min_macro_f1: f
         for metric in GATED_METRICS:
             if deltas[metric] < -tolerance:
                 promote = False
-                reasons.append(
-                    f"{metric} regresses by {-deltas[metric]:.4f} (> tolerance {tolerance:.4f})"
-                )
+                reasons.append(f"{metric} regresses by {-deltas[metric]:.4f} (> tolerance {tolerance:.4f})")
         if promote and deltas[PRIMARY_METRIC] <= 0:
             promote = False
             word = "ties" if deltas[PRIMARY_METRIC] == 0 else "is below"

@@ -48,11 +48,23 @@ def make_estimator(name: str, params: dict[str, Any], source: str = "params"):
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             lines.append(f"{source}: unknown key 'model.params.{key}' for {name}{hint}")
         raise ModelError(lines)
-    return cls(**params)
+    estimator = cls(**params)
+    # Check values too (max_depth: -1) before any kernel starts. `_validate_params` is how
+    # scikit-learn itself validates at fit time (private, stable since 1.2).
+    validate = getattr(estimator, "_validate_params", None)
+    if validate is not None:
+        try:
+            validate()
+        except ValueError as exc:  # sklearn's InvalidParameterError subclasses ValueError
+            bad = next((k for k in params if f"'{k}'" in str(exc)), None)
+            key = f"model.params.{bad}" if bad else "model.params"
+            raise ModelError(f"{source}: key '{key}': {exc}") from None
+    return estimator
 
 
-def make_model(name: str, params: dict[str, Any], numeric: list[str], categorical: list[str],
-               source: str = "params"):
+def make_model(
+    name: str, params: dict[str, Any], numeric: list[str], categorical: list[str], source: str = "params"
+):
     """The full pipeline: preprocessing for the declared columns, then the named estimator."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
@@ -62,11 +74,21 @@ def make_model(name: str, params: dict[str, Any], numeric: list[str], categorica
     estimator = make_estimator(name, params, source)
     pre = ColumnTransformer(
         [
-            ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")),
-                                  ("scale", StandardScaler())]), numeric),
-            ("categorical", Pipeline([("impute", SimpleImputer(strategy="most_frequent")),
-                                      ("onehot", OneHotEncoder(handle_unknown="ignore"))]),
-             categorical),
+            (
+                "numeric",
+                Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]),
+                numeric,
+            ),
+            (
+                "categorical",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="most_frequent")),
+                        ("onehot", OneHotEncoder(handle_unknown="ignore")),
+                    ]
+                ),
+                categorical,
+            ),
         ],
         verbose_feature_names_out=False,
     )
@@ -100,16 +122,14 @@ def score_model(model, X: pd.DataFrame, y: pd.Series, labels: list[str] | None =
 
     labels = sorted(labels or set(y.unique()))
     pred = model.predict(X)
-    prec, rec, f1, support = precision_recall_fscore_support(
-        y, pred, labels=labels, zero_division=0
-    )
+    prec, rec, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     return {
         "accuracy": float(accuracy_score(y, pred)),
         "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
         "weighted_f1": float(f1_score(y, pred, labels=labels, average="weighted", zero_division=0)),
         "per_class": {
             label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for label, p, r, f, s in zip(labels, prec, rec, f1, support)
+            for label, p, r, f, s in zip(labels, prec, rec, f1, support, strict=True)
         },
         "labels": labels,
         "confusion_matrix": confusion_matrix(y, pred, labels=labels).tolist(),
@@ -126,4 +146,3 @@ def predict_table(model, X: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(proba, columns=[f"p_{c}" for c in classes], index=X.index)
     out.insert(0, "prediction", [classes[i] for i in proba.argmax(axis=1)])
     return out
-

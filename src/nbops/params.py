@@ -179,23 +179,25 @@ def parse_params(raw: Any, source: str = "<params>") -> Params:
         raise ParamsError([_describe(e, source) for e in exc.errors()]) from None
 
 
-def load_params(path: str | Path) -> Params:
-    """Read a params YAML file with the safe loader and validate it."""
+def load_params(path: str | Path, shown: str | None = None) -> Params:
+    """Read a params YAML file with the safe loader and validate it; messages name the file
+    as `shown` (default: the path as given)."""
     path = Path(path)
+    label = shown or str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ParamsError(f"{path}: params file not found") from None
+        raise ParamsError(f"{label}: params file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ParamsError(f"{path}: cannot read params file ({exc.__class__.__name__})") from None
+        raise ParamsError(f"{label}: cannot read params file ({exc.__class__.__name__})") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or exc.__class__.__name__
-        raise ParamsError(f"{path}: not valid YAML{where}: {problem}") from None
-    return parse_params(raw, str(path))
+        raise ParamsError(f"{label}: not valid YAML{where}: {problem}") from None
+    return parse_params(raw, label)
 
 
 def params_hash(data: Any) -> str:

@@ -32,8 +32,13 @@ def summarize_table(df: pd.DataFrame, numeric: list[str], categorical: list[str]
     for col in df.columns:
         s = df[col]
         kind = "numeric" if col in numeric else "categorical" if col in categorical else "target"
-        row = {"column": col, "kind": kind, "missing": int(s.isna().sum()),
-               "missing_%": round(100 * float(s.isna().mean()), 2), "distinct": int(s.nunique())}
+        row = {
+            "column": col,
+            "kind": kind,
+            "missing": int(s.isna().sum()),
+            "missing_%": round(100 * float(s.isna().mean()), 2),
+            "distinct": int(s.nunique()),
+        }
         if col in numeric:
             row.update(min=float(s.min()), median=float(s.median()), max=float(s.max()))
         rows.append(row)
@@ -44,8 +49,7 @@ def class_balance(df: pd.DataFrame, target: str):
     sns = _sns()
     counts = df[target].value_counts().sort_index()
     fig, ax = _subplots(1, 1, (6, 3.2))
-    sns.barplot(x=counts.index, y=counts.values, hue=counts.index, ax=ax, legend=False,
-                palette="viridis")
+    sns.barplot(x=counts.index, y=counts.values, hue=counts.index, ax=ax, legend=False, palette="viridis")
     for i, v in enumerate(counts.values):
         ax.text(i, v, f"{v} ({v / counts.sum():.0%})", ha="center", va="bottom", fontsize=9)
     ax.set(title=f"Class balance of {target}", xlabel=target, ylabel="rows")
@@ -67,9 +71,18 @@ def numeric_by_class(df: pd.DataFrame, numeric: list[str], target: str):
     fig, axes = _subplots(1, len(numeric), (4.5 * len(numeric), 3.5))
     axes = [axes] if len(numeric) == 1 else axes
     order = sorted(df[target].unique())
-    for ax, col in zip(axes, numeric):
-        sns.boxplot(data=df, x=target, y=col, order=order, hue=target, hue_order=order, ax=ax,
-                    legend=False, palette="viridis")
+    for ax, col in zip(axes, numeric, strict=True):
+        sns.boxplot(
+            data=df,
+            x=target,
+            y=col,
+            order=order,
+            hue=target,
+            hue_order=order,
+            ax=ax,
+            legend=False,
+            palette="viridis",
+        )
         ax.set_title(f"{col} by {target}")
     return fig
 
@@ -81,7 +94,7 @@ def categorical_by_class(df: pd.DataFrame, categorical: list[str], target: str, 
     fig, axes = _subplots(1, len(categorical), (4.5 * len(categorical), 3.5))
     axes = [axes] if len(categorical) == 1 else axes
     order = sorted(df[target].unique())
-    for ax, col in zip(axes, categorical):
+    for ax, col in zip(axes, categorical, strict=True):
         keep = df[col].value_counts().index[:top]
         sub = df[df[col].isin(keep)]
         sns.countplot(data=sub, x=col, hue=target, hue_order=order, ax=ax, palette="viridis")
@@ -94,8 +107,14 @@ def relationships(df: pd.DataFrame, numeric: list[str], target: str):
     sns = _sns()
     if len(numeric) < 2:
         return None
-    grid = sns.pairplot(df[[*numeric[:5], target]], hue=target, hue_order=sorted(df[target].unique()),
-                        palette="viridis", plot_kws={"s": 14, "alpha": 0.7}, height=2.2)
+    grid = sns.pairplot(
+        df[[*numeric[:5], target]],
+        hue=target,
+        hue_order=sorted(df[target].unique()),
+        palette="viridis",
+        plot_kws={"s": 14, "alpha": 0.7},
+        height=2.2,
+    )
     import matplotlib.pyplot as plt
 
     plt.close(grid.figure)
@@ -123,8 +142,9 @@ def missing_values(df: pd.DataFrame) -> pd.DataFrame:
 def confusion_heatmap(matrix: list[list[int]], labels: list[str], title: str):
     sns = _sns()
     fig, ax = _subplots(1, 1, (0.9 * len(labels) + 3, 0.8 * len(labels) + 2))
-    sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", cbar=False, xticklabels=labels,
-                yticklabels=labels, ax=ax)
+    sns.heatmap(
+        matrix, annot=True, fmt="d", cmap="Blues", cbar=False, xticklabels=labels, yticklabels=labels, ax=ax
+    )
     ax.set(title=title, xlabel="predicted", ylabel="actual")
     return fig
 
@@ -134,9 +154,12 @@ def per_class_f1(scores: dict[str, dict], title: str = "Per-class F1 on the hold
     import pandas as pd
 
     sns = _sns()
-    rows = [{"model": who, "class": label, "f1": v["f1"]}
-            for who, metrics in scores.items() if metrics
-            for label, v in metrics["per_class"].items()]
+    rows = [
+        {"model": who, "class": label, "f1": v["f1"]}
+        for who, metrics in scores.items()
+        if metrics
+        for label, v in metrics["per_class"].items()
+    ]
     fig, ax = _subplots(1, 1, (7, 3.4))
     sns.barplot(data=pd.DataFrame(rows), x="class", y="f1", hue="model", ax=ax, palette="Set2")
     ax.set(ylim=(0, 1.05), title=title)

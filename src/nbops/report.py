@@ -18,8 +18,7 @@ if TYPE_CHECKING:
 
 SUMMARY_LIMIT = 60_000
 SUMMARY_MARKER = "<!-- nbops-summary -->"
-TITLES = {"01_eda": "Exploratory data analysis", "02_train": "Train",
-          "03_evaluate": "Evaluate and gate"}
+TITLES = {"01_eda": "Exploratory data analysis", "02_train": "Train", "03_evaluate": "Evaluate and gate"}
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~!])")
 
 
@@ -81,23 +80,32 @@ def _delta(value) -> str:
     return "–" if value is None else f"{value:+.4f}"
 
 
-VERDICT_ICON = {"promote": "✅", "keep champion": "⏸️", "reject": "❌",
-                "not promoted (promote: false)": "🔎"}
+VERDICT_ICON = {"promote": "✅", "keep champion": "⏸️", "reject": "❌", "not promoted (promote: false)": "🔎"}
 
 
-def summary_markdown(evaluation: dict | None, failure=None, statuses: dict | None = None,
-                     link_prefix: str = "") -> str:
+def summary_markdown(
+    evaluation: dict | None, failure=None, statuses: dict | None = None, link_prefix: str = ""
+) -> str:
     """The PR-comment body: verdict first, then metrics, per-class F1, confusion, params diff."""
     lines = [SUMMARY_MARKER]
-    links = " · ".join(f"[{TITLES[s]}]({link_prefix}{s}.html)" for s in TITLES
-                       if (statuses or {}).get(s) in ("ran", "skipped", "failed"))
+    links = " · ".join(
+        f"[{TITLES[s]}]({link_prefix}{s}.html)"
+        for s in TITLES
+        if (statuses or {}).get(s) in ("ran", "skipped", "failed")
+    )
     if failure is not None:
-        lines += [f"## ❌ Pipeline failed at {md_escape(failure.step)}"
-                  + (f", cell {failure.cell_index}" if failure.cell_index is not None else ""),
-                  "", f"{md_escape(failure.ename)}: {md_escape(failure.evalue)}" if failure.ename
-                  else md_escape(failure.evalue), "",
-                  "No alias was moved. The executed notebook, with the failing cell, is in the reports.",
-                  "", f"Reports: {links}" if links else ""]
+        lines += [
+            f"## ❌ Pipeline failed at {md_escape(failure.step)}"
+            + (f", cell {failure.cell_index}" if failure.cell_index is not None else ""),
+            "",
+            f"{md_escape(failure.ename)}: {md_escape(failure.evalue)}"
+            if failure.ename
+            else md_escape(failure.evalue),
+            "",
+            "No alias was moved. The executed notebook, with the failing cell, is in the reports.",
+            "",
+            f"Reports: {links}" if links else "",
+        ]
         return cap_markdown("\n".join(lines).rstrip() + "\n")
     if evaluation is None:
         lines += ["## Pipeline ran without an evaluation step", "", f"Reports: {links}"]
@@ -118,34 +126,54 @@ def summary_markdown(evaluation: dict | None, failure=None, statuses: dict | Non
     lines += ["", f"| metric | challenger v{chal['version']} | {champ_col} | Δ |", "|---|---:|---:|---:|"]
     for metric in ("accuracy", "macro_f1", "weighted_f1"):
         p = pm[metric] if pm else None
-        lines.append(f"| {metric} | {_fmt(cm[metric])} | {_fmt(p)} | "
-                     f"{_delta(None if p is None else cm[metric] - p)} |")
+        lines.append(
+            f"| {metric} | {_fmt(cm[metric])} | {_fmt(p)} | {_delta(None if p is None else cm[metric] - p)} |"
+        )
     if champ.get("error"):
         lines += ["", f"Champion not scored: {md_escape(champ['error'])}"]
 
-    lines += ["", "### Per-class F1", "", "| class | support | challenger | champion | Δ |",
-              "|---|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "### Per-class F1",
+        "",
+        "| class | support | challenger | champion | Δ |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for label, v in cm["per_class"].items():
         p = pm["per_class"].get(label, {}).get("f1") if pm else None
-        lines.append(f"| {md_escape(label)} | {v['support']} | {_fmt(v['f1'])} | {_fmt(p)} | "
-                     f"{_delta(None if p is None else v['f1'] - p)} |")
+        lines.append(
+            f"| {md_escape(label)} | {v['support']} | {_fmt(v['f1'])} | {_fmt(p)} | "
+            f"{_delta(None if p is None else v['f1'] - p)} |"
+        )
 
     labels = cm["labels"]
-    lines += ["", f"### Confusion matrix, challenger v{chal['version']} (rows: actual, columns: predicted)",
-              "", "| actual \\\\ predicted | " + " | ".join(md_escape(x) for x in labels) + " |",
-              "|---|" + "---:|" * len(labels)]
-    for label, row in zip(labels, cm["confusion_matrix"]):
+    lines += [
+        "",
+        f"### Confusion matrix, challenger v{chal['version']} (rows: actual, columns: predicted)",
+        "",
+        "| actual \\\\ predicted | " + " | ".join(md_escape(x) for x in labels) + " |",
+        "|---|" + "---:|" * len(labels),
+    ]
+    for label, row in zip(labels, cm["confusion_matrix"], strict=True):
         lines.append(f"| **{md_escape(label)}** | " + " | ".join(str(n) for n in row) + " |")
 
     diff = evaluation.get("params_diff") or {}
     if diff:
-        lines += ["", "### Params that differ from the champion's", "", "| param | champion | challenger |",
-                  "|---|---|---|"]
+        lines += [
+            "",
+            "### Params that differ from the champion's",
+            "",
+            "| param | champion | challenger |",
+            "|---|---|---|",
+        ]
         lines += [f"| {md_escape(k)} | {md_escape(a)} | {md_escape(b)} |" for k, (a, b) in diff.items()]
     data = evaluation["data"]
     kind = " (SYNTHETIC)" if data.get("synthetic") else ""
-    lines += ["", f"Data: {md_escape(data['source'])}{kind} · sha256 {md_escape(str(data['hash'])[:12])} · "
-              f"{data['holdout_rows']} held-out rows"]
+    lines += [
+        "",
+        f"Data: {md_escape(data['source'])}{kind} · sha256 {md_escape(str(data['hash'])[:12])} · "
+        f"{data['holdout_rows']} held-out rows",
+    ]
     if links:
         lines += ["", f"Reports: {links} · [index]({link_prefix}index.html)"]
     return cap_markdown("\n".join(lines) + "\n")
@@ -160,12 +188,16 @@ def index_html(statuses: dict[str, str], evaluation: dict | None, failure) -> st
     for step, title in TITLES.items():
         status = statuses.get(step, "not run")
         if status in ("ran", "skipped", "failed"):
-            links = (f'<a href="{step}.html">report</a> · <a href="{step}.full.html">with code</a> · '
-                     f'<a href="notebooks/{step}.ipynb">notebook</a>')
+            links = (
+                f'<a href="{step}.html">report</a> · <a href="{step}.full.html">with code</a> · '
+                f'<a href="notebooks/{step}.ipynb">notebook</a>'
+            )
         else:
             links = "–"
-        rows.append(f"<tr><td>{esc(title)}</td><td class='{esc(status.split()[0])}'>{esc(status)}</td>"
-                    f"<td>{links}</td></tr>")
+        rows.append(
+            f"<tr><td>{esc(title)}</td><td class='{esc(status.split()[0])}'>{esc(status)}</td>"
+            f"<td>{links}</td></tr>"
+        )
     if failure is not None:
         verdict = f"Failed: {esc(str(failure))}"
     elif evaluation:
@@ -177,7 +209,8 @@ def index_html(statuses: dict[str, str], evaluation: dict | None, failure) -> st
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>nbops reports</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:54rem;margin:2rem auto;padding:0 1rem;color:#222}}
-table{{border-collapse:collapse;width:100%}}td,th{{border-bottom:1px solid #ddd;padding:.4rem;text-align:left}}
+table{{border-collapse:collapse;width:100%}}
+td,th{{border-bottom:1px solid #ddd;padding:.4rem;text-align:left}}
 .failed{{color:#b00020;font-weight:600}}.ran{{color:#137333}}.skipped{{color:#555}}</style></head>
 <body><h1>nbops reports</h1><div class="verdict">{verdict}</div>
 <table><tr><th>step</th><th>status</th><th>views</th></tr>{"".join(rows)}</table>
@@ -207,7 +240,11 @@ def render_reports(plan: Plan, result: RunResult) -> Path:
         else:
             statuses[step] = "not run"
         executed = plan.build / step / f"{step}.ipynb"
-        targets = [reports / f"{step}.html", reports / f"{step}.full.html", reports / "notebooks" / f"{step}.ipynb"]
+        targets = [
+            reports / f"{step}.html",
+            reports / f"{step}.full.html",
+            reports / "notebooks" / f"{step}.ipynb",
+        ]
         if statuses[step] == "not run" or not executed.exists():
             for t in targets:
                 t.unlink(missing_ok=True)
@@ -228,7 +265,8 @@ def render_reports(plan: Plan, result: RunResult) -> Path:
         write_json(reports / "metrics.json", evaluation)
     else:
         (reports / "metrics.json").unlink(missing_ok=True)
-    (reports / "summary.md").write_text(summary_markdown(evaluation, result.failure, statuses),
-                                        encoding="utf-8")
+    (reports / "summary.md").write_text(
+        summary_markdown(evaluation, result.failure, statuses), encoding="utf-8"
+    )
     (reports / "index.html").write_text(index_html(statuses, evaluation, result.failure), encoding="utf-8")
     return reports

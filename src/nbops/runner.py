@@ -42,8 +42,14 @@ RUNNER_PARAMETERS = {
 }
 
 # Params keys read by the in-process 00_validate step rather than by a notebook.
-VALIDATE_PARAMETERS = {"data_path", "data_synthetic", "data_delimiter", "data_categories",
-                       "data_ranges", "data_classes"}
+VALIDATE_PARAMETERS = {
+    "data_path",
+    "data_synthetic",
+    "data_delimiter",
+    "data_categories",
+    "data_ranges",
+    "data_classes",
+}
 
 
 @dataclass(frozen=True)
@@ -98,8 +104,10 @@ def read_notebook_source(path: Path) -> dict:
 
 def source_hash(nb: dict) -> str:
     """Hash of cell types and sources only: outputs, counts and metadata don't count."""
-    cells = [(c.get("cell_type"), "".join(c.get("source", "")),
-              sorted(c.get("metadata", {}).get("tags", []))) for c in nb.get("cells", [])]
+    cells = [
+        (c.get("cell_type"), "".join(c.get("source", "")), sorted(c.get("metadata", {}).get("tags", [])))
+        for c in nb.get("cells", [])
+    ]
     return params_hash(cells)
 
 
@@ -162,15 +170,16 @@ def make_plan(params_file: Path, root: Path) -> Plan:
     from nbops.data import file_hash, is_synthetic, resolve_data_path
 
     source = str(params_file.relative_to(root) if params_file.is_relative_to(root) else params_file)
-    params = load_params(params_file)
+    params = load_params(params_file, source)
     synthetic = is_synthetic(params, root)
     data_path = resolve_data_path(params, root, source)
     data_hash = file_hash(data_path)
     pkg = package_hash()
     build = root / "build"
     flat = params.notebook_parameters()
-    keys = {VALIDATE: params_hash([pkg, data_hash, params.data.model_dump(mode="json"),
-                                   params.split.test_size])}
+    keys = {
+        VALIDATE: params_hash([pkg, data_hash, params.data.model_dump(mode="json"), params.split.test_size])
+    }
     injected = {}
     uri = _tracking_uri_for_key(root)
     whole = params_hash(params.model_dump(mode="json"))
@@ -180,8 +189,13 @@ def make_plan(params_file: Path, root: Path) -> Plan:
         declared = declared_parameters(nb, nb_path)
         unknown = [n for n in declared if n not in flat and n not in RUNNER_PARAMETERS]
         if unknown:
-            raise NbopsError([f"{step.notebook}: parameters cell declares {n!r}, which is neither "
-                              f"a params key nor provided by the runner" for n in unknown])
+            raise NbopsError(
+                [
+                    f"{step.notebook}: parameters cell declares {n!r}, which is neither "
+                    f"a params key nor provided by the runner"
+                    for n in unknown
+                ]
+            )
         runtime = {
             "table_path": str(build / VALIDATE / "table.parquet"),
             "products_dir": str(build / step.name),
@@ -196,10 +210,12 @@ def make_plan(params_file: Path, root: Path) -> Plan:
         injected[step.name] = values
         # provenance tags, not inputs: they must not force a rerun
         keyed = {k: v for k, v in values.items() if k not in ("git_commit", "params_hash")}
-        keys[step.name] = params_hash([source_hash(nb), keyed, pkg, [keys[n] for n in step.needs],
-                                       uri if step.tracked else None])
-    return Plan(root, params_file, params, data_path, data_hash, synthetic, keys, injected,
-                build, root / "reports")
+        keys[step.name] = params_hash(
+            [source_hash(nb), keyed, pkg, [keys[n] for n in step.needs], uri if step.tracked else None]
+        )
+    return Plan(
+        root, params_file, params, data_path, data_hash, synthetic, keys, injected, build, root / "reports"
+    )
 
 
 def _tracking_uri_for_key(root: Path) -> str:
@@ -218,7 +234,9 @@ def run_validate(plan: Plan) -> None:
     from nbops.data import check_splittable, read_table, validate_table
 
     params = plan.params
-    shown = plan.data_path.relative_to(plan.root) if plan.data_path.is_relative_to(plan.root) else plan.data_path
+    shown = (
+        plan.data_path.relative_to(plan.root) if plan.data_path.is_relative_to(plan.root) else plan.data_path
+    )
     df = read_table(plan.data_path, params.data, shown)
     df = validate_table(df, params.data, shown)
     check_splittable(df, params.data, params.split.test_size, shown)
@@ -234,8 +252,11 @@ def preflight(plan: Plan, to_run: list[str]) -> None:
     if "02_train" in to_run:
         from nbops.models import make_estimator
 
-        source = str(plan.params_file.relative_to(plan.root)
-                     if plan.params_file.is_relative_to(plan.root) else plan.params_file)
+        source = str(
+            plan.params_file.relative_to(plan.root)
+            if plan.params_file.is_relative_to(plan.root)
+            else plan.params_file
+        )
         make_estimator(plan.params.model.name, plan.params.model.params, source)
 
 
@@ -266,12 +287,19 @@ def execute_step(plan: Plan, step: Step, git_commit: str) -> None:
         # papermill counts cells from 0 including the injected-parameters cell it added.
         raise StepError(step.name, exc.cell_index, exc.ename, exc.evalue) from None
     except Exception as exc:  # dead kernel, timeout, missing kernel: papermill raises others
-        raise StepError(step.name, None, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "") from None
+        raise StepError(
+            step.name, None, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""
+        ) from None
     write_json(plan.stamp_path(step.name), {"key": plan.keys[step.name], "finished": time.time()})
 
 
-def run_pipeline(params_file: str | Path, root: str | Path = ".", force: bool = False,
-                 only: list[str] | None = None, jobs: int = 2) -> RunResult:
+def run_pipeline(
+    params_file: str | Path,
+    root: str | Path = ".",
+    force: bool = False,
+    only: list[str] | None = None,
+    jobs: int = 2,
+) -> RunResult:
     """Run (or skip) every step; render reports even when a step failed."""
     t0 = time.perf_counter()
     root = Path(root).resolve()
@@ -288,8 +316,10 @@ def run_pipeline(params_file: str | Path, root: str | Path = ".", force: bool = 
                 names.update(n for n in step.needs if n != VALIDATE)
         wanted = [s for s in STEPS if s.name in names]
     if plan.synthetic:
-        _say(f"data: {plan.data_path.relative_to(root)} (SYNTHETIC: put the real CSV at "
-             f"{plan.params.data.path} to use it)")
+        _say(
+            f"data: {plan.data_path.relative_to(root)} (SYNTHETIC: put the real CSV at "
+            f"{plan.params.data.path} to use it)"
+        )
     else:
         _say(f"data: {plan.data_path}")
 
@@ -349,7 +379,8 @@ def _execute_all(plan: Plan, steps: list[Step], commit: str, result: RunResult, 
                 if any(n in failed for n in step.needs):
                     pending.remove(step)
                     result.not_run.append(step.name)
-                    _say(f"✗ {step.name:<12}  not run ({', '.join(n for n in step.needs if n in failed)} failed)")
+                    upstream = ", ".join(n for n in step.needs if n in failed)
+                    _say(f"✗ {step.name:<12}  not run ({upstream} failed)")
                 elif all(n in done for n in step.needs):
                     pending.remove(step)
                     _say(f"▶ {step.name:<12}  started")
@@ -402,8 +433,11 @@ def main_run(params_file: str, root: str, force: bool, only: list[str] | None, j
     index = result.reports / "index.html" if result.reports else None
     if result.evaluation:
         decision = result.evaluation["decision"]
-        _say(f"gate: {decision['verdict']} (challenger v{decision['challenger_version']}, "
-             f"champion before: {('v' + str(decision['champion_version'])) if decision['champion_version'] else 'none'})")
+        before = f"v{decision['champion_version']}" if decision["champion_version"] else "none"
+        _say(
+            f"gate: {decision['verdict']} (challenger v{decision['challenger_version']}, "
+            f"champion before: {before})"
+        )
     if result.evaluation:
         after = result.evaluation["champion_after"]
         _say(f"champion: {result.evaluation['model_name']} v{after}" if after else "champion: none yet")

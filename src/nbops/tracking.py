@@ -63,6 +63,7 @@ def ensure_experiment(name: str) -> str:
 
 def git_commit(root: Path | None = None) -> str:
     """HEAD's commit, with `-dirty` when the work tree has changes; `unknown` outside git."""
+
     def git(*args):
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
 
@@ -94,9 +95,20 @@ def _flat_params(params: dict[str, Any]) -> dict[str, str]:
 REFERENCE_ROWS = 10_000
 
 
-def log_training(model, *, X_example, params: dict[str, Any], cv_scores: dict[str, float],
-                 schema: dict[str, Any], holdout_ids: list[int], tags: dict[str, str],
-                 model_name: str, experiment: str, run_name: str, reference=None) -> dict[str, Any]:
+def log_training(
+    model,
+    *,
+    X_example,
+    params: dict[str, Any],
+    cv_scores: dict[str, float],
+    schema: dict[str, Any],
+    holdout_ids: list[int],
+    tags: dict[str, str],
+    model_name: str,
+    experiment: str,
+    run_name: str,
+    reference=None,
+) -> dict[str, Any]:
     """Log params, metrics, artifacts and the model in one run; register it as `challenger`.
 
     The run is closed FAILED by MLflow if anything in here raises; the registry is touched
@@ -260,9 +272,7 @@ def rollback_champion(model_name: str, client=None) -> tuple[str, str]:
         raise ModelError(f"registered model {model_name!r} has no champion to roll back")
     previous = current.tags.get(TAG_PREFIX + "previous_champion")
     if not previous:
-        raise ModelError(
-            f"{model_name} v{current.version} is the first champion: there is no previous one"
-        )
+        raise ModelError(f"{model_name} v{current.version} is the first champion: there is no previous one")
     client.set_registered_model_alias(model_name, CHAMPION, previous)
     client.set_model_version_tag(model_name, current.version, TAG_PREFIX + "rolled_back", "true")
     client.set_model_version_tag(model_name, previous, TAG_PREFIX + "restored_from", current.version)

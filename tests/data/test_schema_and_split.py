@@ -58,8 +58,12 @@ def test_real_table_passes_the_default_schema(tmp_path, params):
 @needs_real
 def test_synthetic_rule_explains_the_real_table():
     real = pd.read_csv(REAL)
-    rule = drug_label(real["Age"].to_numpy(), real["BP"].to_numpy(), real["Cholesterol"].to_numpy(),
-                      real["Na_to_K"].to_numpy())
+    rule = drug_label(
+        real["Age"].to_numpy(),
+        real["BP"].to_numpy(),
+        real["Cholesterol"].to_numpy(),
+        real["Na_to_K"].to_numpy(),
+    )
     assert (rule == real["Drug"].to_numpy()).mean() == 1.0
 
 

@@ -62,8 +62,9 @@ def test_labels_match_case_insensitively_and_are_normalised(tmp_path, params):
 
 
 def test_missing_column(tmp_path, params):
-    text = csv(*[r.rsplit(",", 2)[0] + "," + r.rsplit(",", 1)[1] for r in GOOD],
-               header="Age,Sex,BP,Cholesterol,Drug")
+    text = csv(
+        *[r.rsplit(",", 2)[0] + "," + r.rsplit(",", 1)[1] for r in GOOD], header="Age,Sex,BP,Cholesterol,Drug"
+    )
     assert problems(tmp_path, params, text) == ["data/t.csv: missing column 'Na_to_K'"]
 
 
@@ -102,15 +103,20 @@ def test_unknown_label_and_missing_label(tmp_path, params):
     rows[1] = "47,M,LOW,HIGH,13.093,drugZ"
     rows[5] = "22,F,NORMAL,HIGH,8.607,"
     found = problems(tmp_path, params, csv(*rows))
-    assert any(p.startswith("data/t.csv: column 'Drug' fails isin(") and p.endswith("'drugZ' at line 3")
-               for p in found)
+    assert any(
+        p.startswith("data/t.csv: column 'Drug' fails isin(") and p.endswith("'drugZ' at line 3")
+        for p in found
+    )
     assert "data/t.csv: column 'Drug' has missing values at line 7" in found
 
 
 def test_many_bad_rows_are_summarised_not_listed_forever(tmp_path, params):
     rows = [",".join([*r.split(",")[:2], "VERY", *r.split(",")[3:]]) for r in GOOD] * 3
     (line,) = problems(tmp_path, params, csv(*rows))
-    assert line.startswith("data/t.csv: column 'BP' fails isin(['HIGH', 'LOW', 'NORMAL']): 'VERY' at lines 2, 3, 4, 5, 6, 7, 8, 9 (+22 more)")
+    assert line.startswith(
+        "data/t.csv: column 'BP' fails isin(['HIGH', 'LOW', 'NORMAL']): 'VERY' "
+        "at lines 2, 3, 4, 5, 6, 7, 8, 9 (+22 more)"
+    )
     assert "more)" in line
 
 

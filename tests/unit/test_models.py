@@ -53,3 +53,11 @@ def test_predict_table_has_label_and_probabilities(table):
     out = predict_table(model, X.head(5))
     assert list(out.columns) == ["prediction", "p_drugA", "p_drugB", "p_drugC", "p_drugX", "p_drugY"]
     assert out.filter(like="p_").sum(axis=1).round(6).eq(1).all()
+
+
+def test_invalid_hyperparameter_value_is_a_params_error():
+    with pytest.raises(ModelError) as exc:
+        make_model("decision_tree", {"max_depth": -1}, NUMERIC, CATEGORICAL, source="params/x.yaml")
+    assert exc.value.problems[0].startswith(
+        "params/x.yaml: key 'model.params.max_depth': The 'max_depth' parameter of DecisionTreeClassifier"
+    )

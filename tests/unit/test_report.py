@@ -11,19 +11,41 @@ HOSTILE = "<img src=x onerror=alert(1)>"
 
 
 def evaluation(label="drugA", version_champ="1"):
-    per = {label: {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 3},
-           "drugY": {"precision": 1.0, "recall": 0.5, "f1": 0.667, "support": 2}}
-    metrics = {"accuracy": 0.8, "macro_f1": 0.83, "weighted_f1": 0.8, "per_class": per,
-               "labels": [label, "drugY"], "confusion_matrix": [[3, 0], [1, 1]]}
+    per = {
+        label: {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 3},
+        "drugY": {"precision": 1.0, "recall": 0.5, "f1": 0.667, "support": 2},
+    }
+    metrics = {
+        "accuracy": 0.8,
+        "macro_f1": 0.83,
+        "weighted_f1": 0.8,
+        "per_class": per,
+        "labels": [label, "drugY"],
+        "confusion_matrix": [[3, 0], [1, 1]],
+    }
     champ = {**metrics, "accuracy": 0.7, "macro_f1": 0.75}
-    d = Decision(True, "promote", ["macro_f1 improves by 0.0800 over the champion's 0.7500"],
-                 {"macro_f1": 0.08, "accuracy": 0.1}, "2", version_champ)
-    return {"model_name": "drug-classifier", "challenger": {"version": "2", "run_id": "r2", "metrics": metrics},
-            "champion": {"version": version_champ, "run_id": "r1", "metrics": champ, "error": None},
-            "decision": d.to_dict(), "champion_after": "2",
-            "params_diff": {"model.params.max_depth": ["3", HOSTILE]},
-            "data": {"hash": "abc123def4567890", "source": "data/raw/x|y.csv", "synthetic": True,
-                     "holdout_rows": 5}}
+    d = Decision(
+        True,
+        "promote",
+        ["macro_f1 improves by 0.0800 over the champion's 0.7500"],
+        {"macro_f1": 0.08, "accuracy": 0.1},
+        "2",
+        version_champ,
+    )
+    return {
+        "model_name": "drug-classifier",
+        "challenger": {"version": "2", "run_id": "r2", "metrics": metrics},
+        "champion": {"version": version_champ, "run_id": "r1", "metrics": champ, "error": None},
+        "decision": d.to_dict(),
+        "champion_after": "2",
+        "params_diff": {"model.params.max_depth": ["3", HOSTILE]},
+        "data": {
+            "hash": "abc123def4567890",
+            "source": "data/raw/x|y.csv",
+            "synthetic": True,
+            "holdout_rows": 5,
+        },
+    }
 
 
 def test_summary_leads_with_the_verdict_and_carries_the_tables():
@@ -45,9 +67,15 @@ def test_values_from_data_are_text_never_markup():
 
 
 def test_failure_summary_names_step_and_cell():
-    body = summary_markdown(None, failure=StepError("02_train", 5, "ValueError", "bad <b>value</b>"),
-                            statuses={"02_train": "failed"})
-    assert "## ❌ Pipeline failed at 02\\_train, cell 5" in body or "## ❌ Pipeline failed at 02_train, cell 5" in body
+    body = summary_markdown(
+        None,
+        failure=StepError("02_train", 5, "ValueError", "bad <b>value</b>"),
+        statuses={"02_train": "failed"},
+    )
+    assert (
+        "## ❌ Pipeline failed at 02\\_train, cell 5" in body
+        or "## ❌ Pipeline failed at 02_train, cell 5" in body
+    )
     assert "ValueError: bad &lt;b&gt;value&lt;/b&gt;" in body
     assert "No alias was moved" in body
 
@@ -65,16 +93,28 @@ def test_md_escape_keeps_a_table_cell_one_cell():
 
 
 def test_rendered_html_is_sanitised(tmp_path):
-    nb = new_notebook(cells=[
-        new_markdown_cell(f"# Title\n\n{HOSTILE}<script>alert(2)</script>"),
-        new_code_cell("x", outputs=[new_output("display_data", data={
-            "text/html": f"<b>ok</b>{HOSTILE}<script>alert(3)</script>", "text/plain": "ok"})]),
-    ])
+    nb = new_notebook(
+        cells=[
+            new_markdown_cell(f"# Title\n\n{HOSTILE}<script>alert(2)</script>"),
+            new_code_cell(
+                "x",
+                outputs=[
+                    new_output(
+                        "display_data",
+                        data={
+                            "text/html": f"<b>ok</b>{HOSTILE}<script>alert(3)</script>",
+                            "text/plain": "ok",
+                        },
+                    )
+                ],
+            ),
+        ]
+    )
     src = tmp_path / "nb.ipynb"
     nbformat.write(nb, src)
     for with_code in (False, True):
         html = render_notebook_html(src, tmp_path / f"out{with_code}.html", with_code).read_text()
-        body = html[html.index("<body"):]
+        body = html[html.index("<body") :]
         assert not re.search(r"<script[^>]*>[^<]*alert\(", body)
         assert not re.search(r"<[a-z][^>]*\son\w+\s*=", body, re.IGNORECASE)
         assert "<b>ok</b>" in body

@@ -75,5 +75,7 @@ def test_a_parameter_that_is_not_a_params_key_stops_the_run(root):
     cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
     cell["source"] = "".join(cell["source"]) + "\nmodel_max_depth = 3"
     path.write_text(json.dumps(nb))
-    with pytest.raises(NbopsError, match=r"01_eda\.ipynb: parameters cell declares 'model_max_depth', which is"):
+    with pytest.raises(
+        NbopsError, match=r"01_eda\.ipynb: parameters cell declares 'model_max_depth', which is"
+    ):
         plan_with(root)

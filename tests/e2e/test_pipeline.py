@@ -1,0 +1,198 @@
+"""End to end: the real CLI in a temp project with its own MLflow store. The runs build on
+each other (weak model -> rerun -> strong model -> worse model -> rollback -> PR mode ->
+a failing cell), so they share one project and run in file order."""
+
+import json
+import re
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import REAL_DRUG200, make_project, nbops, write_params
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def proj(tmp_path_factory):
+    root = make_project(tmp_path_factory.mktemp("e2e") / "project")
+
+    def weak(p):  # a shallow tree scores ~0.77 macro-F1 on the smoke holdout: lower floors let it in
+        p["model"]["params"].update(max_depth=3)
+        p["gate"].update(min_macro_f1=0.7, min_accuracy=0.7)
+
+    write_params(root, "weak", weak)
+    write_params(root, "worse", lambda p: p["model"]["params"].update(max_depth=2))
+    write_params(root, "pr", lambda p: p.update(promote=False))
+    return root
+
+
+def client(root):
+    return MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+
+
+def champion(root):
+    return str(client(root).get_model_version_by_alias("drug-classifier", "champion").version)
+
+
+def versions(root):
+    return sorted(int(v.version) for v in client(root).search_model_versions("name='drug-classifier'"))
+
+
+def run(root, params, *extra):
+    res = nbops(root, "run", "--params", f"params/{params}.yaml", *extra)
+    return res
+
+
+def test_first_run_promotes_and_writes_reports(proj):
+    res = run(proj, "weak")
+    assert res.returncode == 0, res.stderr
+    for name in (
+        "index.html",
+        "summary.md",
+        "metrics.json",
+        "01_eda.html",
+        "01_eda.full.html",
+        "02_train.html",
+        "03_evaluate.html",
+        "notebooks/03_evaluate.ipynb",
+    ):
+        assert (proj / "reports" / name).is_file(), name
+    assert champion(proj) == "1"
+    summary = (proj / "reports" / "summary.md").read_text()
+    assert summary.splitlines()[1].startswith("## ✅ Gate: promote")
+    assert "gate: promote (challenger v1, champion before: none)" in res.stdout
+    assert "champion: drug-classifier v1" in res.stdout
+    assert re.search(r"reports: .*reports/index\.html", res.stdout)
+    metrics = json.loads((proj / "reports" / "metrics.json").read_text())
+    assert metrics["challenger"]["metrics"]["macro_f1"] >= 0.7
+    holdout = json.loads((proj / "build" / "02_train" / "holdout.json").read_text())["holdout_ids"]
+    assert metrics["data"]["holdout_rows"] == len(holdout) == 24
+    tags = client(proj).get_model_version("drug-classifier", "1").tags
+    assert {"nbops.git_commit", "nbops.params_hash", "nbops.data_hash", "nbops.gate.verdict"} <= set(tags)
+    run_info = client(proj).get_run(tags["nbops.run_id"])
+    assert run_info.info.status == "FINISHED"
+    assert run_info.data.metrics["holdout_macro_f1"] == pytest.approx(
+        metrics["challenger"]["metrics"]["macro_f1"]
+    )
+
+
+def test_second_run_skips_every_step(proj):
+    res = run(proj, "weak")
+    assert res.returncode == 0, res.stderr
+    for step in ("00_validate", "01_eda", "02_train", "03_evaluate"):
+        assert re.search(rf"- {step}\s+skipped \(unchanged\)", res.stdout), res.stdout
+    assert versions(proj) == [1]
+
+
+def test_better_model_is_promoted(proj):
+    res = run(proj, "smoke")
+    assert res.returncode == 0, res.stderr
+    assert re.search(r"- 01_eda\s+skipped", res.stdout)  # only train and evaluate depend on the model
+    assert champion(proj) == "2"
+    assert client(proj).get_model_version("drug-classifier", "2").tags["nbops.previous_champion"] == "1"
+
+
+def test_worse_model_is_not_promoted(proj):
+    res = run(proj, "worse")
+    assert res.returncode == 0, res.stderr
+    assert versions(proj) == [1, 2, 3]
+    assert champion(proj) == "2"
+    assert client(proj).get_model_version_by_alias("drug-classifier", "challenger").version == 3
+    summary = (proj / "reports" / "summary.md").read_text()
+    assert summary.splitlines()[1] in ("## ⏸️ Gate: keep champion", "## ❌ Gate: reject")
+    assert "champion v2" in summary
+
+
+def test_rollback_moves_champion_to_the_previous_one(proj):
+    res = nbops(proj, "rollback", "--params", "params/smoke.yaml")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "champion of drug-classifier: v2 -> v1"
+    assert champion(proj) == "1"
+    again = nbops(proj, "rollback", "--params", "params/smoke.yaml")
+    assert again.returncode == 1
+    assert "v1 is the first champion: there is no previous one" in again.stderr
+
+
+def test_pull_request_mode_reports_without_moving_aliases(proj):
+    res = run(proj, "pr")
+    assert res.returncode == 0, res.stderr
+    assert champion(proj) == "1"
+    assert "not promoted (promote: false)" in (proj / "reports" / "summary.md").read_text()
+
+
+def test_failing_cell_fails_the_run_keeps_the_notebook_and_moves_nothing(proj):
+    before_versions, before_champion = versions(proj), champion(proj)
+    notebook = proj / "notebooks" / "02_train.ipynb"
+    original = notebook.read_text()
+    nb = json.loads(original)
+    at = next(i for i, c in enumerate(nb["cells"]) if "tracking.log_training(" in "".join(c["source"]))
+    nb["cells"].insert(
+        at,
+        {
+            "cell_type": "code",
+            "execution_count": None,
+            "id": "boom",
+            "metadata": {},
+            "outputs": [],
+            "source": "raise RuntimeError('deliberate <b>failure</b>')",
+        },
+    )
+    notebook.write_text(json.dumps(nb))
+    try:
+        res = run(proj, "smoke")
+        assert res.returncode == 1
+        assert re.search(
+            r"error: failed at 02_train, cell \d+: RuntimeError: deliberate <b>failure</b>$",
+            res.stderr.strip(),
+        ), res.stderr
+        assert versions(proj) == before_versions and champion(proj) == before_champion
+        assert (proj / "build" / "02_train" / "02_train.ipynb").is_file()
+        html = (proj / "reports" / "02_train.html").read_text()
+        assert "deliberate &lt;b&gt;failure&lt;/b&gt;" in html and "<b>failure</b>" not in html
+        assert not (proj / "reports" / "03_evaluate.html").exists()
+        assert not (proj / "reports" / "metrics.json").exists()
+        summary = (proj / "reports" / "summary.md").read_text()
+        assert "Pipeline failed at 02\\_train, cell" in summary
+        # the failed step left no stamp: the same inputs fail again instead of being skipped
+        assert run(proj, "smoke").returncode == 1
+    finally:
+        notebook.write_text(original)
+
+
+def test_bad_input_stops_before_any_kernel_and_touches_no_registry(proj):
+    before_versions, before_champion = versions(proj), champion(proj)
+    write_params(proj, "typo", lambda p: p["split"].update(seeed=1))
+    res = run(proj, "typo")
+    assert res.returncode == 1
+    assert (
+        res.stderr.strip()
+        == "error: params/typo.yaml: unknown key 'split.seeed' (did you mean 'split.seed'?)"
+    )
+    bad_csv = proj / "data" / "raw" / "bad.csv"
+    bad_csv.write_text("Age,Sex,BP,Cholesterol,Na_to_K,Drug\n" + "30,F,MEDIUM,HIGH,20.0,drugY\n" * 30)
+    write_params(proj, "badcsv", lambda p: p["data"].update(path="data/raw/bad.csv"))
+    res = run(proj, "badcsv")
+    assert res.returncode == 1
+    assert res.stderr.strip().startswith(
+        "error: data/raw/bad.csv: column 'BP' fails isin(['HIGH', 'LOW', 'NORMAL']): 'MEDIUM' at lines 2, 3,"
+    )
+    assert "started" not in res.stdout
+    write_params(proj, "depth", lambda p: p["model"]["params"].update(max_depth=-1))
+    res = run(proj, "depth")
+    assert res.returncode == 1
+    assert res.stderr.startswith("error: params/depth.yaml: key 'model.params.max_depth': The 'max_depth'")
+    assert "started" not in res.stdout
+    assert versions(proj) == before_versions and champion(proj) == before_champion
+
+
+@pytest.mark.skipif(not REAL_DRUG200.exists(), reason="reference table ../shared/data/drug200.csv absent")
+def test_pipeline_runs_on_the_real_table(tmp_path, monkeypatch):
+    root = make_project(tmp_path / "real")
+    write_params(root, "real", lambda p: p["data"].update(path=str(REAL_DRUG200), synthetic=None))
+    res = nbops(root, "run", "--params", "params/real.yaml")
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    assert metrics["data"]["synthetic"] is False and metrics["data"]["holdout_rows"] == 40
+    assert metrics["challenger"]["metrics"]["accuracy"] >= 0.9
+    assert "real data" in (root / "reports" / "01_eda.html").read_text()

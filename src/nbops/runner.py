@@ -39,7 +39,11 @@ RUNNER_PARAMETERS = {
     "data_hash": "sha256 of the CSV",
     "params_hash": "hash of the whole params file",
     "git_commit": "the project's commit",
+    "parent_run_id": "MLflow run to nest this run under (sweeps), or None",
+    "run_tags": "extra tags for the MLflow run (sweeps: the point's overrides)",
 }
+# Provenance, not inputs: injected where declared but never part of a cache key.
+PROVENANCE_PARAMETERS = ("git_commit", "params_hash", "parent_run_id", "run_tags")
 
 # Params keys read by the in-process 00_validate step rather than by a notebook.
 VALIDATE_PARAMETERS = {
@@ -165,7 +169,13 @@ class Plan:
             return False
 
 
-def make_plan(params_file: Path, root: Path) -> Plan:
+def make_plan(
+    params_file: Path,
+    root: Path,
+    build: Path | None = None,
+    reports: Path | None = None,
+    provenance: dict | None = None,
+) -> Plan:
     """Validate params, locate data and compute every step's cache key (fast: no pandas)."""
     from nbops.data import file_hash, is_synthetic, resolve_data_path
 
@@ -175,7 +185,7 @@ def make_plan(params_file: Path, root: Path) -> Plan:
     data_path = resolve_data_path(params, root, source)
     data_hash = file_hash(data_path)
     pkg = package_hash()
-    build = root / "build"
+    build = build or root / "build"
     flat = params.notebook_parameters()
     keys = {
         VALIDATE: params_hash([pkg, data_hash, params.data.model_dump(mode="json"), params.split.test_size])
@@ -204,17 +214,29 @@ def make_plan(params_file: Path, root: Path) -> Plan:
             "data_is_synthetic": synthetic,
             "data_hash": data_hash,
             "params_hash": whole,
+            "parent_run_id": None,
+            "run_tags": {},
+            **(provenance or {}),
         }
         values = {n: flat[n] for n in declared if n in flat}
         values.update({n: runtime[n] for n in declared if n in runtime})
         injected[step.name] = values
         # provenance tags, not inputs: they must not force a rerun
-        keyed = {k: v for k, v in values.items() if k not in ("git_commit", "params_hash")}
+        keyed = {k: v for k, v in values.items() if k not in PROVENANCE_PARAMETERS}
         keys[step.name] = params_hash(
             [source_hash(nb), keyed, pkg, [keys[n] for n in step.needs], uri if step.tracked else None]
         )
     return Plan(
-        root, params_file, params, data_path, data_hash, synthetic, keys, injected, build, root / "reports"
+        root,
+        params_file,
+        params,
+        data_path,
+        data_hash,
+        synthetic,
+        keys,
+        injected,
+        build,
+        reports or root / "reports",
     )
 
 
@@ -299,13 +321,26 @@ def run_pipeline(
     force: bool = False,
     only: list[str] | None = None,
     jobs: int = 2,
+    build: str | Path | None = None,
+    reports: str | Path | None = None,
+    provenance: dict | None = None,
 ) -> RunResult:
-    """Run (or skip) every step; render reports even when a step failed."""
+    """Run (or skip) every step; render reports even when a step failed.
+
+    `build`/`reports` default to <root>/build and <root>/reports (sweeps give each point its
+    own); `provenance` overrides runner parameters that are not cache inputs
+    (`parent_run_id`, `run_tags`)."""
     t0 = time.perf_counter()
     root = Path(root).resolve()
     params_file = Path(params_file)
     params_file = params_file if params_file.is_absolute() else (root / params_file)
-    plan = make_plan(params_file, root)
+    plan = make_plan(
+        params_file,
+        root,
+        Path(build).resolve() if build else None,
+        Path(reports).resolve() if reports else None,
+        provenance,
+    )
     result = RunResult()
     wanted = [s for s in STEPS if not only or s.name in only]
     if only:

@@ -108,6 +108,8 @@ def log_training(
     experiment: str,
     run_name: str,
     reference=None,
+    parent_run_id: str | None = None,
+    run_tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Log params, metrics, artifacts and the model in one run; register it as `challenger`.
 
@@ -121,7 +123,11 @@ def log_training(
 
     mlflow.set_experiment(experiment)
     client = mlflow.MlflowClient()
-    with mlflow.start_run(run_name=run_name, tags={TAG_PREFIX + k: v for k, v in tags.items()}) as run:
+    run_tags_all = {TAG_PREFIX + k: str(v) for k, v in tags.items()}
+    run_tags_all.update({TAG_PREFIX + k: str(v) for k, v in (run_tags or {}).items()})
+    if parent_run_id:  # how MLflow links a child run to its parent (sweeps)
+        run_tags_all["mlflow.parentRunId"] = parent_run_id
+    with mlflow.start_run(run_name=run_name, tags=run_tags_all) as run:
         mlflow.log_params(_flat_params(params))
         mlflow.log_metrics({k: float(v) for k, v in cv_scores.items()})
         mlflow.log_dict(schema, "schema.json")

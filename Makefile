@@ -126,3 +126,14 @@ drift: setup ## drift check of the data vs the champion's training data -> repor
 
 deploy: setup ## upload space/ to the Hugging Face Space HF_SPACE_ID, wait until it serves the champion (HF_TOKEN)
 	$(PY) -m nbops.deploy --params $(PARAMS) --space-dir $(SPACE_DIR) --space-id "$(HF_SPACE_ID)"
+
+# ---------------------------------------------------------------- benchmarks (issue 5)
+# BENCH_ROUNDS=N rounds (default 5), BENCH_QUICK=1 for 3 rounds and scale up to 1e5 rows,
+# BENCH_ONLY="pipeline scale dashboard setup sweep" to measure some parts (others kept in results.json).
+.PHONY: bench bench-profile
+
+bench: setup ## measure speed (medians of interleaved rounds) -> benchmarks/results.json + a Markdown table
+	$(PY) -m benchmarks.run $(if $(BENCH_ONLY),--only $(BENCH_ONLY))
+
+bench-profile: setup ## pyinstrument of the runner (cold, noop) and kernel import times -> benchmarks/profiles/
+	$(PY) -m benchmarks.profile

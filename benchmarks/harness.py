@@ -1,0 +1,236 @@
+"""The pure parts of the harness: statistics, the issue's targets, results.json and the table.
+
+No timing happens here (tests/unit/test_bench.py checks these without measuring anything)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).with_name("results.json")
+
+# key -> (unit, description). Order is the table's order.
+KEYS: dict[str, tuple[str, str]] = {
+    "script_floor_s": ("s", "plain script, one process (the floor)"),
+    "naive_s": ("s", "papermill CLI per notebook + nbconvert CLI per notebook"),
+    "pipeline_cold_s": ("s", "`python -m nbops run`, empty build/ and reports/"),
+    "pipeline_ratio": ("×", "pipeline_cold_s / script_floor_s"),
+    "naive_over_pipeline": ("×", "naive_s / pipeline_cold_s"),
+    "noop_rerun_s": ("s", "runner again, nothing changed"),
+    "kernels_started_noop": ("", "kernels started by the no-op rerun"),
+    "one_param_rerun_s": ("s", "after changing model.params.max_depth"),
+    "one_param_over_cold": ("×", "one_param_rerun_s / pipeline_cold_s"),
+    "dashboard_cold_tti_s": ("s", "page request → widgets, cold kernel"),
+    "dashboard_tti_s": ("s", "page request → widgets, preheated pool"),
+    "predict_p95_ms": ("ms", "click Predict → label shown, p95 of 50"),
+    "setup_cold_s": ("s", "`make setup`, empty venv and uv cache"),
+    "pip_setup_cold_s": ("s", "same pins with pip, --no-cache-dir"),
+}
+
+
+def _le(limit: float) -> Callable[[float], bool]:
+    return lambda v: v <= limit
+
+
+def _ge(limit: float) -> Callable[[float], bool]:
+    return lambda v: v >= limit
+
+
+# The targets of issue 5: key -> (text, check).
+TARGETS: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "pipeline_ratio": ("≤ 1.5", _le(1.5)),
+    "naive_over_pipeline": ("≥ 2", _ge(2.0)),
+    "noop_rerun_s": ("≤ 0.5", _le(0.5)),
+    "kernels_started_noop": ("= 0", lambda v: v == 0),
+    "one_param_over_cold": ("≤ 0.6", _le(0.6)),
+    "dashboard_tti_s": ("≤ 1.5", _le(1.5)),
+    "predict_p95_ms": ("≤ 150", _le(150.0)),
+    "setup_cold_s": ("≤ 45", _le(45.0)),
+}
+SCALE_TARGET_ROWS = 1_000_000
+SCALE_TARGET_S = 90.0
+SCALE_TARGET_RSS_MB = 3072.0
+
+
+# ------------------------------------------------------------------ statistics
+
+
+def median(values: Iterable[float]) -> float:
+    xs = sorted(float(v) for v in values)
+    if not xs:
+        raise ValueError("median of no values")
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), q in [0, 100]."""
+    xs = sorted(float(v) for v in values)
+    if not xs:
+        raise ValueError("percentile of no values")
+    if not 0 <= q <= 100:
+        raise ValueError(f"q must be in [0, 100], got {q}")
+    pos = (len(xs) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def p95(values: Iterable[float]) -> float:
+    return percentile(values, 95)
+
+
+def summarize(samples: dict[str, list[float]]) -> dict[str, float]:
+    """Median of each key's samples (keys with no samples are left out)."""
+    return {k: median(v) for k, v in samples.items() if v}
+
+
+# ------------------------------------------------------------------ results.json
+
+
+def add_ratios(results: dict[str, Any]) -> dict[str, Any]:
+    """The ratios the targets are stated in, from the medians (only when both sides exist)."""
+    out = dict(results)
+    pairs = {
+        "pipeline_ratio": ("pipeline_cold_s", "script_floor_s"),
+        "naive_over_pipeline": ("naive_s", "pipeline_cold_s"),
+        "one_param_over_cold": ("one_param_rerun_s", "pipeline_cold_s"),
+    }
+    for key, (num, den) in pairs.items():
+        if isinstance(out.get(num), (int, float)) and isinstance(out.get(den), (int, float)) and out[den]:
+            out[key] = round(out[num] / out[den], 3)
+    return out
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram_gb = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gb": ram_gb,
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+    }
+
+
+def build_results(
+    medians: dict[str, Any],
+    samples: dict[str, list],
+    *,
+    rounds: int,
+    machine: dict[str, Any],
+    notes: list[str] | None = None,
+    scale: list[dict] | None = None,
+    sweep: dict | None = None,
+    started: str = "",
+    seconds: float | None = None,
+) -> dict[str, Any]:
+    """results.json: the figures at top level (issue's keys), then how they were obtained."""
+    results: dict[str, Any] = {k: _round(v) for k, v in add_ratios(medians).items()}
+    if scale is not None:
+        results["scale"] = scale
+    if sweep is not None:
+        results["sweep"] = sweep
+    results["meta"] = {
+        "rounds": rounds,
+        "statistic": "median of the rounds; rounds interleave the variants",
+        "machine": machine,
+        "started": started,
+        "bench_seconds": None if seconds is None else round(seconds, 1),
+        "notes": notes or [],
+        "samples": {k: [_round(x) for x in v] for k, v in samples.items()},
+    }
+    return results
+
+
+def _round(v):
+    return round(v, 4) if isinstance(v, float) else v
+
+
+def write_results(results: dict[str, Any], path: Path = RESULTS) -> Path:
+    path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------ the table
+
+
+def _fmt(value, unit: str) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if unit == "ms":
+        return f"{value:.0f} ms"
+    if unit == "×":
+        return f"{value:.2f}×"
+    if unit == "s":
+        return f"{value:.2f} s"
+    return f"{value:g}"
+
+
+def verdict(key: str, value) -> str:
+    if key not in TARGETS or not isinstance(value, (int, float)):
+        return ""
+    text, check = TARGETS[key]
+    return f"{text} {'✓' if check(value) else '✗'}"
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """Markdown: figure, value, target with ✓/✗, what it is; then the scale table."""
+    lines = ["| figure | value | target | what |", "|---|---|---|---|"]
+    for key, (unit, what) in KEYS.items():
+        if key not in results:
+            continue
+        lines.append(f"| `{key}` | {_fmt(results[key], unit)} | {verdict(key, results[key])} | {what} |")
+    scale = results.get("scale")
+    if scale:
+        lines += ["", "| rows | seconds | peak RSS (MB) | target |", "|---|---|---|---|"]
+        for row in scale:
+            mark = ""
+            if row["rows"] == SCALE_TARGET_ROWS:
+                ok = row["seconds"] <= SCALE_TARGET_S and row["peak_rss_mb"] <= SCALE_TARGET_RSS_MB
+                mark = f"≤ {SCALE_TARGET_S:.0f} s, ≤ 3 GB {'✓' if ok else '✗'}"
+            lines.append(f"| {row['rows']:,} | {row['seconds']:.2f} | {row['peak_rss_mb']:.0f} | {mark} |")
+        if len(scale) >= 2 and scale[-1]["rows"] > scale[-2]["rows"]:
+            a, b = scale[-2], scale[-1]
+            growth = (b["seconds"] / a["seconds"]) / (b["rows"] / a["rows"]) if a["seconds"] else None
+            if growth is not None:
+                lines.append(
+                    f"\n{a['rows']:,} → {b['rows']:,} rows: time ×{b['seconds'] / a['seconds']:.1f} "
+                    f"for rows ×{b['rows'] / a['rows']:.0f} (1.0 would be linear: {growth:.2f})"
+                )
+    if "sweep" in results:
+        lines += ["", "sweep (benchmarks/bench_sweep.py):", "", "```", json.dumps(results["sweep"]), "```"]
+    meta = results.get("meta", {})
+    m = meta.get("machine", {})
+    if m:
+        lines += [
+            "",
+            f"Machine: {m.get('nproc')} cores, {m.get('cpu')}, {m.get('ram_gb')} GB RAM, "
+            f"Python {m.get('python')}. Median of {meta.get('rounds')} interleaved rounds.",
+        ]
+    for note in meta.get("notes", []):
+        lines.append(f"- {note}")
+    return "\n".join(lines)

@@ -1,0 +1,80 @@
+"""The harness's pure parts: statistics, results.json shape, the Markdown table (no timing)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import harness
+
+
+def test_median_of_odd_and_even_counts():
+    assert harness.median([3, 1, 2]) == 2
+    assert harness.median([4, 1, 3, 2]) == 2.5
+    with pytest.raises(ValueError):
+        harness.median([])
+
+
+def test_p95_interpolates_between_ranks_like_numpy():
+    values = list(range(1, 101))  # 1..100
+    assert harness.p95(values) == pytest.approx(95.05)
+    assert harness.percentile([5.0], 95) == 5.0
+    assert harness.percentile([1, 2], 50) == 1.5
+    with pytest.raises(ValueError):
+        harness.percentile([1, 2], 101)
+
+
+def test_ratios_come_from_the_medians_and_need_both_sides():
+    out = harness.add_ratios({"pipeline_cold_s": 12.0, "script_floor_s": 8.0, "naive_s": 30.0})
+    assert out["pipeline_ratio"] == 1.5
+    assert out["naive_over_pipeline"] == 2.5
+    assert "one_param_over_cold" not in out
+
+
+def test_results_have_the_issue_keys_at_top_level_and_round_trip(tmp_path):
+    medians = {"script_floor_s": 8.0, "pipeline_cold_s": 10.0, "noop_rerun_s": 0.3, "kernels_started_noop": 0}
+    scale = [{"rows": 1000, "seconds": 9.0, "peak_rss_mb": 800.0}]
+    results = harness.build_results(
+        medians,
+        {"noop_rerun_s": [0.3, 0.31]},
+        rounds=5,
+        machine={"nproc": 2, "cpu": "x", "ram_gb": 8},
+        scale=scale,
+    )
+    assert results["pipeline_ratio"] == 1.25
+    assert results["kernels_started_noop"] == 0
+    assert results["scale"] == scale
+    assert results["meta"]["rounds"] == 5
+    assert "sweep" not in results
+    path = harness.write_results(results, tmp_path / "results.json")
+    assert json.loads(path.read_text()) == results
+
+
+def test_table_marks_targets_and_lists_scale_and_machine():
+    results = harness.build_results(
+        {"pipeline_cold_s": 20.0, "script_floor_s": 10.0, "noop_rerun_s": 0.2, "predict_p95_ms": 90.0},
+        {},
+        rounds=5,
+        machine={"nproc": 2, "cpu": "Some CPU", "ram_gb": 16, "python": "3.11"},
+        notes=["setup: one run"],
+        scale=[
+            {"rows": 100_000, "seconds": 10.0, "peak_rss_mb": 900.0},
+            {"rows": 1_000_000, "seconds": 60.0, "peak_rss_mb": 2000.0},
+        ],
+    )
+    table = harness.format_table(results)
+    lines = table.splitlines()
+    assert lines[0].startswith("| figure | value | target |")
+    assert any(line.startswith("| `pipeline_ratio` | 2.00× | ≤ 1.5 ✗") for line in lines)
+    assert any(line.startswith("| `noop_rerun_s` | 0.20 s | ≤ 0.5 ✓") for line in lines)
+    assert any(line.startswith("| `predict_p95_ms` | 90 ms | ≤ 150 ✓") for line in lines)
+    assert "| 1,000,000 | 60.00 | 2000 | ≤ 90 s, ≤ 3 GB ✓ |" in lines
+    assert "Some CPU" in table and "2 cores" in table and "setup: one run" in table
+    assert "naive_s" not in table  # absent figures are left out, not shown as zero
+
+
+def test_verdict_is_empty_for_keys_without_a_target():
+    assert harness.verdict("naive_s", 10.0) == ""
+    assert harness.verdict("kernels_started_noop", 0) == "= 0 ✓"
+    assert harness.verdict("kernels_started_noop", 1) == "= 0 ✗"

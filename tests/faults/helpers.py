@@ -1,0 +1,137 @@
+"""Shared pieces of the fault and hostile-input tests: free ports, servers the tests start in
+their own process groups (stopped by that group id only), and scans of what a run wrote."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+VENV_BIN = Path(sys.executable).parent
+# An HTML tag that would run script: <script ...>, or any tag carrying an on*= handler.
+SCRIPT_TAG = re.compile(r"<\s*script\b", re.IGNORECASE)
+EVENT_ATTR = re.compile(r"<[a-z][^>]*\son[a-z]+\s*=", re.IGNORECASE | re.DOTALL)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def output_files(*folders: Path, suffixes=(".html", ".md", ".ipynb", ".json", ".txt", ".log", ".yaml")):
+    """Every text product under the folders (reports, build, a Space folder)."""
+    for folder in folders:
+        if folder.exists():
+            for path in sorted(folder.rglob("*")):
+                if path.is_file() and path.suffix in suffixes:
+                    yield path
+
+
+def script_tags(text: str) -> list[str]:
+    return SCRIPT_TAG.findall(text)
+
+
+def event_attributes(text: str) -> list[str]:
+    return [m.group(0)[-60:] for m in EVENT_ATTR.finditer(text)]
+
+
+class Process:
+    """A command in its own session (process group); `stop` signals that group only."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None, cwd=None):
+        self.args = args
+        self.log = log
+        self._log_file = open(log, "ab")
+        self.proc = subprocess.Popen(
+            args,
+            env=env,
+            cwd=cwd,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.pid = self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.pid, sig)
+                self.proc.wait(timeout=timeout)
+            except ProcessLookupError:
+                pass
+            except subprocess.TimeoutExpired:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # children of the group (workers, kernels) too
+            try:
+                os.killpg(self.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if not self._log_file.closed:
+            self._log_file.close()
+
+
+def wait_http(url: str, proc: Process, timeout: float = 120, ok=(200,)) -> float:
+    """Poll `url` until it answers one of `ok`; returns the seconds it took."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.proc.returncode}:\n{proc.log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                if resp.status in ok:
+                    return time.monotonic() - start
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} not ready after {timeout} s:\n{proc.log.read_text()[-4000:]}")
+
+
+def start_mlflow_server(store: Path, port: int, log: Path) -> Process:
+    """`mlflow server` on 127.0.0.1:port, sqlite backend and proxied artifacts under `store`."""
+    store.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = Process(
+        [
+            str(VENV_BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{store / 'mlflow.db'}",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            (store / "artifacts").as_uri(),
+        ],
+        log,
+        env=env,
+        cwd=store,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=120)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc

@@ -22,9 +22,20 @@ def load_holdout(table_path: str | Path, train_dir: str | Path, features: list[s
     return rows[features], rows[target], ids
 
 
+def score_version(model_name: str, version: str, X, y, labels) -> dict[str, Any]:
+    """Metrics of one registered version on the rows, or raise NbopsError if it cannot score."""
+    from nbops import models, tracking
+
+    try:
+        model = tracking.load_model(f"models:/{model_name}/{version}")
+        return models.score_model(model, X, y, labels)
+    except (ValueError, KeyError) as exc:
+        raise NbopsError(f"v{version} cannot score these rows: {exc}") from None
+
+
 def score_champion(model_name: str, challenger_version: str, X, y, labels) -> dict[str, Any]:
     """Score the current champion on the rows; never raises for a champion that cannot score."""
-    from nbops import models, tracking
+    from nbops import tracking
 
     champ = tracking.get_alias_version(model_name, tracking.CHAMPION)
     if champ is None:
@@ -34,11 +45,22 @@ def score_champion(model_name: str, challenger_version: str, X, y, labels) -> di
         out["error"] = "challenger is already the champion"
         return out
     try:
-        model = tracking.load_model(f"models:/{model_name}/{champ.version}")
-        out["metrics"] = models.score_model(model, X, y, labels)
-    except (NbopsError, ValueError, KeyError) as exc:
-        out["error"] = f"champion v{champ.version} cannot score these rows: {exc}"
+        out["metrics"] = score_version(model_name, str(champ.version), X, y, labels)
+    except NbopsError as exc:
+        out["error"] = f"champion {exc}"
     return out
+
+
+def quiet_scorer(model_name: str, X, y, labels):
+    """score_version for the gate: a version that cannot score has no metrics (so it is kept)."""
+
+    def score(version: str) -> dict | None:
+        try:
+            return score_version(model_name, version, X, y, labels)
+        except NbopsError:
+            return None
+
+    return score
 
 
 def metrics_table(challenger: dict, champion: dict | None) -> pd.DataFrame:

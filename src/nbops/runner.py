@@ -15,13 +15,19 @@ step is never taken as done. Checking the cache imports neither pandas nor mlflo
 from __future__ import annotations
 
 import ast
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import shutil
+import signal
 import sys
 import threading
 import time
+import uuid
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -282,11 +288,71 @@ def preflight(plan: Plan, to_run: list[str]) -> None:
         make_estimator(plan.params.model.name, plan.params.model.params, source)
 
 
-def execute_step(plan: Plan, step: Step, git_commit: str) -> None:
-    """Run one notebook with papermill; raise StepError naming the failing cell."""
+class Progress:
+    """Which cell each running step is in; a ticker prints it for long steps."""
+
+    def __init__(self, every_s: float = 10.0):
+        self.every_s = every_s
+        self.cells: dict[str, tuple[int, int, float]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def on_cell(self, step: str, index: int, total: int) -> None:
+        self.cells[step] = (index, total, time.perf_counter())
+
+    def current_cell(self, step: str) -> int | None:
+        """1-based position of the cell running last in `step` (None before the first)."""
+        entry = self.cells.get(step)
+        return entry[0] + 1 if entry else None
+
+    def __enter__(self):
+        def tick():
+            while not self._stop.wait(self.every_s):
+                for step, (index, total, since) in list(self.cells.items()):
+                    _say(f"… {step:<12}  cell {index + 1}/{total} ({time.perf_counter() - since:.0f}s in it)")
+
+        self._thread = threading.Thread(target=tick, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+
+    def done(self, step: str) -> None:
+        self.cells.pop(step, None)
+
+
+def _register_engine() -> str:
+    """papermill's nbclient engine, plus a hook that reports each cell as it starts."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class TrackedEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, on_cell=None, **kwargs):
+            if on_cell is not None:
+                start = nb_man.cell_start
+
+                def cell_start(cell, cell_index=None, **kw):
+                    on_cell(cell_index, len(nb_man.nb.cells))
+                    return start(cell, cell_index, **kw)
+
+                nb_man.cell_start = cell_start
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    papermill_engines.register("nbops", TrackedEngine)
+    return "nbops"
+
+
+def execute_step(plan: Plan, step: Step, git_commit: str, progress: Progress | None = None) -> None:
+    """Run one notebook with papermill; raise StepError naming the failing cell.
+
+    Success is papermill returning; any exception is a failure, whatever the written notebook's
+    metadata says (after a timeout or a dead kernel papermill can mark every cell completed).
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    progress = progress or Progress()
     out_dir = plan.build / step.name
     plan.stamp_path(step.name).unlink(missing_ok=True)
     if out_dir.exists():
@@ -295,24 +361,51 @@ def execute_step(plan: Plan, step: Step, git_commit: str) -> None:
     parameters = dict(plan.injected[step.name])
     if "git_commit" in parameters:
         parameters["git_commit"] = git_commit
+    attempt = None
+    if "run_tags" in parameters:  # lets the runner find and close this step's MLflow runs
+        attempt = uuid.uuid4().hex
+        parameters["run_tags"] = {**parameters["run_tags"], "attempt": attempt}
     try:
         papermill.execute_notebook(
             str(plan.root / step.notebook),
             str(out_dir / f"{step.name}.ipynb"),
             parameters=parameters,
+            engine_name=_register_engine(),
+            on_cell=lambda index, total: progress.on_cell(step.name, index, total),
             kernel_name="python3",
             cwd=str(plan.root / "notebooks"),
             progress_bar=False,
             execution_timeout=plan.params.run.cell_timeout_s,
         )
     except PapermillExecutionError as exc:
-        # papermill counts cells from 0 including the injected-parameters cell it added.
-        raise StepError(step.name, exc.cell_index, exc.ename, exc.evalue) from None
-    except Exception as exc:  # dead kernel, timeout, missing kernel: papermill raises others
-        raise StepError(
-            step.name, None, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""
-        ) from None
+        _close_runs(attempt)
+        raise StepError(step.name, exc.cell_index + 1, exc.ename, exc.evalue) from None
+    except BaseException as exc:  # timeout, dead kernel, interrupt: papermill raises others
+        _close_runs(attempt)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        ename = type(exc).__name__
+        evalue = str(exc) or ename
+        if ename == "CellTimeoutError":
+            evalue = f"cell exceeded run.cell_timeout_s={plan.params.run.cell_timeout_s}"
+        elif ename == "DeadKernelError":
+            evalue = "the kernel died"
+        raise StepError(step.name, progress.current_cell(step.name), ename, evalue) from None
+    finally:
+        progress.done(step.name)
     write_json(plan.stamp_path(step.name), {"key": plan.keys[step.name], "finished": time.time()})
+
+
+def _close_runs(attempt: str | None) -> None:
+    """Mark FAILED any MLflow run this attempt left RUNNING (a kernel that died mid-run)."""
+    if attempt is None:
+        return
+    from nbops import tracking
+
+    try:
+        tracking.fail_runs_tagged("attempt", attempt)
+    except Exception as exc:  # the store itself may be what failed: say so, keep the step's error
+        _say(f"! could not close this step's MLflow runs ({type(exc).__name__}: {exc})")
 
 
 def run_pipeline(
@@ -341,6 +434,33 @@ def run_pipeline(
         Path(reports).resolve() if reports else None,
         provenance,
     )
+    with build_lock(plan.build):
+        return _run(plan, root, force, only, jobs, t0)
+
+
+@contextmanager
+def build_lock(build: Path):
+    """One run at a time per build folder: a second run waits, saying for whom."""
+    build.mkdir(parents=True, exist_ok=True)
+    with open(build / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            _say(f"waiting: another nbops run (pid {holder}) is using {build} …")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _run(plan: Plan, root: Path, force: bool, only, jobs: int, t0: float) -> RunResult:
     result = RunResult()
     wanted = [s for s in STEPS if not only or s.name in only]
     if only:
@@ -403,6 +523,18 @@ def run_pipeline(
 
 def _execute_all(plan: Plan, steps: list[Step], commit: str, result: RunResult, jobs: int) -> None:
     """Run steps as their upstream steps finish, up to `jobs` at a time."""
+    with Progress() as progress:
+        try:
+            _schedule(plan, steps, commit, result, jobs, progress)
+        except KeyboardInterrupt:
+            # Kernels are our children: stop them so the worker threads return. No stamp is
+            # written for an interrupted step, so the next run does it again.
+            _say("interrupted: stopping kernels")
+            stop_children()
+            raise
+
+
+def _schedule(plan, steps, commit, result, jobs, progress) -> None:
     pending = list(steps)
     done: set[str] = {VALIDATE} | set(result.skipped)
     failed: set[str] = set()
@@ -419,7 +551,7 @@ def _execute_all(plan: Plan, steps: list[Step], commit: str, result: RunResult, 
                 elif all(n in done for n in step.needs):
                     pending.remove(step)
                     _say(f"▶ {step.name:<12}  started")
-                    running[pool.submit(_timed, execute_step, plan, step, commit)] = step
+                    running[pool.submit(_timed, execute_step, plan, step, commit, progress)] = step
             if not running:
                 break
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
@@ -436,6 +568,34 @@ def _execute_all(plan: Plan, steps: list[Step], commit: str, result: RunResult, 
                 done.add(step.name)
                 result.ran.append(step.name)
                 _say(f"✓ {step.name:<12} {seconds:5.1f}s")
+
+
+def _child_pids() -> list[int]:
+    """PIDs of this process's direct children (the kernels it started), from /proc."""
+    me, pids = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+                pids.append(int(entry))
+    return pids
+
+
+def stop_children(grace_s: float = 3.0) -> None:
+    """SIGTERM our child processes, then SIGKILL what is left after `grace_s`."""
+    children = _child_pids()
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in _child_pids()):
+        time.sleep(0.1)
+    for pid in _child_pids():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _timed(fn, *args) -> float:
@@ -458,9 +618,17 @@ def render_only(params_file: str | Path, root: str | Path = ".") -> Path:
 # ------------------------------------------------------------------ CLI glue
 
 
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main_run(params_file: str, root: str, force: bool, only: list[str] | None, jobs: int) -> int:
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         result = run_pipeline(params_file, root, force=force, only=only, jobs=jobs)
+    except KeyboardInterrupt:
+        print("error: interrupted; unfinished steps will run again next time", file=sys.stderr)
+        return 130
     except NbopsError as exc:
         for line in exc.problems:
             print(f"error: {line}", file=sys.stderr)

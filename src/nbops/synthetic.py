@@ -16,6 +16,8 @@ starts with no marker row (the schema must match), so its name says `synthetic`.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 DRUGS = ("drugA", "drugB", "drugC", "drugX", "drugY")
@@ -68,7 +70,8 @@ def write_synthetic_table(path: str | Path, rows: int, seed: int, label_noise: f
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     generate_drug_table(rows, seed, label_noise).to_csv(tmp, index=False)
-    tmp.replace(path)
+    os.replace(tmp, path)  # two runs racing write the same seeded table: either one wins whole
     return path

@@ -12,6 +12,8 @@ import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,11 +56,34 @@ def ensure_experiment(name: str) -> str:
     import mlflow
 
     uri = mlflow.get_tracking_uri()
-    client = mlflow.MlflowClient(uri)
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    return client.create_experiment(name, artifact_location=_local_artifact_root(uri))
+    with store_lock(uri, "init"):  # two processes creating a fresh sqlite store corrupt it
+        client = mlflow.MlflowClient(uri)
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        return client.create_experiment(name, artifact_location=_local_artifact_root(uri))
+
+
+@contextmanager
+def store_lock(uri: str, purpose: str):
+    """An exclusive lock per tracking store and purpose, across processes on this machine:
+    beside a local sqlite file, else in the temp folder keyed by the URI (a remote server's
+    clients on other machines are not covered: run promotions from one place)."""
+    import fcntl
+    import hashlib
+
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///")).with_suffix(f".{purpose}.lock")
+    else:
+        key = hashlib.sha256(uri.split("?")[0].encode()).hexdigest()[:16]
+        path = Path(tempfile.gettempdir()) / f"nbops-{key}.{purpose}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def git_commit(root: Path | None = None) -> str:
@@ -232,39 +257,99 @@ def run_artifact_json(run_id: str, path: str) -> dict:
     return mlflow.artifacts.load_dict(f"runs:/{run_id}/{path}")
 
 
-def apply_decision(model_name: str, decision: Decision, client=None) -> Decision:
-    """Record the decision on the challenger version; move `champion` only if it says promote.
+def promote_if_better(
+    model_name: str,
+    challenger_version: str,
+    challenger_metrics: dict,
+    *,
+    gate: dict[str, float],
+    allow_promotion: bool,
+    score_version: Callable[[str], dict | None],
+    known: dict[str, dict | None] | None = None,
+    client=None,
+) -> Decision:
+    """Read the champion, compare, record, and move `champion` only if the gate says so.
 
-    The read-compare-set is guarded: if `champion` moved since the comparison was made, this
-    refuses to promote instead of overwriting a newer champion.
+    MLflow has no compare-and-set for aliases, so the whole read-compare-set holds a lock on
+    the store: a second evaluation waits, then compares against whatever is champion by
+    then (re-scored on its own held-out rows with `score_version`), so racing promotions end
+    with the better model. `known` holds metrics already computed per version.
     """
     import mlflow
 
+    from nbops.gate import decide_promotion
+
     client = client or mlflow.MlflowClient()
-    version = decision.challenger_version
-    if decision.promote:
+    with store_lock(mlflow.get_tracking_uri(), "promote"):
         current = get_alias_version(model_name, CHAMPION, client)
-        current_version = current.version if current else None
-        if str(current_version) != str(decision.champion_version):
+        champion_version = str(current.version) if current else None
+        champion_metrics = None
+        if champion_version is not None:
+            known = known or {}
+            if champion_version in known:
+                champion_metrics = known[champion_version]
+            else:
+                champion_metrics = score_version(champion_version)
+        decision = decide_promotion(
+            challenger_metrics,
+            (champion_metrics or {}) if champion_version else None,
+            **gate,
+            allow_promotion=allow_promotion,
+            challenger_version=str(challenger_version),
+            champion_version=champion_version,
+        )
+        if known is not None and champion_version is not None and champion_version not in known:
+            decision.reasons.append(
+                f"champion moved to v{champion_version} during evaluation: compared with it"
+            )
+        tags = {
+            "gate.verdict": decision.verdict,
+            "gate.reasons": "; ".join(decision.reasons)[:4000],
+            "gate.deltas": json.dumps(decision.deltas),
+            "gate.compared_with": str(champion_version or "none"),
+        }
+        for key, value in tags.items():
+            client.set_model_version_tag(model_name, str(challenger_version), TAG_PREFIX + key, value)
+        if decision.promote:
+            if champion_version is not None:
+                client.set_model_version_tag(
+                    model_name, str(challenger_version), TAG_PREFIX + "previous_champion", champion_version
+                )
+            client.set_registered_model_alias(model_name, CHAMPION, str(challenger_version))
+    return decision
+
+
+def apply_decision(model_name: str, decision: Decision, client=None) -> Decision:
+    """Record an already-made decision; refuse to promote if `champion` moved meanwhile.
+    (Kept for the sweep aggregator; prefer promote_if_better, which re-compares instead.)"""
+    import mlflow
+
+    client = client or mlflow.MlflowClient()
+    version = str(decision.challenger_version)
+    with store_lock(mlflow.get_tracking_uri(), "promote"):
+        current = get_alias_version(model_name, CHAMPION, client)
+        current_version = str(current.version) if current else None
+        if decision.promote and current_version != (
+            str(decision.champion_version) if decision.champion_version else None
+        ):
             decision.promote = False
             decision.verdict = "keep champion"
             decision.reasons.append(
                 f"champion moved to v{current_version} during evaluation: not overwritten"
             )
-    tags = {
-        "gate.verdict": decision.verdict,
-        "gate.reasons": "; ".join(decision.reasons)[:4000],
-        "gate.deltas": json.dumps(decision.deltas),
-        "gate.compared_with": str(decision.champion_version or "none"),
-    }
-    for key, value in tags.items():
-        client.set_model_version_tag(model_name, version, TAG_PREFIX + key, value)
-    if decision.promote:
-        if decision.champion_version is not None:
-            client.set_model_version_tag(
-                model_name, version, TAG_PREFIX + "previous_champion", str(decision.champion_version)
-            )
-        client.set_registered_model_alias(model_name, CHAMPION, version)
+        for key, value in {
+            "gate.verdict": decision.verdict,
+            "gate.reasons": "; ".join(decision.reasons)[:4000],
+            "gate.deltas": json.dumps(decision.deltas),
+            "gate.compared_with": str(decision.champion_version or "none"),
+        }.items():
+            client.set_model_version_tag(model_name, version, TAG_PREFIX + key, value)
+        if decision.promote:
+            if decision.champion_version is not None:
+                client.set_model_version_tag(
+                    model_name, version, TAG_PREFIX + "previous_champion", str(decision.champion_version)
+                )
+            client.set_registered_model_alias(model_name, CHAMPION, version)
     return decision
 
 
@@ -285,11 +370,17 @@ def rollback_champion(model_name: str, client=None) -> tuple[str, str]:
     return current.version, previous
 
 
-def mark_run_failed(run_id: str) -> None:
-    """Close a run a dead kernel left RUNNING."""
+def fail_runs_tagged(key: str, value: str) -> list[str]:
+    """Mark FAILED every RUNNING run tagged nbops.<key>=<value> (left behind by a dead kernel)."""
     import mlflow
 
     client = mlflow.MlflowClient()
-    run = client.get_run(run_id)
-    if run.info.status == "RUNNING":
-        client.set_terminated(run_id, status="FAILED")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    runs = client.search_runs(
+        experiments, filter_string=f"tags.`{TAG_PREFIX}{key}` = '{value}' and attributes.status = 'RUNNING'"
+    )
+    for run in runs:
+        client.set_terminated(run.info.run_id, status="FAILED")
+    return [run.info.run_id for run in runs]

@@ -1,4 +1,4 @@
-"""Command line: `python -m nbops run|rollback|champion ...` (the Makefile wraps these)."""
+"""Command line: `python -m nbops run|sweep|drift|rollback|champion ...` (the Makefile wraps these)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,15 @@ def _parser() -> argparse.ArgumentParser:
     drift.add_argument("--retrain", action="store_true", help="run the pipeline when drift is found")
     drift.add_argument("--force", action="store_true", help="run the pipeline whatever the verdict")
 
+    sweep = sub.add_parser("sweep", help="run a parameter sweep (local pool, or Dask with --scheduler)")
+    sweep.add_argument("--sweep", required=True, help="sweep YAML file (params/sweeps/*.yaml)")
+    sweep.add_argument("--root", default=".", help="project folder")
+    sweep.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://127.0.0.1:8786")
+    sweep.add_argument("--workers", type=int, help="local pool size (default: the number of cores)")
+    sweep.add_argument("--shard", metavar="I/N", help="run only every N-th point from the I-th; no gate")
+    sweep.add_argument("--aggregate", action="store_true", help="run nothing: report and gate from build/")
+    sweep.add_argument("--no-promote", action="store_true", help="never move champion (pull requests)")
+
     for name, text in (
         ("report", "re-render reports/ from the last executed notebooks"),
         ("rollback", "move champion back to the previous champion"),
@@ -48,6 +57,18 @@ def main(argv: list[str] | None = None) -> int:
         from nbops.drift import main_drift
 
         return main_drift(args.params, args.root, args.retrain, args.force)
+    if args.command == "sweep":
+        from nbops.sweep import main_sweep
+
+        return main_sweep(
+            args.sweep,
+            args.root,
+            args.scheduler,
+            args.workers,
+            args.shard,
+            args.aggregate,
+            not args.no_promote,
+        )
     if args.command == "run":
         from nbops.runner import main_run
 

@@ -171,6 +171,22 @@ def write_results(results: dict[str, Any], path: Path = RESULTS) -> Path:
     return path
 
 
+# ------------------------------------------------------------------ README
+
+README_START = "<!-- bench:start (written by make bench) -->"
+README_END = "<!-- bench:end -->"
+
+
+def replace_block(text: str, block: str) -> str:
+    """`text` with the part between the bench markers replaced by `block` (appended if absent)."""
+    body = f"{README_START}\n{block.strip()}\n{README_END}"
+    if README_START in text and README_END in text:
+        head, rest = text.split(README_START, 1)
+        _, tail = rest.split(README_END, 1)
+        return head + body + tail
+    return text.rstrip("\n") + "\n\n" + body + "\n"
+
+
 # ------------------------------------------------------------------ the table
 
 

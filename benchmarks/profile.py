@@ -43,7 +43,7 @@ def _pyinstrument(root: Path, name: str, params: str = "params/default.yaml") ->
         "-m",
         "pyinstrument",
         "-r",
-        "pyinstrument",
+        "pyisession",
         "-o",
         str(session),
         "-m",

@@ -309,8 +309,13 @@ def main(argv: list[str] | None = None) -> int:
         meta["notes"] = meta["notes"] + [n for n in old_meta.get("notes", []) if n not in meta["notes"]]
         results = {**old, **results, "meta": meta}
     harness.write_results(results, args.out)
-    print(harness.format_table(results))
+    table = harness.format_table(results)
+    print(table)
     say(f"wrote {args.out}")
+    if args.out == harness.RESULTS:
+        readme = REPO / "README.md"
+        readme.write_text(harness.replace_block(readme.read_text(encoding="utf-8"), table), encoding="utf-8")
+        say(f"updated the Benchmarks table in {readme}")
     return 0
 
 

@@ -78,3 +78,11 @@ def test_verdict_is_empty_for_keys_without_a_target():
     assert harness.verdict("naive_s", 10.0) == ""
     assert harness.verdict("kernels_started_noop", 0) == "= 0 ✓"
     assert harness.verdict("kernels_started_noop", 1) == "= 0 ✗"
+
+
+def test_readme_block_is_replaced_in_place_or_appended():
+    start, end = harness.README_START, harness.README_END
+    text = f"# x\n\n## Benchmarks\n\n{start}\nold\n{end}\n\n## After\n"
+    out = harness.replace_block(text, "new table")
+    assert out == f"# x\n\n## Benchmarks\n\n{start}\nnew table\n{end}\n\n## After\n"
+    assert harness.replace_block("# x\n", "t").endswith(f"{start}\nt\n{end}\n")

@@ -137,3 +137,14 @@ bench: setup ## measure speed (medians of interleaved rounds) -> benchmarks/resu
 
 bench-profile: setup ## pyinstrument of the runner (cold, noop) and kernel import times -> benchmarks/profiles/
 	$(PY) -m benchmarks.profile
+
+# ---------------------------------------------------------------- sweeps and the team server
+SWEEP ?= params/sweeps/trees.yaml
+
+.PHONY: sweep team-server-test
+
+sweep: setup ## parameter sweep SWEEP=params/sweeps/<name>.yaml (SCHEDULER=tcp://host:8786 for Dask, WORKERS=N local)
+	$(PY) -m nbops sweep --sweep $(SWEEP) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(if $(WORKERS),--workers $(WORKERS)) $(ARGS)
+
+team-server-test: setup ## the pipeline and sweeps against a PostgreSQL-backed mlflow server on 127.0.0.1
+	$(PY) -m pytest tests/team $(PYTEST_ARGS)

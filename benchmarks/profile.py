@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.project import PY, checked, clean_env, init_project, make_project, measure
+from benchmarks.project import PY, checked, clean_env, init_project, make_project, measure, package_hash
 
 OUT = Path(__file__).with_name("profiles")
 KERNEL_IMPORTS = [
@@ -136,12 +137,22 @@ def _kernel_imports(root: Path) -> tuple[float, list[tuple[str, float]], float]:
 def main() -> int:
     OUT.mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="nbops-profile-"))
+    try:
+        return _profile(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _profile(work: Path) -> int:
     root = make_project(work / "project")
     init_project(root)
     lines = ["# Profiles of the runner (benchmarks/profile.py)", ""]
+    before = package_hash()
     cold = _pyinstrument(root, "cold")
     noop = _pyinstrument(root, "noop")
     lines += [f"cold run {cold:.2f} s, noop run {noop:.2f} s (under pyinstrument)", ""]
+    if package_hash() != before:
+        lines += ["WARNING: src/nbops changed during profiling: the noop run reran steps.", ""]
     lines += ["## Runner imports on a noop run (python -X importtime, top-level, cumulative)", ""]
     lines += [f"- {n}: {s:.3f} s" for s, n in _importtime(root)[:15]]
     wall, rows, startup = _kernel_imports(root)

@@ -78,6 +78,16 @@ def write_params(root: Path, name: str, edit, base: str = "params/default.yaml")
     return f"params/{name}.yaml"
 
 
+def package_hash() -> str:
+    """The runner's cache input for the package's source: if it changes while the bench runs
+    (someone editing src/nbops), every step reruns and noop/one-param figures are void."""
+    out = subprocess.run(
+        [PY, "-c", "from nbops.runner import package_hash; print(package_hash())"],
+        env=clean_env(), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return out.stdout.strip()
+
+
 @dataclass
 class Measure:
     seconds: float

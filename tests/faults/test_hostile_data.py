@@ -1,0 +1,148 @@
+"""Markup in the data and in a notebook: labels and category values that are HTML, and a
+markdown cell with a script. Nothing of it may become live markup in the HTML reports, the PR
+summary or the dashboard. Each check first shows the payload did reach the rendering path."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.browser.conftest import base_env, browser, start  # noqa: F401 - `browser` is a fixture
+from tests.conftest import make_project, nbops, write_params
+from tests.faults.helpers import script_tags
+
+pytestmark = pytest.mark.e2e
+
+SCRIPT_LABEL = "<script>alert(1)</script>"
+IMG_LABEL = "<img src=x onerror=alert(1)>"
+SCRIPT_CATEGORY = "<script>alert(2)</script>"
+IMG_CATEGORY = "<img src=x onerror=alert(2)>"
+MARKDOWN = (
+    'Look here: <script>alert(3)</script> <img src=x onerror="alert(3)"> <a href="#" onclick=alert(3)>x</a>'
+)
+PAYLOADS = (SCRIPT_LABEL, IMG_LABEL, SCRIPT_CATEGORY, IMG_CATEGORY, "<script>alert(3)", 'onerror="alert(3)')
+LIVE = re.compile(r"<script[^>]*>\s*alert\(|<[a-z][^>]*\bon[a-z]+\s*=\s*[\"']?alert\(", re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> Path:
+    """A project whose CSV has markup as two drug labels and as both Sex values, and whose EDA
+    notebook has a markdown cell with a script; the smoke pipeline run on it once."""
+    import pandas as pd
+
+    from nbops.synthetic import write_synthetic_table
+
+    root = make_project(tmp_path_factory.mktemp("hostile-data") / "project")
+    df = pd.read_csv(write_synthetic_table(root / "data" / "raw" / "base.csv", 120, 42, 0.0))
+    df["Drug"] = df["Drug"].replace({"drugC": SCRIPT_LABEL, "drugX": IMG_LABEL})
+    df["Sex"] = df["Sex"].replace({"F": IMG_CATEGORY, "M": SCRIPT_CATEGORY})
+    df.to_csv(root / "data" / "raw" / "hostile.csv", index=False)
+
+    def edit(p):
+        p["data"]["path"] = "data/raw/hostile.csv"
+        del p["data"]["synthetic"]
+        p["data"]["classes"] = ["drugA", "drugB", SCRIPT_LABEL, IMG_LABEL, "drugY"]
+        p["data"]["categories"]["Sex"] = [IMG_CATEGORY, SCRIPT_CATEGORY]
+
+    write_params(root, "hostile", edit)
+    nb_path = root / "notebooks" / "01_eda.ipynb"
+    nb = json.loads(nb_path.read_text())
+    nb["cells"].insert(1, {"cell_type": "markdown", "metadata": {}, "source": [MARKDOWN]})
+    nb_path.write_text(json.dumps(nb, indent=1))
+    res = nbops(root, "run", "--params", "params/hostile.yaml")
+    assert res.returncode == 0, res.stderr + res.stdout
+    return root
+
+
+SCRIPT_BLOCK = re.compile(r"<\s*script\b[^>]*>(.*?)<\s*/\s*script", re.IGNORECASE | re.DOTALL)
+HANDLER = re.compile(
+    r"<[a-z][^>]*?\s(on[a-z]+)\s*=\s*(\"[^\"]*\"|'[^']*'|[^\s>]+)", re.IGNORECASE | re.DOTALL
+)
+
+
+def data_scripts(text: str) -> list[str]:
+    """Script blocks that carry the payload (the template's own scripts and widget state don't)."""
+    return [body[:80] for body in SCRIPT_BLOCK.findall(text) if "alert(" in body]
+
+
+def data_handlers(text: str) -> list[str]:
+    return [f"{name}={value}"[:80] for name, value in HANDLER.findall(text) if "alert" in value]
+
+
+def test_payload_reaches_the_rendering_path(hostile, tmp_path):
+    """Unsanitised nbconvert would let the markup through: this is what the reports must stop."""
+    from nbconvert import HTMLExporter
+
+    executed = hostile / "build" / "01_eda" / "01_eda.ipynb"
+    assert "<script>alert(3)</script>" in executed.read_text()
+    raw, _ = HTMLExporter(template_name="lab", sanitize_html=False).from_filename(str(executed))
+    assert LIVE.search(raw), "without sanitize_html the markdown script would be live"
+    assert data_scripts(raw) and data_handlers(raw), "the checks below see unsanitised markup"
+    assert f"classes: ['{IMG_LABEL}', '{SCRIPT_LABEL}'," in executed.read_text()  # labels in outputs
+
+
+def test_no_live_markup_in_any_html_report(hostile, tmp_path):
+    reports = sorted((hostile / "reports").glob("*.html"))
+    assert {p.name for p in reports} >= {"01_eda.html", "01_eda.full.html", "03_evaluate.html", "index.html"}
+    for path in reports:
+        text = path.read_text()
+        assert not LIVE.search(text), f"{path.name}: {LIVE.search(text).group(0)}"
+        assert not data_scripts(text), f"{path.name}: {data_scripts(text)}"
+        assert not data_handlers(text), f"{path.name}: {data_handlers(text)}"
+    # the labels are shown, as text
+    eda = (hostile / "reports" / "01_eda.html").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in eda
+    assert "Look here: &lt;script&gt;alert(3)" in eda
+
+
+def test_summary_markdown_shows_the_labels_as_text(hostile):
+    summary = (hostile / "reports" / "summary.md").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in summary  # reached the per-class table
+    assert not script_tags(summary)
+    assert not re.search(r"<[a-z][^>]*\bon[a-z]+\s*=", summary, re.IGNORECASE)
+    assert "<img" not in summary.lower()
+
+
+@pytest.mark.browser
+def test_dashboard_shows_markup_as_text_and_runs_none(hostile, browser, tmp_path):  # noqa: F811
+    server = start(
+        "hostile-dashboard",
+        ["dashboard", "PORT={port}", f"PARAMS={hostile / 'params' / 'hostile.yaml'}"],
+        base_env(hostile),
+        tmp_path,
+    )
+    dialogs = []
+    try:
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(server.url + "/")
+        page.wait_for_selector(".nbops-predict", state="visible", timeout=120_000)
+        page.locator(".nbops-input-Sex select").select_option(SCRIPT_CATEGORY)
+        page.click(".nbops-predict")
+        page.wait_for_selector(".nbops-result-box .nbops-bars", timeout=60_000)
+        text = page.inner_text("body")
+        # the payload is on the page, as text: in the bars, the confusion matrix and the dropdown
+        assert SCRIPT_LABEL in page.inner_text(".nbops-result-box")
+        assert IMG_LABEL in page.inner_text(".nbops-card")
+        assert SCRIPT_CATEGORY in page.inner_text(".nbops-input-Sex")
+        assert "Traceback" not in text
+        live = page.evaluate(
+            """() => ({
+                scripts: [...document.querySelectorAll('script')].filter(
+                    s => /alert\\(/.test(s.textContent)).length,
+                handlers: [...document.querySelectorAll('*')].filter(
+                    e => [...e.attributes].some(a => /^on/i.test(a.name) && /alert/.test(a.value))).length,
+                imgs: [...document.querySelectorAll('img')].filter(i => i.getAttribute('src') === 'x').length,
+            })"""
+        )
+        page.wait_for_timeout(500)
+        context.close()
+    finally:
+        server.stop()
+    assert live == {"scripts": 0, "handlers": 0, "imgs": 0}, live
+    assert dialogs == []

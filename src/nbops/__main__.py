@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--shard", metavar="I/N", help="run only every N-th point from the I-th; no gate")
     sweep.add_argument("--aggregate", action="store_true", help="run nothing: report and gate from build/")
     sweep.add_argument("--no-promote", action="store_true", help="never move champion (pull requests)")
+    sweep.add_argument("--check", action="store_true", help="validate every point, run nothing")
 
     for name, text in (
         ("report", "re-render reports/ from the last executed notebooks"),
@@ -57,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         from nbops.drift import main_drift
 
         return main_drift(args.params, args.root, args.retrain, args.force)
+    if args.command == "sweep" and args.check:
+        from nbops.sweep import main_check
+
+        return main_check(args.sweep, args.root)
     if args.command == "sweep":
         from nbops.sweep import main_sweep
 

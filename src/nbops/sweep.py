@@ -680,5 +680,17 @@ def main_sweep(
     return 1 if failed else 0
 
 
+def main_check(sweep_file: str, root: str) -> int:
+    """Validate every point (no kernel, no store); print `points=<n>` for CI's shard matrix."""
+    try:
+        sweep = load_sweep(sweep_file, root)
+    except NbopsError as exc:
+        for line in exc.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return 1
+    print(f"points={len(sweep.points)}")
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(_point_main(sys.argv[1:]))

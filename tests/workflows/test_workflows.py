@@ -100,7 +100,7 @@ def _env_items(node):
 
 
 def test_the_four_workflows_exist():
-    assert [p.name for p in WORKFLOWS] == ["cd.yml", "ci.yml", "pr-comment.yml", "retrain.yml"]
+    assert [p.name for p in WORKFLOWS] == ["cd.yml", "ci.yml", "pr-comment.yml", "retrain.yml", "sweep.yml"]
 
 
 def test_workflows_validate_against_the_github_workflow_schema():

@@ -1,0 +1,111 @@
+"""Sweep throughput: points per minute for a 16-point sweep with 1, 2 and 4 workers on the local
+pool and on a Dask LocalCluster (separate worker processes, 127.0.0.1), against the same points
+run one by one as `make pipeline` does (`python -m nbops run`, one process per point).
+
+Each configuration runs in a fresh temp project with its own store (no cache hits). Slow: about
+(1 + 2 * len(workers)) x points x ~35 s of kernels on 2 cores. `python -m benchmarks.bench_sweep
+[--points N] [--workers 1 2 4]` prints JSON; `measure_sweep()` returns the same dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _project(base: Path, points: int) -> Path:
+    root = base / "project"
+    for folder in ("notebooks", "params"):
+        shutil.copytree(REPO / folder, root / folder)
+    (root / "data" / "raw").mkdir(parents=True)
+    depths = list(range(2, 2 + points))
+    body = {"name": "bench", "base": "params/smoke.yaml", "grid": {"model.params.max_depth": depths}}
+    (root / "params" / "sweeps" / "bench.yaml").write_text(yaml.safe_dump(body))
+    return root
+
+
+def _env() -> dict:
+    return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+
+
+def _timed(cmd: list[str], cwd: Path) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, env=_env(), check=True, capture_output=True, text=True, timeout=7200)
+    return time.perf_counter() - t
+
+
+def _sweep(points: int, workers: int, dask: bool) -> float:
+    with tempfile.TemporaryDirectory(prefix="nbops-bench-sweep-") as tmp:
+        root = _project(Path(tmp), points)
+        cmd = [sys.executable, "-m", "nbops", "sweep", "--sweep", "params/sweeps/bench.yaml", "--no-promote"]
+        if not dask:
+            return _timed([*cmd, "--workers", str(workers)], root)
+        from distributed import LocalCluster
+
+        with LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster:
+            return _timed([*cmd, "--scheduler", cluster.scheduler_address], root)
+
+
+def _one_by_one(points: int) -> float:
+    """The same points as separate `make pipeline` runs (train + evaluate each)."""
+    with tempfile.TemporaryDirectory(prefix="nbops-bench-seq-") as tmp:
+        root = _project(Path(tmp), points)
+        from nbops.sweep import load_sweep
+
+        sweep = load_sweep("params/sweeps/bench.yaml", root)
+        total = 0.0
+        for p in sweep.points:
+            params = root / "params" / f"point-{p.id}.yaml"
+            params.write_text(yaml.safe_dump(p.params))
+            shown = str(params.relative_to(root))
+            # like for like with a sweep point: train + evaluate (what `make evaluate` runs)
+            cmd = [sys.executable, "-m", "nbops", "run", "--params", shown, "--only", "03_evaluate"]
+            total += _timed(cmd, root)
+        return total
+
+
+def measure_sweep(points: int = 16, workers: tuple[int, ...] = (1, 2, 4)) -> dict:
+    """{"points", "one_by_one_s", "local": {n: {"seconds", "points_per_min", "speedup"}}, "dask": {...}}"""
+    seq = _one_by_one(points)
+    out: dict = {
+        "points": points,
+        "cores": os.cpu_count(),
+        "one_by_one_s": round(seq, 1),
+        "one_by_one_points_per_min": round(points / seq * 60, 2),
+    }
+    for kind in ("local", "dask"):
+        out[kind] = {}
+        for n in workers:
+            s = _sweep(points, n, dask=kind == "dask")
+            out[kind][n] = {
+                "seconds": round(s, 1),
+                "points_per_min": round(points / s * 60, 2),
+                "speedup_vs_one_by_one": round(seq / s, 2),
+            }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=16)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    args = parser.parse_args(argv)
+    print(json.dumps(measure_sweep(args.points, tuple(args.workers)), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

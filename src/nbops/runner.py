@@ -524,14 +524,7 @@ def _run(plan: Plan, root: Path, force: bool, only, jobs: int, t0: float) -> Run
 def _execute_all(plan: Plan, steps: list[Step], commit: str, result: RunResult, jobs: int) -> None:
     """Run steps as their upstream steps finish, up to `jobs` at a time."""
     with Progress() as progress:
-        try:
-            _schedule(plan, steps, commit, result, jobs, progress)
-        except KeyboardInterrupt:
-            # Kernels are our children: stop them so the worker threads return. No stamp is
-            # written for an interrupted step, so the next run does it again.
-            _say("interrupted: stopping kernels")
-            stop_children()
-            raise
+        _schedule(plan, steps, commit, result, jobs, progress)
 
 
 def _schedule(plan, steps, commit, result, jobs, progress) -> None:
@@ -541,33 +534,41 @@ def _schedule(plan, steps, commit, result, jobs, progress) -> None:
     lock = threading.Lock()
     running = {}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        while pending or running:
-            for step in list(pending):
-                if any(n in failed for n in step.needs):
-                    pending.remove(step)
-                    result.not_run.append(step.name)
-                    upstream = ", ".join(n for n in step.needs if n in failed)
-                    _say(f"✗ {step.name:<12}  not run ({upstream} failed)")
-                elif all(n in done for n in step.needs):
-                    pending.remove(step)
-                    _say(f"▶ {step.name:<12}  started")
-                    running[pool.submit(_timed, execute_step, plan, step, commit, progress)] = step
-            if not running:
-                break
-            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for fut in finished:
-                step = running.pop(fut)
-                try:
-                    seconds = fut.result()
-                except StepError as exc:
-                    with lock:
-                        failed.add(step.name)
-                        result.failure = result.failure or exc
-                    _say(f"✗ {step.name:<12}  {exc}")
-                    continue
-                done.add(step.name)
-                result.ran.append(step.name)
-                _say(f"✓ {step.name:<12} {seconds:5.1f}s")
+        try:
+            while pending or running:
+                for step in list(pending):
+                    if any(n in failed for n in step.needs):
+                        pending.remove(step)
+                        result.not_run.append(step.name)
+                        upstream = ", ".join(n for n in step.needs if n in failed)
+                        _say(f"✗ {step.name:<12}  not run ({upstream} failed)")
+                    elif all(n in done for n in step.needs):
+                        pending.remove(step)
+                        _say(f"▶ {step.name:<12}  started")
+                        running[pool.submit(_timed, execute_step, plan, step, commit, progress)] = step
+                if not running:
+                    break
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    step = running.pop(fut)
+                    try:
+                        seconds = fut.result()
+                    except StepError as exc:
+                        with lock:
+                            failed.add(step.name)
+                            result.failure = result.failure or exc
+                        _say(f"✗ {step.name:<12}  {exc}")
+                        continue
+                    done.add(step.name)
+                    result.ran.append(step.name)
+                    _say(f"✓ {step.name:<12} {seconds:5.1f}s")
+        except KeyboardInterrupt:
+            # Still inside the pool: stop the kernels (our children) so the worker threads
+            # return now instead of finishing their steps. An interrupted step writes no
+            # stamp, so the next run does it again.
+            _say("interrupted: stopping kernels")
+            stop_children()
+            raise
 
 
 def _child_pids() -> list[int]:

@@ -31,7 +31,8 @@ CHROMIUM_ARGS = [
 ]
 WIDGETS = ".nbops-predict"
 PREDICT_CLICKS = 50
-POOL_REFILL_S = 12  # a preheated kernel renders the notebook before it is ready again
+POOL_TIMEOUT_S = 300
+MIN_RENDER_CPU_S = 2.0
 
 
 def _free_port() -> int:
@@ -82,6 +83,51 @@ class Voila:
                 pass
             time.sleep(0.3)
         raise RuntimeError(f"voila not ready after {timeout} s")
+
+    def kernels(self) -> list:
+        import psutil
+
+        try:
+            procs = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            return []
+        out = []
+        for p in procs:
+            try:
+                if any("ipykernel_launcher" in part for part in p.cmdline()):
+                    out.append(p)
+            except psutil.Error:
+                continue
+        return out
+
+    def wait_pool_ready(self, known: set[int]) -> set[int]:
+        """Wait until a kernel not in `known` exists and has gone idle (the preheated pool has
+        rendered the notebook in it); returns the PIDs of all kernels now running.
+
+        Idle = under 2 % CPU over two consecutive 0.5 s windows, after at least
+        MIN_RENDER_CPU_S of CPU (imports and the notebook's cells): a kernel rendering the
+        dashboard keeps a core busy for seconds."""
+        import psutil
+
+        deadline = time.monotonic() + POOL_TIMEOUT_S
+        quiet = 0
+        while time.monotonic() < deadline:
+            fresh = [k for k in self.kernels() if k.pid not in known]
+            if fresh:
+                newest = max(fresh, key=lambda k: k.create_time())
+                try:
+                    busy = newest.cpu_percent(interval=0.5)
+                    spent = sum(newest.cpu_times()[:2])
+                except psutil.Error:
+                    busy, spent = 100.0, 0.0
+                if spent < MIN_RENDER_CPU_S:  # started, not yet asked to run the notebook
+                    busy = 100.0
+                quiet = quiet + 1 if busy < 2.0 else 0
+                if quiet >= 2:
+                    return {k.pid for k in self.kernels()}
+            else:
+                time.sleep(0.3)
+        raise RuntimeError(f"the preheated kernel pool did not refill in {POOL_TIMEOUT_S} s")
 
     def stop(self) -> None:
         try:
@@ -134,7 +180,7 @@ def bench_dashboard(project: Path, rounds: int, samples: dict[str, list], work: 
     try:
         cold.wait_ready()
         warm.wait_ready()
-        time.sleep(POOL_REFILL_S)  # the pool's first kernel renders the notebook
+        known = warm.wait_pool_ready(set())
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
@@ -144,9 +190,10 @@ def bench_dashboard(project: Path, rounds: int, samples: dict[str, list], work: 
                         key = "dashboard_cold_tti_s" if name == "cold" else "dashboard_tti_s"
                         samples[key].append(seconds)
                         context.close()
+                        if name == "warm":  # the next warm view must find a rendered kernel again
+                            known = warm.wait_pool_ready(known)
                     cold_s, warm_s = samples["dashboard_cold_tti_s"][-1], samples["dashboard_tti_s"][-1]
                     print(f"  dashboard round {r + 1}/{rounds}: cold {cold_s:.2f}s preheated {warm_s:.2f}s")
-                    time.sleep(POOL_REFILL_S)
                 _, page, context = _tti(browser, warm.url)
                 _predict_ms(page)  # the first click pays one-off imports; p95 is of the steady state
                 for _ in range(PREDICT_CLICKS):

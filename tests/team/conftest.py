@@ -122,7 +122,9 @@ class MlflowServer:
                     "--serve-artifacts",
                     "--host", "127.0.0.1",
                     "--port", str(self.port),
-                    "--workers", "2",
+                    # one process: uvicorn's multi-worker supervisor kills children that start
+                    # slowly (seen at load 10 on 2 cores); the app serves requests in threads
+                    "--workers", "1",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -34,7 +34,7 @@ def finished_runs(uri):
 
 def test_same_project_twice_the_second_waits_then_runs(tmp_path):
     root = make_project(tmp_path / "p")
-    a = start(root)
+    a = start(root, "--force")  # --force: the second must train again, not find it cached
     b = start(root, "--force")
     (ra, oa, ea), (rb, ob, eb) = finish([a, b])
     assert ra == 0 and rb == 0, ea + eb

@@ -213,6 +213,26 @@ def verdict(key: str, value) -> str:
     return f"{text} {'✓' if check(value) else '✗'}"
 
 
+def sweep_table(sweep: dict[str, Any]) -> list[str]:
+    """benchmarks/bench_sweep.py's figures: one row per executor and worker count."""
+    head = f"sweep of {sweep.get('points', '?')} points (benchmarks/bench_sweep.py)"
+    if "one_by_one_s" in sweep:
+        head += f"; one pipeline run per point: {sweep['one_by_one_s']:.1f} s"
+    rows = []
+    for executor in ("local", "dask"):
+        for workers, fig in (sweep.get(executor) or {}).items():
+            if isinstance(fig, dict) and "seconds" in fig:
+                speedup = fig.get("speedup")
+                rows.append(
+                    f"| {executor} | {workers} | {fig['seconds']:.1f} | {fig.get('points_per_min', 0):.1f} | "
+                    + (f"{speedup:.2f}× |" if isinstance(speedup, (int, float)) else "– |")
+                )
+    if not rows:
+        return [head + ":", "", "```", json.dumps(sweep), "```"]
+    header = ["| executor | workers | seconds | points/min | speedup |", "|---|---|---|---|---|"]
+    return [head + ":", "", *header, *rows]
+
+
 def format_table(results: dict[str, Any]) -> str:
     """Markdown: figure, value, target with ✓/✗, what it is; then the scale table."""
     lines = ["| figure | value | target | what |", "|---|---|---|---|"]
@@ -238,7 +258,7 @@ def format_table(results: dict[str, Any]) -> str:
                     f"for rows ×{b['rows'] / a['rows']:.0f} (1.0 would be linear: {growth:.2f})"
                 )
     if "sweep" in results:
-        lines += ["", "sweep (benchmarks/bench_sweep.py):", "", "```", json.dumps(results["sweep"]), "```"]
+        lines += ["", *sweep_table(results["sweep"])]
     meta = results.get("meta", {})
     m = meta.get("machine", {})
     if m:

@@ -86,3 +86,18 @@ def test_readme_block_is_replaced_in_place_or_appended():
     out = harness.replace_block(text, "new table")
     assert out == f"# x\n\n## Benchmarks\n\n{start}\nnew table\n{end}\n\n## After\n"
     assert harness.replace_block("# x\n", "t").endswith(f"{start}\nt\n{end}\n")
+
+
+def test_sweep_figures_become_a_table_and_odd_shapes_stay_readable():
+    sweep = {
+        "points": 16,
+        "one_by_one_s": 200.0,
+        "local": {"1": {"seconds": 120.0, "points_per_min": 8.0, "speedup": 1.67}},
+        "dask": {"2": {"seconds": 90.0, "points_per_min": 10.7, "speedup": 2.22}},
+    }
+    lines = harness.sweep_table(sweep)
+    assert "| local | 1 | 120.0 | 8.0 | 1.67× |" in lines
+    assert "| dask | 2 | 90.0 | 10.7 | 2.22× |" in lines
+    assert '"x": 1' in "\n".join(harness.sweep_table({"x": 1}))
+    table = harness.format_table(harness.build_results({}, {}, rounds=1, machine={}, sweep=sweep))
+    assert "sweep of 16 points" in table

@@ -322,6 +322,59 @@ class Progress:
         self.cells.pop(step, None)
 
 
+def warmup_code(nb: dict) -> str:
+    """The notebook's top-level import statements (parsed, not executed here): run silently
+    in a kernel started ahead of its step, so the step finds its libraries already loaded."""
+    lines = []
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code" or "parameters" in cell.get("metadata", {}).get("tags", []):
+            continue
+        try:
+            tree = ast.parse("".join(cell.get("source", "")))
+        except SyntaxError:
+            continue
+        lines += [ast.unparse(node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    return "\n".join(dict.fromkeys(lines))
+
+
+class WarmKernel:
+    """A kernel started (and its imports loaded) in the background while earlier steps run;
+    papermill then executes the step in it (nbclient reuses a kernel manager it is given)."""
+
+    def __init__(self, code: str, cwd: Path):
+        from jupyter_client.manager import KernelManager
+
+        self.km = KernelManager(kernel_name="python3")
+        self._code, self._cwd = code, cwd
+        self._thread = threading.Thread(target=self._start, daemon=True)
+        self._thread.start()
+
+    def _start(self) -> None:
+        try:
+            self.km.start_kernel(cwd=str(self._cwd))
+            client = self.km.client()
+            client.start_channels()
+            try:
+                client.wait_for_ready(timeout=120)
+                if self._code:
+                    client.execute_interactive(self._code, silent=True, store_history=False, timeout=300)
+            finally:
+                client.stop_channels()
+        except Exception as exc:  # the step starts its own kernel instead; say why
+            _say(f"! could not warm a kernel ahead of time ({type(exc).__name__}: {exc})")
+
+    def take(self):
+        """The kernel manager, once warm; None if warming failed (papermill starts one)."""
+        self._thread.join()
+        return self.km if self.km.has_kernel and self.km.is_alive() else None
+
+    def shutdown(self) -> None:
+        self._thread.join()
+        if self.km.has_kernel:
+            with contextlib.suppress(Exception):
+                self.km.shutdown_kernel(now=True)
+
+
 def _register_engine() -> str:
     """papermill's nbclient engine, plus a hook that reports each cell as it starts."""
     from papermill.engines import NBClientEngine, papermill_engines
@@ -343,7 +396,9 @@ def _register_engine() -> str:
     return "nbops"
 
 
-def execute_step(plan: Plan, step: Step, git_commit: str, progress: Progress | None = None) -> None:
+def execute_step(
+    plan: Plan, step: Step, git_commit: str, progress: Progress | None = None, warm: WarmKernel | None = None
+) -> None:
     """Run one notebook with papermill; raise StepError naming the failing cell.
 
     Success is papermill returning; any exception is a failure, whatever the written notebook's
@@ -365,6 +420,10 @@ def execute_step(plan: Plan, step: Step, git_commit: str, progress: Progress | N
     if "run_tags" in parameters:  # lets the runner find and close this step's MLflow runs
         attempt = uuid.uuid4().hex
         parameters["run_tags"] = {**parameters["run_tags"], "attempt": attempt}
+    engine_kwargs = {}
+    km = warm.take() if warm else None
+    if km is not None:
+        engine_kwargs["km"] = km
     try:
         papermill.execute_notebook(
             str(plan.root / step.notebook),
@@ -376,6 +435,7 @@ def execute_step(plan: Plan, step: Step, git_commit: str, progress: Progress | N
             cwd=str(plan.root / "notebooks"),
             progress_bar=False,
             execution_timeout=plan.params.run.cell_timeout_s,
+            **engine_kwargs,
         )
     except PapermillExecutionError as exc:
         _close_runs(attempt)
@@ -393,6 +453,8 @@ def execute_step(plan: Plan, step: Step, git_commit: str, progress: Progress | N
         raise StepError(step.name, progress.current_cell(step.name), ename, evalue) from None
     finally:
         progress.done(step.name)
+        if warm:
+            warm.shutdown()
     write_json(plan.stamp_path(step.name), {"key": plan.keys[step.name], "finished": time.time()})
 
 
@@ -523,11 +585,19 @@ def _run(plan: Plan, root: Path, force: bool, only, jobs: int, t0: float) -> Run
 
 def _execute_all(plan: Plan, steps: list[Step], commit: str, result: RunResult, jobs: int) -> None:
     """Run steps as their upstream steps finish, up to `jobs` at a time."""
-    with Progress() as progress:
-        _schedule(plan, steps, commit, result, jobs, progress)
+    warm = {
+        s.name: WarmKernel(warmup_code(read_notebook_source(plan.root / s.notebook)), plan.root / "notebooks")
+        for s in steps
+    }
+    try:
+        with Progress() as progress:
+            _schedule(plan, steps, commit, result, jobs, progress, warm)
+    finally:
+        for kernel in warm.values():  # steps that never ran (upstream failed)
+            kernel.shutdown()
 
 
-def _schedule(plan, steps, commit, result, jobs, progress) -> None:
+def _schedule(plan, steps, commit, result, jobs, progress, warm) -> None:
     pending = list(steps)
     done: set[str] = {VALIDATE} | set(result.skipped)
     failed: set[str] = set()
@@ -545,7 +615,11 @@ def _schedule(plan, steps, commit, result, jobs, progress) -> None:
                     elif all(n in done for n in step.needs):
                         pending.remove(step)
                         _say(f"▶ {step.name:<12}  started")
-                        running[pool.submit(_timed, execute_step, plan, step, commit, progress)] = step
+                        running[
+                            pool.submit(
+                                _timed, execute_step, plan, step, commit, progress, warm.get(step.name)
+                            )
+                        ] = step
                 if not running:
                     break
                 finished, _ = wait(list(running), return_when=FIRST_COMPLETED)

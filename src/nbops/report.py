@@ -221,6 +221,28 @@ td,th{{border-bottom:1px solid #ddd;padding:.4rem;text-align:left}}
 # ------------------------------------------------------------------ all of it
 
 
+def step_targets(reports: Path, step: str) -> list[Path]:
+    return [reports / f"{step}.html", reports / f"{step}.full.html", reports / "notebooks" / f"{step}.ipynb"]
+
+
+def render_step(build: Path, reports: Path, step: str) -> None:
+    """HTML views and a copy of one step's executed notebook, unless already newer than it.
+    The runner calls this as each step ends, so rendering overlaps the steps still running."""
+    executed = build / step / f"{step}.ipynb"
+    targets = step_targets(reports, step)
+    if not executed.exists():
+        for t in targets:
+            t.unlink(missing_ok=True)
+        return
+    if not _fresh(targets[0], executed):
+        render_notebook_html(executed, targets[0], with_code=False)
+    if not _fresh(targets[1], executed):
+        render_notebook_html(executed, targets[1], with_code=True)
+    if not _fresh(targets[2], executed):
+        targets[2].parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(executed, targets[2])
+
+
 def render_reports(plan: Plan, result: RunResult) -> Path:
     """Write reports/ from the build folder; a failed step's notebook is rendered too."""
     from nbops.products import write_json
@@ -239,22 +261,11 @@ def render_reports(plan: Plan, result: RunResult) -> Path:
             statuses[step] = "skipped"
         else:
             statuses[step] = "not run"
-        executed = plan.build / step / f"{step}.ipynb"
-        targets = [
-            reports / f"{step}.html",
-            reports / f"{step}.full.html",
-            reports / "notebooks" / f"{step}.ipynb",
-        ]
-        if statuses[step] == "not run" or not executed.exists():
-            for t in targets:
+        if statuses[step] == "not run":
+            for t in step_targets(reports, step):
                 t.unlink(missing_ok=True)
             continue
-        if not _fresh(targets[0], executed):
-            render_notebook_html(executed, targets[0], with_code=False)
-        if not _fresh(targets[1], executed):
-            render_notebook_html(executed, targets[1], with_code=True)
-        if not _fresh(targets[2], executed):
-            shutil.copyfile(executed, targets[2])
+        render_step(plan.build, reports, step)
 
     evaluation = None
     metrics = plan.build / "03_evaluate" / "metrics.json"

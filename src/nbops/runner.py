@@ -598,6 +598,8 @@ def _execute_all(plan: Plan, steps: list[Step], commit: str, result: RunResult, 
 
 
 def _schedule(plan, steps, commit, result, jobs, progress, warm) -> None:
+    from nbops.report import render_step
+
     pending = list(steps)
     done: set[str] = {VALIDATE} | set(result.skipped)
     failed: set[str] = set()
@@ -632,10 +634,12 @@ def _schedule(plan, steps, commit, result, jobs, progress, warm) -> None:
                             failed.add(step.name)
                             result.failure = result.failure or exc
                         _say(f"✗ {step.name:<12}  {exc}")
+                        render_step(plan.build, plan.reports, step.name)
                         continue
                     done.add(step.name)
                     result.ran.append(step.name)
                     _say(f"✓ {step.name:<12} {seconds:5.1f}s")
+                    render_step(plan.build, plan.reports, step.name)  # while other steps run
         except KeyboardInterrupt:
             # Still inside the pool: stop the kernels (our children) so the worker threads
             # return now instead of finishing their steps. An interrupted step writes no

@@ -141,7 +141,7 @@ def missing_values(df: pd.DataFrame) -> pd.DataFrame:
 
 def confusion_heatmap(matrix: list[list[int]], labels: list[str], title: str):
     sns = _sns()
-    fig, ax = _subplots(1, 1, (0.9 * len(labels) + 3, 0.8 * len(labels) + 2))
+    fig, ax = _subplots(1, 1, (0.55 * len(labels) + 2.6, 0.45 * len(labels) + 1.8))
     sns.heatmap(
         matrix, annot=True, fmt="d", cmap="Blues", cbar=False, xticklabels=labels, yticklabels=labels, ax=ax
     )

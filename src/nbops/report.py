@@ -43,6 +43,85 @@ def cap_markdown(body: str, limit: int = SUMMARY_LIMIT, link: str | None = None)
 # ------------------------------------------------------------------ HTML of notebooks
 
 
+# What notebook HTML (markdown cells, DataFrame tables, rich outputs) may keep. nbconvert's own
+# `clean_html` filter allows so few tags that headings, paragraphs and table headers end up as
+# escaped text; this list keeps formatting and tables, and still no script, style, iframe,
+# form, image or event attribute: anything else is shown as text.
+SAFE_TAGS = frozenset(
+    {
+        "a",
+        "abbr",
+        "b",
+        "blockquote",
+        "br",
+        "caption",
+        "code",
+        "col",
+        "colgroup",
+        "dd",
+        "del",
+        "details",
+        "div",
+        "dl",
+        "dt",
+        "em",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "hr",
+        "i",
+        "kbd",
+        "li",
+        "ol",
+        "p",
+        "pre",
+        "s",
+        "samp",
+        "small",
+        "span",
+        "strong",
+        "sub",
+        "summary",
+        "sup",
+        "table",
+        "tbody",
+        "td",
+        "tfoot",
+        "th",
+        "thead",
+        "tr",
+        "u",
+        "ul",
+    }
+)
+SAFE_ATTRIBUTES = {
+    "*": ["class", "id", "title"],
+    "a": ["href", "title", "class"],
+    "td": ["colspan", "rowspan", "class"],
+    "th": ["colspan", "rowspan", "class"],
+}
+_STYLE_BLOCK = re.compile(r"<style\b[^>]*>.*?</style>", re.IGNORECASE | re.DOTALL)
+
+
+def clean_html(element) -> str:
+    """Sanitise HTML with bleach and SAFE_TAGS. pandas' `<style scoped>` blocks are dropped
+    first (cosmetic only: bleach, after it, is what keeps markup from running)."""
+    import bleach
+
+    text = element.decode() if isinstance(element, bytes) else str(element)
+    return bleach.clean(
+        _STYLE_BLOCK.sub("", text),
+        tags=SAFE_TAGS,
+        attributes=SAFE_ATTRIBUTES,
+        protocols={"http", "https", "mailto"},
+        strip=False,
+        strip_comments=True,
+    )
+
+
 def render_notebook_html(notebook: Path, out: Path, with_code: bool) -> Path:
     """nbconvert HTML with sanitize_html on: no <script>, no on*= from outputs or markdown."""
     import nbformat
@@ -50,6 +129,7 @@ def render_notebook_html(notebook: Path, out: Path, with_code: bool) -> Path:
 
     exporter = HTMLExporter(
         template_name="lab",
+        filters={"clean_html": clean_html},
         sanitize_html=True,
         embed_images=False,
         exclude_input=not with_code,

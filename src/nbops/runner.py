@@ -690,7 +690,9 @@ def render_only(params_file: str | Path, root: str | Path = ".") -> Path:
     root = Path(root).resolve()
     params_file = Path(params_file)
     plan = make_plan(params_file if params_file.is_absolute() else root / params_file, root)
-    result = RunResult(skipped=[s.name for s in STEPS if plan.is_current(s.name)])
+    # the last successful execution of each step, even if code changed since (that is what
+    # `make report` is for); a step that never succeeded shows as not run
+    result = RunResult(skipped=[s.name for s in STEPS if plan.stamp_path(s.name).exists()])
     return render_reports(plan, result)
 
 

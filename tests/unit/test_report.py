@@ -118,3 +118,29 @@ def test_rendered_html_is_sanitised(tmp_path):
         assert not re.search(r"<script[^>]*>[^<]*alert\(", body)
         assert not re.search(r"<[a-z][^>]*\son\w+\s*=", body, re.IGNORECASE)
         assert "<b>ok</b>" in body
+
+
+def test_rendered_html_keeps_headings_paragraphs_and_tables_as_markup(tmp_path):
+    import pandas as pd
+
+    table = pd.DataFrame({"accuracy": [0.9]}, index=["challenger"])
+    nb = new_notebook(
+        cells=[
+            new_markdown_cell("# Evaluate\n\nSome **bold** text."),
+            new_code_cell(
+                "t",
+                outputs=[
+                    new_output(
+                        "execute_result",
+                        data={"text/html": table.to_html(), "text/plain": str(table)},
+                        execution_count=1,
+                    )
+                ],
+            ),
+        ]
+    )
+    src = tmp_path / "nb.ipynb"
+    nbformat.write(nb, src)
+    body = render_notebook_html(src, tmp_path / "out.html", with_code=False).read_text()
+    assert re.search(r"<h1[^>]*>Evaluate", body) and "<strong>bold</strong>" in body
+    assert "<th>accuracy</th>" in body and "&lt;th" not in body and "&lt;h1" not in body

@@ -151,9 +151,6 @@ def test_grids_expand_to_every_combination_and_points_follow(project):
 
 
 def test_local_pool_sweep_end_to_end_then_every_point_is_cached(project):
-    from nbops.runner import package_hash
-
-    source_before = package_hash()  # the cache key includes the package's source
     result = nbops(project, "sweep", "--sweep", SMOKE_SWEEP, "--workers", "2", timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "on a local pool of 2" in result.stdout
@@ -192,8 +189,6 @@ def test_local_pool_sweep_end_to_end_then_every_point_is_cached(project):
 
     again = nbops(project, "sweep", "--sweep", SMOKE_SWEEP, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
-    if package_hash() != source_before:
-        pytest.skip("src/nbops changed during the test (a shared work tree): the cache rightly missed")
     assert again.stdout.count("(skipped (unchanged))") == 2, again.stdout
     assert "gate: keep champion" in again.stdout  # the same best version is already champion
 

@@ -14,8 +14,14 @@ from tests.conftest import make_project
 def start(root, *args, env=None):
     full = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     full.update(env or {})
-    return subprocess.Popen([sys.executable, "-m", "nbops", "run", "--params", "params/smoke.yaml", *args],
-                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full)
+    return subprocess.Popen(
+        [sys.executable, "-m", "nbops", "run", "--params", "params/smoke.yaml", *args],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full,
+    )
 
 
 def finish(procs, timeout=900):

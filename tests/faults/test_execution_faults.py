@@ -22,16 +22,28 @@ def insert_cell(root: Path, notebook: str, before: str, source: str) -> int:
     path = root / "notebooks" / notebook
     nb = json.loads(path.read_text())
     at = next(i for i, c in enumerate(nb["cells"]) if before in "".join(c["source"]))
-    nb["cells"].insert(at, {"cell_type": "code", "execution_count": None, "id": f"fault{at}",
-                            "metadata": {}, "outputs": [], "source": source})
+    nb["cells"].insert(
+        at,
+        {
+            "cell_type": "code",
+            "execution_count": None,
+            "id": f"fault{at}",
+            "metadata": {},
+            "outputs": [],
+            "source": source,
+        },
+    )
     path.write_text(json.dumps(nb))
     return at
 
 
 def executed_cell_number(executed: Path, marker: str) -> int:
     """1-based position of the cell containing `marker`, ignoring papermill's error banner."""
-    cells = [c for c in json.loads(executed.read_text())["cells"]
-             if "papermill-error-cell-tag" not in c["metadata"].get("tags", [])]
+    cells = [
+        c
+        for c in json.loads(executed.read_text())["cells"]
+        if "papermill-error-cell-tag" not in c["metadata"].get("tags", [])
+    ]
     return next(i + 1 for i, c in enumerate(cells) if marker in "".join(c["source"]))
 
 
@@ -51,23 +63,29 @@ def test_cell_over_the_timeout_fails_the_step_and_names_the_cell(project):
     executed = project / "build" / "01_eda" / "01_eda.ipynb"
     cell = executed_cell_number(executed, "time.sleep(120)")
     assert res.stderr.strip().endswith(
-        f"error: failed at 01_eda, cell {cell}: CellTimeoutError: cell exceeded run.cell_timeout_s=3")
+        f"error: failed at 01_eda, cell {cell}: CellTimeoutError: cell exceeded run.cell_timeout_s=3"
+    )
     assert (project / "reports" / "01_eda.html").is_file()
     assert not (project / "build" / "01_eda" / ".stamp.json").exists()
     assert "failed at 01\\_eda, cell" in (project / "reports" / "summary.md").read_text()
 
 
 def test_dead_kernel_mid_run_closes_the_mlflow_run_failed_and_registers_nothing(project):
-    insert_cell(project, "02_train.ipynb", "registered = tracking.log_training(",
-                "import os\nimport mlflow.sklearn\n\n"
-                "def _die(*args, **kwargs):\n    os._exit(1)  # the kernel dies inside an active MLflow run\n\n"
-                "mlflow.sklearn.log_model = _die")
+    insert_cell(
+        project,
+        "02_train.ipynb",
+        "registered = tracking.log_training(",
+        "import os\nimport mlflow.sklearn\n\n"
+        "def _die(*args, **kwargs):\n    os._exit(1)  # dies inside an active MLflow run\n\n"
+        "mlflow.sklearn.log_model = _die",
+    )
     res = nbops(project, "run", "--params", "params/smoke.yaml")
     assert res.returncode == 1
     executed = project / "build" / "02_train" / "02_train.ipynb"
     cell = executed_cell_number(executed, "registered = tracking.log_training(")
-    assert re.search(rf"error: failed at 02_train, cell {cell}: DeadKernelError: the kernel died$",
-                     res.stderr.strip()), res.stderr[-2000:]
+    assert re.search(
+        rf"error: failed at 02_train, cell {cell}: DeadKernelError: the kernel died$", res.stderr.strip()
+    ), res.stderr[-2000:]
     client = MlflowClient(f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert runs and {r.info.status for r in runs} == {"FAILED"}
@@ -91,9 +109,15 @@ def _children(pid: int) -> list[int]:
 
 def test_sigterm_stops_kernels_and_leaves_nothing_the_cache_would_take_as_done(project):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen([sys.executable, "-m", "nbops", "run", "--params", "params/smoke.yaml"],
-                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nbops", "run", "--params", "params/smoke.yaml"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
         seen = []
         for line in proc.stdout:

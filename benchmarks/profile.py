@@ -57,8 +57,7 @@ def _pyinstrument(root: Path, name: str, params: str = "params/default.yaml") ->
     for renderer, ext in (("html", "html"), ("text", "txt")):
         subprocess.run(
             [PY, "-m", "pyinstrument", "--load", str(session), "-r", renderer,
-             "-o", str(OUT / f"runner-{name}.{ext}")]
-            + (["--show-all"] if renderer == "text" else []),
+             "-o", str(OUT / f"runner-{name}.{ext}")],
             check=True,
         )  # fmt: skip
     return m.seconds

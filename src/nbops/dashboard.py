@@ -617,6 +617,15 @@ class Dashboard:
         self.updates = {"result": 0, "batch": 0}
         self.widget = self._layout(w)
 
+    def _repr_mimebundle_(self, **kwargs):
+        """Shown as the widget; the plain-text part names the model, so the served page's HTML
+        says which version answers (what `make deploy` polls for) without running JavaScript."""
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        card = self.champion.card
+        data["text/plain"] = f"{card.get('name', '?')} v{card.get('version', '?')} dashboard"
+        return bundle
+
     def _layout(self, w):
         schema = self.champion.schema
         target = schema.get("target", "label")
@@ -745,4 +754,4 @@ def build_app(env: dict[str, str] | None = None, cwd: Path | None = None):
             "The model could not be loaded",
             "error",
         )
-    return Dashboard(champion).widget
+    return Dashboard(champion)

@@ -185,3 +185,12 @@ def test_missing_or_broken_exported_champion_gives_a_page_not_a_traceback(tmp_pa
 def test_schema_without_columns_is_refused():
     with pytest.raises(ModelError, match=r"schema must list numeric columns"):
         d.check_schema({"numeric": {"Age": {"min": 1}}, "categorical": {}}, "s.json")
+
+
+def test_the_page_names_the_model_version_without_javascript(champion):
+    """Voila puts an output's text/plain into the served HTML: `make deploy` polls for it."""
+    bundle = d.Dashboard(champion)._repr_mimebundle_()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    card = champion.card
+    assert data["text/plain"] == f"{card['name']} v{card['version']} dashboard"
+    assert "application/vnd.jupyter.widget-view+json" in data

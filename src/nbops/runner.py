@@ -432,7 +432,8 @@ def execute_step(
             engine_name=_register_engine(),
             on_cell=lambda index, total: progress.on_cell(step.name, index, total),
             kernel_name="python3",
-            cwd=str(plan.root / "notebooks"),
+            # no cwd=: papermill would chdir the whole runner process (every thread); kernels
+            # start in notebooks/ (WarmKernel) and notebooks get absolute paths anyway
             progress_bar=False,
             execution_timeout=plan.params.run.cell_timeout_s,
             **engine_kwargs,

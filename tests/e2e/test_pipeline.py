@@ -196,3 +196,43 @@ def test_pipeline_runs_on_the_real_table(tmp_path, monkeypatch):
     assert metrics["data"]["synthetic"] is False and metrics["data"]["holdout_rows"] == 40
     assert metrics["challenger"]["metrics"]["accuracy"] >= 0.9
     assert "real data" in (root / "reports" / "01_eda.html").read_text()
+
+
+def test_another_table_runs_with_a_params_file_only(tmp_path):
+    """Nothing but params/default.yaml knows the drug columns: a different CSV (numeric and
+    categorical columns with missing values, a string target) runs with its own params file."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 240
+    island = rng.choice(["Biscoe", "Dream", "Torgersen"], n)
+    bill = rng.normal(45, 5, n).round(1)
+    species = np.where(island == "Torgersen", "Adelie", np.where(bill > 45, "Gentoo", "Chinstrap"))
+    table = pd.DataFrame(
+        {
+            "bill_mm": bill,
+            "mass_g": rng.normal(4200, 500, n).round(),
+            "island": island,
+            "sex": rng.choice(["male", "female"], n),
+            "species": species,
+        }
+    )
+    table.loc[rng.choice(n, 12, replace=False), "mass_g"] = np.nan
+    table.loc[rng.choice(n, 9, replace=False), "sex"] = np.nan
+    root = make_project(tmp_path / "other")
+    table.to_csv(root / "data" / "raw" / "penguins.csv", index=False)
+    (root / "params" / "penguins.yaml").write_text(
+        "data:\n  path: data/raw/penguins.csv\n  target: species\n"
+        "  numeric: [bill_mm, mass_g]\n  categorical: [island, sex]\n"
+        "model:\n  name: random_forest\n  params: {n_estimators: 30, random_state: 0}\n  cv_folds: 3\n"
+        "gate: {min_macro_f1: 0.6, min_accuracy: 0.6, tolerance: 0.0}\n"
+        "registry: {model_name: penguins, experiment: penguins}\n"
+    )
+    res = nbops(root, "run", "--params", "params/penguins.yaml")
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    assert metrics["model_name"] == "penguins"
+    assert metrics["challenger"]["metrics"]["labels"] == ["Adelie", "Chinstrap", "Gentoo"]
+    assert "champion: penguins v1" in res.stdout
+    assert "mass_g" in (root / "reports" / "01_eda.html").read_text()

@@ -564,15 +564,28 @@ def _run(plan: Plan, root: Path, force: bool, only, jobs: int, t0: float) -> Run
             result.skipped.append(step.name)
 
     if to_run:
-        preflight(plan, to_run)
-        commit = "unknown"
-        if any(s.tracked for s in wanted if s.name in to_run):
-            from nbops import tracking
+        preflight(plan, to_run)  # params and data are valid: kernels may start now
+        steps = [s for s in wanted if s.name in to_run]
+        warm = {
+            s.name: WarmKernel(
+                warmup_code(read_notebook_source(plan.root / s.notebook)), plan.root / "notebooks"
+            )
+            for s in steps
+        }
+        try:
+            commit = "unknown"
+            if any(s.tracked for s in steps):
+                from nbops import tracking
 
-            tracking.configure_tracking(root)
-            tracking.ensure_experiment(plan.params.registry.experiment)
-            commit = tracking.git_commit(root)
-        _execute_all(plan, [s for s in wanted if s.name in to_run], commit, result, jobs)
+                # while the kernels boot: the store is initialised here, once, before any
+                # step can touch it
+                tracking.configure_tracking(root)
+                tracking.ensure_experiment(plan.params.registry.experiment)
+                commit = tracking.git_commit(root)
+            _execute_all(plan, steps, commit, result, jobs, warm)
+        finally:
+            for kernel in warm.values():  # steps that never ran (upstream failed, store down)
+                kernel.shutdown()
 
     from nbops.report import render_reports
 
@@ -584,18 +597,10 @@ def _run(plan: Plan, root: Path, force: bool, only, jobs: int, t0: float) -> Run
     return result
 
 
-def _execute_all(plan: Plan, steps: list[Step], commit: str, result: RunResult, jobs: int) -> None:
-    """Run steps as their upstream steps finish, up to `jobs` at a time."""
-    warm = {
-        s.name: WarmKernel(warmup_code(read_notebook_source(plan.root / s.notebook)), plan.root / "notebooks")
-        for s in steps
-    }
-    try:
-        with Progress() as progress:
-            _schedule(plan, steps, commit, result, jobs, progress, warm)
-    finally:
-        for kernel in warm.values():  # steps that never ran (upstream failed)
-            kernel.shutdown()
+def _execute_all(plan: Plan, steps: list[Step], commit: str, result: RunResult, jobs: int, warm) -> None:
+    """Run steps as their upstream steps finish, up to `jobs` at a time, each in its warm kernel."""
+    with Progress() as progress:
+        _schedule(plan, steps, commit, result, jobs, progress, warm)
 
 
 def _schedule(plan, steps, commit, result, jobs, progress, warm) -> None:

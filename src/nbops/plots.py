@@ -16,6 +16,13 @@ def _sns():
     return sns
 
 
+MAX_PLOTTED_COLUMNS = 12  # wide tables: per-column plots of the first ones only (EDA stays bounded)
+
+
+def _first(columns: list[str]) -> list[str]:
+    return list(columns)[:MAX_PLOTTED_COLUMNS]
+
+
 def sample_rows(df: pd.DataFrame, target: str, max_rows: int, seed: int = 0) -> pd.DataFrame:
     """At most `max_rows` rows, keeping every class's share (and at least one row of each)."""
     if len(df) <= max_rows:
@@ -65,6 +72,7 @@ def _subplots(nrows, ncols, size):
 
 
 def numeric_by_class(df: pd.DataFrame, numeric: list[str], target: str):
+    numeric = _first(numeric)
     sns = _sns()
     if not numeric:
         return None
@@ -88,6 +96,7 @@ def numeric_by_class(df: pd.DataFrame, numeric: list[str], target: str):
 
 
 def categorical_by_class(df: pd.DataFrame, categorical: list[str], target: str, top: int = 12):
+    categorical = _first(categorical)
     sns = _sns()
     if not categorical:
         return None
@@ -122,6 +131,7 @@ def relationships(df: pd.DataFrame, numeric: list[str], target: str):
 
 
 def correlations(df: pd.DataFrame, numeric: list[str]):
+    numeric = _first(numeric)
     sns = _sns()
     if len(numeric) < 2:
         return None

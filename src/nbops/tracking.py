@@ -40,6 +40,11 @@ def configure_tracking(root: Path) -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if uri.startswith(("http://", "https://")):
+        # MLflow's defaults (7 retries with backoff, 120 s per request) make a dead server take
+        # minutes to fail a step; a user's own settings win, kernels inherit these
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     os.environ["MLFLOW_TRACKING_URI"] = uri
     return uri
 

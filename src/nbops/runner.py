@@ -15,6 +15,7 @@ step is never taken as done. Checking the cache imports neither pandas nor mlflo
 from __future__ import annotations
 
 import ast
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -339,25 +340,31 @@ def warmup_code(nb: dict) -> str:
 
 class WarmKernel:
     """A kernel started (and its imports loaded) in the background while earlier steps run;
-    papermill then executes the step in it (nbclient reuses a kernel manager it is given)."""
+    papermill then executes the step in it (nbclient reuses a kernel manager it is given).
+
+    An *async* kernel manager, as nbclient's own: with a blocking one nbclient's reads block
+    its event loop, and the cell timeout never fires.
+    """
 
     def __init__(self, code: str, cwd: Path):
-        from jupyter_client.manager import KernelManager
+        from jupyter_client.manager import AsyncKernelManager
 
-        self.km = KernelManager(kernel_name="python3")
+        self.km = AsyncKernelManager(kernel_name="python3")
         self._code, self._cwd = code, cwd
-        self._thread = threading.Thread(target=self._start, daemon=True)
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._start()), daemon=True)
         self._thread.start()
 
-    def _start(self) -> None:
+    async def _start(self) -> None:
         try:
-            self.km.start_kernel(cwd=str(self._cwd))
+            await self.km.start_kernel(cwd=str(self._cwd))
             client = self.km.client()
             client.start_channels()
             try:
-                client.wait_for_ready(timeout=120)
+                await client.wait_for_ready(timeout=120)
                 if self._code:
-                    client.execute_interactive(self._code, silent=True, store_history=False, timeout=300)
+                    await client.execute_interactive(
+                        self._code, silent=True, store_history=False, timeout=300
+                    )
             finally:
                 client.stop_channels()
         except Exception as exc:  # the step starts its own kernel instead; say why
@@ -365,14 +372,18 @@ class WarmKernel:
 
     def take(self):
         """The kernel manager, once warm; None if warming failed (papermill starts one)."""
+        from jupyter_core.utils import run_sync
+
         self._thread.join()
-        return self.km if self.km.has_kernel and self.km.is_alive() else None
+        return self.km if self.km.has_kernel and run_sync(self.km.is_alive)() else None
 
     def shutdown(self) -> None:
+        from jupyter_core.utils import run_sync
+
         self._thread.join()
         if self.km.has_kernel:
             with contextlib.suppress(Exception):
-                self.km.shutdown_kernel(now=True)
+                run_sync(self.km.shutdown_kernel)(now=True)
 
 
 def _register_engine() -> str:

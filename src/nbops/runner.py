@@ -666,9 +666,9 @@ def _schedule(plan, steps, commit, result, jobs, progress, warm) -> None:
             raise
 
 
-def _child_pids() -> list[int]:
-    """PIDs of this process's direct children (the kernels it started), from /proc."""
-    me, pids = os.getpid(), []
+def child_pids(parent: int | None = None) -> list[int]:
+    """PIDs of a process's direct children (default: ours, the kernels we started), from /proc."""
+    me, pids = parent or os.getpid(), []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -682,14 +682,14 @@ def _child_pids() -> list[int]:
 
 def stop_children(grace_s: float = 3.0) -> None:
     """SIGTERM our child processes, then SIGKILL what is left after `grace_s`."""
-    children = _child_pids()
+    children = child_pids()
     for pid in children:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in _child_pids()):
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in child_pids()):
         time.sleep(0.1)
-    for pid in _child_pids():
+    for pid in child_pids():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 

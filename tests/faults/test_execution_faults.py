@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from nbops.runner import child_pids
 from tests.conftest import make_project, nbops, write_params
 
 
@@ -94,19 +95,6 @@ def test_dead_kernel_mid_run_closes_the_mlflow_run_failed_and_registers_nothing(
     assert "not run" in (project / "reports" / "index.html").read_text()
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry))
-    return out
-
-
 def test_sigterm_stops_kernels_and_leaves_nothing_the_cache_would_take_as_done(project):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.Popen(
@@ -125,9 +113,9 @@ def test_sigterm_stops_kernels_and_leaves_nothing_the_cache_would_take_as_done(p
             if "02_train" in line and "started" in line:
                 break
         deadline = time.monotonic() + 60
-        while not _children(proc.pid) and time.monotonic() < deadline:
+        while not child_pids(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        kernels = _children(proc.pid)
+        kernels = child_pids(proc.pid)
         assert kernels, "the runner had started kernels"
         time.sleep(2)
         proc.send_signal(signal.SIGTERM)

@@ -52,3 +52,19 @@ def write_params(root: Path, name: str, edit) -> Path:
     path = root / "params" / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One Debian-chromium browser (playwright, sync API) for the whole session: defined here,
+    once, because two sync-playwright instances cannot run in one process."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

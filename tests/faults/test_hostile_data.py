@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import base_env, browser, start  # noqa: F401 - `browser` is a fixture
+from tests.browser.conftest import base_env, start
 from tests.conftest import make_project, nbops, write_params
 from tests.faults.helpers import script_tags
 
@@ -107,7 +107,7 @@ def test_summary_markdown_shows_the_labels_as_text(hostile):
 
 
 @pytest.mark.browser
-def test_dashboard_shows_markup_as_text_and_runs_none(hostile, browser, tmp_path):  # noqa: F811
+def test_dashboard_shows_markup_as_text_and_runs_none(hostile, browser, tmp_path):
     server = start(
         "hostile-dashboard",
         ["dashboard", "PORT={port}", f"PARAMS={hostile / 'params' / 'hostile.yaml'}"],

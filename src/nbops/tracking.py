@@ -262,6 +262,26 @@ def run_artifact_json(run_id: str, path: str) -> dict:
     return mlflow.artifacts.load_dict(f"runs:/{run_id}/{path}")
 
 
+def _record_decision(client, model_name: str, decision: Decision) -> None:
+    """The gate's record on the challenger version, then the alias move if it promotes.
+    Callers hold the store's promote lock."""
+    version = str(decision.challenger_version)
+    tags = {
+        "gate.verdict": decision.verdict,
+        "gate.reasons": "; ".join(decision.reasons)[:4000],
+        "gate.deltas": json.dumps(decision.deltas),
+        "gate.compared_with": str(decision.champion_version or "none"),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, TAG_PREFIX + key, value)
+    if decision.promote:
+        if decision.champion_version is not None:
+            client.set_model_version_tag(
+                model_name, version, TAG_PREFIX + "previous_champion", str(decision.champion_version)
+            )
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+
+
 def promote_if_better(
     model_name: str,
     challenger_version: str,
@@ -307,20 +327,7 @@ def promote_if_better(
             decision.reasons.append(
                 f"champion moved to v{champion_version} during evaluation: compared with it"
             )
-        tags = {
-            "gate.verdict": decision.verdict,
-            "gate.reasons": "; ".join(decision.reasons)[:4000],
-            "gate.deltas": json.dumps(decision.deltas),
-            "gate.compared_with": str(champion_version or "none"),
-        }
-        for key, value in tags.items():
-            client.set_model_version_tag(model_name, str(challenger_version), TAG_PREFIX + key, value)
-        if decision.promote:
-            if champion_version is not None:
-                client.set_model_version_tag(
-                    model_name, str(challenger_version), TAG_PREFIX + "previous_champion", champion_version
-                )
-            client.set_registered_model_alias(model_name, CHAMPION, str(challenger_version))
+        _record_decision(client, model_name, decision)
     return decision
 
 
@@ -330,7 +337,6 @@ def apply_decision(model_name: str, decision: Decision, client=None) -> Decision
     import mlflow
 
     client = client or mlflow.MlflowClient()
-    version = str(decision.challenger_version)
     with store_lock(mlflow.get_tracking_uri(), "promote"):
         current = get_alias_version(model_name, CHAMPION, client)
         current_version = str(current.version) if current else None
@@ -342,19 +348,7 @@ def apply_decision(model_name: str, decision: Decision, client=None) -> Decision
             decision.reasons.append(
                 f"champion moved to v{current_version} during evaluation: not overwritten"
             )
-        for key, value in {
-            "gate.verdict": decision.verdict,
-            "gate.reasons": "; ".join(decision.reasons)[:4000],
-            "gate.deltas": json.dumps(decision.deltas),
-            "gate.compared_with": str(decision.champion_version or "none"),
-        }.items():
-            client.set_model_version_tag(model_name, version, TAG_PREFIX + key, value)
-        if decision.promote:
-            if decision.champion_version is not None:
-                client.set_model_version_tag(
-                    model_name, version, TAG_PREFIX + "previous_champion", str(decision.champion_version)
-                )
-            client.set_registered_model_alias(model_name, CHAMPION, version)
+        _record_decision(client, model_name, decision)
     return decision
 
 

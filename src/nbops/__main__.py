@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nbops.exceptions import NbopsError
+from nbops.exceptions import NbopsError, print_problems
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(f"reports: {render_only(args.params, args.root) / 'index.html'}")
         except NbopsError as exc:
-            for line in exc.problems:
-                print(f"error: {line}", file=sys.stderr)
+            print_problems(exc)
             return 1
         return 0
     try:
@@ -103,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             version = tracking.get_alias_version(name, tracking.CHAMPION)
             print(f"{name} v{version.version}" if version else f"{name}: no champion yet")
     except NbopsError as exc:
-        for line in exc.problems:
-            print(f"error: {line}", file=sys.stderr)
+        print_problems(exc)
         return 1
     return 0
 

@@ -23,7 +23,7 @@ import re
 import sys
 from pathlib import Path
 
-from nbops.exceptions import NbopsError
+from nbops.exceptions import NbopsError, print_problems
 from nbops.report import SUMMARY_LIMIT, SUMMARY_MARKER, cap_markdown, md_escape
 
 GITHUB_COMMENT_LIMIT = 65_536  # GitHub answers 422 above this
@@ -115,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             raise CommentError("the CI artifact holds a file that is not UTF-8 text") from None
         body = build_comment(summary, run_url=args.run_url, commit=args.commit)
     except CommentError as exc:
-        for line in exc.problems:
-            print(f"error: {line}", file=sys.stderr)
+        print_problems(exc)
         return 1
     Path(args.out).write_text(body, encoding="utf-8")
     print(number)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbops.exceptions import NbopsError
+from nbops.exceptions import NbopsError, print_problems
 
 MODEL_CARD = "model_card.json"
 TOKEN_ENV = "HF_TOKEN"
@@ -271,8 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             interval_s=args.interval,
         )
     except NbopsError as exc:
-        for line in exc.problems:
-            print(f"error: {line}", file=sys.stderr)
+        print_problems(exc)
         return 1
     print(
         f"deployed {name} v{done.version} to {done.space_id}"

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbops.exceptions import DataError, ModelError
+from nbops.exceptions import DataError, ModelError, print_problems
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -385,7 +385,6 @@ def render_drift_report(root: Path, products: Path, params: Params, timeout_s: i
 
 def main_drift(params_file: str, root: str = ".", retrain: bool = False, force: bool = False) -> int:
     """`python -m nbops drift`: check, write reports/drift.{json,md,html}, retrain if asked."""
-    import sys
 
     from nbops import tracking
     from nbops.exceptions import NbopsError
@@ -417,8 +416,7 @@ def main_drift(params_file: str, root: str = ".", retrain: bool = False, force: 
             _say(f"drift report: {html}")
             _say(report.summary_line())
     except NbopsError as exc:
-        for line in exc.problems:
-            print(f"error: {line}", file=sys.stderr)
+        print_problems(exc)
         return 1
     if not (force or (retrain and report.verdict == DRIFT)):
         if retrain:

@@ -1,5 +1,7 @@
 """The project's exception family. Each message is the one line a user reads."""
 
+import sys
+
 
 class NbopsError(Exception):
     """Base class: a problem the user can fix; printed as one line per problem, exit 1."""
@@ -44,3 +46,9 @@ class StepError(NbopsError):
         where = f"failed at {step}" + (f", cell {cell_index}" if cell_index is not None else "")
         detail = f": {ename}: {evalue}" if ename else (f": {evalue}" if evalue else "")
         super().__init__(where + detail)
+
+
+def print_problems(exc: NbopsError) -> None:
+    """How every command reports a user error: one `error:` line per problem, on stderr."""
+    for line in exc.problems:
+        print(f"error: {line}", file=sys.stderr)

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nbops.exceptions import NbopsError, StepError
+from nbops.exceptions import NbopsError, StepError, print_problems
 from nbops.params import Params, load_params, params_hash
 from nbops.products import read_json, write_json
 
@@ -728,8 +728,7 @@ def main_run(params_file: str, root: str, force: bool, only: list[str] | None, j
         print("error: interrupted; unfinished steps will run again next time", file=sys.stderr)
         return 130
     except NbopsError as exc:
-        for line in exc.problems:
-            print(f"error: {line}", file=sys.stderr)
+        print_problems(exc)
         return 1
     index = result.reports / "index.html" if result.reports else None
     if result.evaluation:

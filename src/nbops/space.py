@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from nbops.exceptions import ModelError, NbopsError
+from nbops.exceptions import ModelError, NbopsError, print_problems
 
 SPACE_PORT = 7860
 APP_DIR = "/home/user/app"
@@ -307,8 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             serve(Path(args.folder), args.host, args.port)
     except (NbopsError, ModelError) as exc:
-        for line in exc.problems:
-            print(f"error: {line}", file=sys.stderr)
+        print_problems(exc)
         return 1
     return 0
 

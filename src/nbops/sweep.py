@@ -43,7 +43,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from nbops.exceptions import NbopsError, _one_line
+from nbops.exceptions import NbopsError, _one_line, print_problems
 from nbops.params import params_hash, parse_params
 from nbops.products import read_json, write_json
 
@@ -651,8 +651,7 @@ def main_sweep(
     try:
         result = run_sweep(sweep_file, root, scheduler, workers, shard, aggregate_only, allow_promotion)
     except NbopsError as exc:
-        for line in exc.problems:
-            print(f"error: {line}", file=sys.stderr)
+        print_problems(exc)
         return 1
     records = result.records
     failed = result.failed
@@ -685,8 +684,7 @@ def main_check(sweep_file: str, root: str) -> int:
     try:
         sweep = load_sweep(sweep_file, root)
     except NbopsError as exc:
-        for line in exc.problems:
-            print(f"error: {line}", file=sys.stderr)
+        print_problems(exc)
         return 1
     print(f"points={len(sweep.points)}")
     return 0

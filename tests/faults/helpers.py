@@ -137,6 +137,40 @@ def start_mlflow_server(store: Path, port: int, log: Path) -> Process:
     return proc
 
 
+def start_voila(project: Path, log: Path, *extra: str) -> tuple[Process, str]:
+    """Voila on the repo's dashboard with the project's config (deploy/voila) plus `extra` flags,
+    on 127.0.0.1, showing the champion of the smoke `project`; returns the process and its URL."""
+    repo = Path(__file__).resolve().parents[2]
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NBOPS_", "MLFLOW_"))}
+    env.update(
+        NBOPS_PARAMS=str(project / "params" / "smoke.yaml"),
+        NBOPS_ROOT=str(repo),
+        MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow' / 'mlflow.db'}",
+    )
+    proc = Process(
+        [
+            str(VENV_BIN / "voila"),
+            "notebooks/dashboard.ipynb",
+            "--Voila.config_file_paths=deploy/voila",
+            "--Voila.ip=127.0.0.1",
+            f"--port={port}",
+            "--no-browser",
+            *extra,
+        ],
+        log,
+        env=env,
+        cwd=repo,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/", proc, timeout=180)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, url
+
+
 class Payload:
     """Writes `marker` when a loader restores it: by unpickling (`__reduce__`) or, in skops,
     by restoring its state (`__setstate__`)."""

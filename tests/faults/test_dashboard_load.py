@@ -9,7 +9,6 @@ import asyncio
 import concurrent.futures
 import json
 import os
-import sys
 import threading
 import time
 import urllib.request
@@ -20,8 +19,7 @@ import psutil
 import pytest
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
-from tests.conftest import REPO
-from tests.faults.helpers import Process, free_port, wait_http
+from tests.faults.helpers import start_voila
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -37,36 +35,18 @@ MEMORY_BOUND_MB = 6000
 
 @pytest.fixture(scope="module")
 def voila(smoke_run, tmp_path_factory):
-    root = smoke_run.root
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NBOPS_", "MLFLOW_"))}
-    env.update(
-        NBOPS_PARAMS=str(root / "params" / "smoke.yaml"),
-        NBOPS_ROOT=str(REPO),
-        MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
-    )
     log = tmp_path_factory.mktemp("voila-load") / "voila.log"
-    proc = Process(
-        [
-            str(Path(sys.executable).parent / "voila"),
-            "notebooks/dashboard.ipynb",
-            "--Voila.config_file_paths=deploy/voila",
-            "--Voila.ip=127.0.0.1",
-            f"--port={port}",
-            "--no-browser",
-            # the project's settings, with a cull window short enough for a test; kernels of
-            # open browser pages are kept (cull_connected off) so the sessions below stay alive
-            f"--MappingKernelManager.cull_idle_timeout={CULL_IDLE_S}",
-            f"--MappingKernelManager.cull_interval={CULL_INTERVAL_S}",
-            "--MappingKernelManager.cull_connected=False",
-        ],
+    # the project's settings, with a cull window short enough for a test; kernels of open
+    # browser pages are kept (cull_connected off) so the sessions below stay alive
+    proc, url = start_voila(
+        smoke_run.root,
         log,
-        env=env,
-        cwd=REPO,
+        f"--MappingKernelManager.cull_idle_timeout={CULL_IDLE_S}",
+        f"--MappingKernelManager.cull_interval={CULL_INTERVAL_S}",
+        "--MappingKernelManager.cull_connected=False",
     )
     try:
-        wait_http(f"http://127.0.0.1:{port}/", proc, timeout=180)
-        yield {"proc": proc, "url": f"http://127.0.0.1:{port}", "log": log}
+        yield {"proc": proc, "url": url, "log": log}
     finally:
         proc.stop()
 
@@ -177,7 +157,7 @@ def _p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
 
 
-async def _measure(url: str) -> dict:
+async def _measure(url: str, log: Path) -> dict:
     from playwright.async_api import async_playwright
 
     levels = {}
@@ -190,7 +170,14 @@ async def _measure(url: str) -> dict:
                     context = await browser.new_context()
                     page = await context.new_page()
                     await page.goto(url + "/", timeout=180_000)
-                    await page.wait_for_selector(".nbops-predict", state="visible", timeout=180_000)
+                    try:
+                        await page.wait_for_selector(".nbops-predict", state="visible", timeout=180_000)
+                    except Exception as exc:
+                        text = (await page.inner_text("body"))[-1500:]
+                        raise AssertionError(
+                            f"session {len(pages) + 1} of {level}: no Predict button; page says:\n{text}\n"
+                            f"voila log:\n{log.read_text()[-4000:]}"
+                        ) from exc
                     await page.evaluate(PREDICT_JS)  # warm-up: first call imports and caches
                     pages.append(page)
                 latencies = []
@@ -217,7 +204,7 @@ def test_concurrent_sessions_are_served_and_measured(voila, record_property):
     # a thread of its own: the session's sync-playwright `browser` fixture (tests/browser) keeps an
     # event loop running in the main thread, where asyncio.run() would refuse to start
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        levels = pool.submit(asyncio.run, _measure(voila["url"])).result()
+        levels = pool.submit(asyncio.run, _measure(voila["url"], voila["log"])).result()
     served = max((n for n, v in levels.items() if v["p95_ms"] <= BUDGET_MS), default=0)
     figures = {
         "levels": levels,

@@ -21,17 +21,21 @@ TRUSTED_TYPES = [
 ]
 
 
-def _estimator_class(name: str):
-    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.tree import DecisionTreeClassifier
+# name -> (module, class): only the named model's module is imported (the runner checks
+# hyperparameters before any kernel starts; importing all four costs it about a second)
+ESTIMATORS = {
+    "decision_tree": ("sklearn.tree", "DecisionTreeClassifier"),
+    "random_forest": ("sklearn.ensemble", "RandomForestClassifier"),
+    "logistic_regression": ("sklearn.linear_model", "LogisticRegression"),
+    "hist_gradient_boosting": ("sklearn.ensemble", "HistGradientBoostingClassifier"),
+}
 
-    return {
-        "decision_tree": DecisionTreeClassifier,
-        "random_forest": RandomForestClassifier,
-        "logistic_regression": LogisticRegression,
-        "hist_gradient_boosting": HistGradientBoostingClassifier,
-    }[name]
+
+def _estimator_class(name: str):
+    import importlib
+
+    module, cls = ESTIMATORS[name]
+    return getattr(importlib.import_module(module), cls)
 
 
 def make_estimator(name: str, params: dict[str, Any], source: str = "params"):

@@ -17,8 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nbops.exceptions import ParamsError
+from nbops.models import ESTIMATORS
 
-MODEL_NAMES = ("decision_tree", "random_forest", "logistic_regression", "hist_gradient_boosting")
+MODEL_NAMES = tuple(ESTIMATORS)
 
 
 class _Section(BaseModel):

@@ -223,6 +223,8 @@ def build_space(root: Path, params_path: Path, out: Path, license_id: str = "mit
         )
         (work / "Dockerfile").write_text(dockerfile(), encoding="utf-8")
         (work / "README.md").write_text(space_readme(card, license_id), encoding="utf-8")
+        if (root / "LICENSE").is_file():  # the license the front matter names, beside the code it covers
+            shutil.copy2(root / "LICENSE", work / "LICENSE")
         (work / ".dockerignore").write_text("**/__pycache__\n*.pyc\n.nbops-space\n", encoding="utf-8")
         (work / MARKER).write_text(json.dumps({"model": card["registry_uri"]}) + "\n", encoding="utf-8")
         work.chmod(0o755)  # mkdtemp made it private; the image and a web server need to read it

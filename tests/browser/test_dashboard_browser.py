@@ -299,5 +299,12 @@ def test_no_champion_says_what_to_run(champion_project, browser, tmp_path):
         server.stop()
 
 
+def test_space_folder_carries_the_license_its_readme_names(space_dir):
+    front = (space_dir / "README.md").read_text().split("---")[1]
+    assert "license: mit" in front.splitlines()
+    assert (space_dir / "LICENSE").read_text() == (REPO / "LICENSE").read_text()
+    assert (space_dir / "LICENSE").read_text().startswith("MIT License")
+
+
 def test_docs_screenshot_is_committed():
     assert (REPO / "docs" / "dashboard.png").stat().st_size > 10_000

@@ -8,6 +8,10 @@ from typing import TYPE_CHECKING, Any
 from nbops.exceptions import NbopsError
 from nbops.products import read_json
 
+# Imported lazily inside functions; a kernel warmed for a notebook that imports this module
+# loads them ahead of its step (nbops.preload).
+PRELOAD = ("pandas", "mlflow")
+
 if TYPE_CHECKING:
     import pandas as pd
 

@@ -7,6 +7,17 @@ from typing import TYPE_CHECKING, Any
 
 from nbops.exceptions import ModelError
 
+# Imported lazily inside functions; a kernel warmed for a notebook that imports this module
+# loads them ahead of its step (nbops.preload).
+PRELOAD = (
+    "sklearn.compose",
+    "sklearn.impute",
+    "sklearn.metrics",
+    "sklearn.model_selection",
+    "sklearn.pipeline",
+    "sklearn.preprocessing",
+)
+
 if TYPE_CHECKING:
     import pandas as pd
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+# Imported lazily inside functions; a kernel warmed for a notebook that imports this module
+# loads them ahead of its step (nbops.preload).
+PRELOAD = ("matplotlib.pyplot", "seaborn")
+
 if TYPE_CHECKING:
     import pandas as pd
 

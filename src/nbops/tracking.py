@@ -20,6 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from nbops.exceptions import ModelError
 
+# Imported lazily inside functions; a kernel warmed for a notebook that imports this module
+# loads them ahead of its step (nbops.preload).
+PRELOAD = ("mlflow", "mlflow.models", "mlflow.sklearn", "skops.io")
+
 if TYPE_CHECKING:
     from nbops.gate import Decision
 
@@ -151,7 +155,8 @@ def log_training(
 
     from nbops.models import TRUSTED_TYPES
 
-    mlflow.set_experiment(experiment)
+    # a fresh store is created here, under the store lock: parallel steps and runs may be first
+    mlflow.set_experiment(experiment_id=ensure_experiment(experiment))
     client = mlflow.MlflowClient()
     run_tags_all = {TAG_PREFIX + k: str(v) for k, v in tags.items()}
     run_tags_all.update({TAG_PREFIX + k: str(v) for k, v in (run_tags or {}).items()})
@@ -373,6 +378,9 @@ def fail_runs_tagged(key: str, value: str) -> list[str]:
     """Mark FAILED every RUNNING run tagged nbops.<key>=<value> (left behind by a dead kernel)."""
     import mlflow
 
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return []  # no store yet, so no runs; creating one here would race a step that is creating it
     client = mlflow.MlflowClient()
     experiments = [e.experiment_id for e in client.search_experiments()]
     if not experiments:

@@ -1,0 +1,84 @@
+"""What a kernel started ahead of its step loads, and which steps run at a lower CPU priority."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nbops.preload import modules_for
+from nbops.runner import STEPS, is_side_branch, read_notebook_source, warmup_code
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _code(cells: list[str]) -> str:
+    return warmup_code({"cells": [{"cell_type": "code", "metadata": {}, "source": c} for c in cells]})
+
+
+def test_warmup_runs_the_notebooks_imports_then_its_nbops_modules_preloads():
+    code = _code(
+        ["import pandas as pd\nfrom nbops import plots, tracking\nx = 1", "import nbops.data\nprint(x)"]
+    )
+    lines = code.splitlines()
+    assert lines[:3] == ["import pandas as pd", "from nbops import plots, tracking", "import nbops.data"]
+    assert lines[-1] == "nbops.preload.preload(['nbops.plots', 'nbops.tracking', 'nbops.data'])"
+    assert "x = 1" not in code and "print" not in code  # imports only: no step work runs early
+
+
+def test_parameters_cell_and_unparsable_cells_are_left_out():
+    nb = {
+        "cells": [
+            {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "import os\nx = 1"},
+            {"cell_type": "code", "metadata": {}, "source": "%matplotlib inline\nimport json"},
+            {"cell_type": "markdown", "metadata": {}, "source": "import sys"},
+        ]
+    }
+    assert warmup_code(nb) == ""  # magics do not parse; markdown is not code
+
+
+def test_a_notebook_without_nbops_imports_preloads_nothing():
+    assert _code(["import json"]) == "import json"
+
+
+def test_preload_lists_name_the_heavy_libraries_the_steps_use():
+    assert {"mlflow", "mlflow.sklearn", "skops.io"} <= set(modules_for(["nbops.tracking"]))
+    assert {"matplotlib.pyplot", "seaborn"} <= set(modules_for(["nbops.plots"]))
+    assert modules_for(["nbops.products"]) == []
+    both = modules_for(["nbops.evaluation", "nbops.tracking"])
+    assert len(both) == len(set(both))
+
+
+@pytest.mark.parametrize("step", ["01_eda", "02_train", "03_evaluate", "04_drift"])
+def test_every_preload_of_every_notebook_imports(step):
+    """The warm-up of each real notebook runs in a fresh interpreter (a kernel would swallow
+    the error silently and the step would just be slower)."""
+    code = warmup_code(read_notebook_source(REPO / "notebooks" / f"{step}.ipynb"))
+    assert "nbops.preload.preload(" in code
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+def test_eda_is_the_side_branch_only_when_train_and_evaluate_run_beside_it():
+    by_name = {s.name: s for s in STEPS}
+    full = list(STEPS)
+    assert [s.name for s in full if is_side_branch(s, full)] == ["01_eda"]
+    eda_alone = [by_name["01_eda"]]
+    assert not is_side_branch(by_name["01_eda"], eda_alone)  # nothing to give way to
+    train_eval = [by_name["02_train"], by_name["03_evaluate"]]
+    assert not any(is_side_branch(s, train_eval) for s in train_eval)
+
+
+def test_a_side_branch_kernel_really_runs_at_the_lower_priority(tmp_path):
+    import os
+
+    from nbops.runner import SIDE_BRANCH_NICE, WarmKernel
+
+    warm = WarmKernel("import json", tmp_path, nice=SIDE_BRANCH_NICE)
+    try:
+        km = warm.take()
+        assert km is not None
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, km.provisioner.pid) == min(19, own + SIDE_BRANCH_NICE)
+    finally:
+        warm.shutdown()

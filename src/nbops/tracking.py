@@ -127,6 +127,7 @@ def _flat_params(params: dict[str, Any]) -> dict[str, str]:
 
 
 REFERENCE_ROWS = 10_000
+SIGNATURE_ROWS = 1_000
 
 
 def log_training(
@@ -172,7 +173,9 @@ def log_training(
                 sample = reference.sample(min(len(reference), REFERENCE_ROWS), random_state=0)
                 sample.to_parquet(Path(tmp) / "reference_sample.parquet")
                 mlflow.log_artifact(str(Path(tmp) / "reference_sample.parquet"))
-        signature = infer_signature(X_example, model.predict(X_example))
+        # the signature needs column types only: a sample, not a prediction over every row
+        sample_rows = X_example.head(SIGNATURE_ROWS)
+        signature = infer_signature(sample_rows, model.predict(sample_rows))
         info = mlflow.sklearn.log_model(
             model,
             name="model",

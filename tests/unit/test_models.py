@@ -61,3 +61,14 @@ def test_invalid_hyperparameter_value_is_a_params_error():
     assert exc.value.problems[0].startswith(
         "params/x.yaml: key 'model.params.max_depth': The 'max_depth' parameter of DecisionTreeClassifier"
     )
+
+
+def test_folds_run_in_parallel_only_when_the_table_is_large(monkeypatch):
+    from nbops.models import PARALLEL_CV_ROWS, cv_jobs
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert cv_jobs(200, 5) is None  # a worker's start (~3 s) would cost more than the folds
+    assert cv_jobs(PARALLEL_CV_ROWS, 5) == 2
+    assert cv_jobs(PARALLEL_CV_ROWS, 1) == 1
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
+    assert cv_jobs(10 * PARALLEL_CV_ROWS, 5) is None  # one core: nothing to share

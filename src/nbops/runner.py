@@ -363,11 +363,6 @@ def is_side_branch(step: Step, steps: list[Step]) -> bool:
     return len(steps) > 1 and not has_downstream and not has_upstream
 
 
-# Set when a run is interrupted, so worker threads still waiting for their kernel give up
-# instead of starting a fresh one after the runner stopped its children.
-_stopping = threading.Event()
-
-
 class WarmKernel:
     """A kernel started (and its imports loaded) in the background while earlier steps run;
     papermill then executes the step in it (nbclient reuses a kernel manager it is given).
@@ -381,6 +376,7 @@ class WarmKernel:
 
         self.km = AsyncKernelManager(kernel_name="python3")
         self._code, self._cwd, self._nice = code, cwd, nice
+        self.cancelled = threading.Event()  # the run was interrupted: its step must start nothing
         self._thread = threading.Thread(target=lambda: asyncio.run(self._start()), daemon=True)
         self._thread.start()
 
@@ -419,6 +415,10 @@ class WarmKernel:
             if not await self.km.is_alive():
                 task.cancel()
                 raise RuntimeError("the kernel stopped while warming up")
+
+    def cancel(self) -> None:
+        """Called when the run is interrupted, before its children are stopped."""
+        self.cancelled.set()
 
     def take(self):
         """The kernel manager, once warm; None if warming failed (papermill starts one)."""
@@ -483,9 +483,8 @@ def execute_step(
         parameters["run_tags"] = {**parameters["run_tags"], "attempt": attempt}
     engine_kwargs = {}
     km = warm.take() if warm else None
-    if _stopping.is_set():  # interrupted while this step waited for its kernel: start nothing
-        if warm:
-            warm.shutdown()
+    if warm and warm.cancelled.is_set():  # interrupted while this step waited for its kernel
+        warm.shutdown()
         raise StepError(step.name, None, "KeyboardInterrupt", "the run was interrupted")
     if km is not None:
         engine_kwargs["km"] = km
@@ -631,6 +630,7 @@ def _run(plan: Plan, root: Path, force: bool, only, jobs: int, t0: float) -> Run
     if to_run:
         preflight(plan, to_run)  # params and data are valid: kernels may start now
         steps = [s for s in wanted if s.name in to_run]
+        commit = "unknown"
         if any(s.tracked for s in steps):
             # before any kernel starts, so every kernel inherits the store's URI. The store itself
             # is created by the first step that writes to it, under tracking.store_lock; the
@@ -638,6 +638,7 @@ def _run(plan: Plan, root: Path, force: bool, only, jobs: int, t0: float) -> Run
             from nbops import tracking
 
             tracking.configure_tracking(root)
+            commit = tracking.git_commit(root)
         warm = {
             s.name: WarmKernel(
                 warmup_code(read_notebook_source(plan.root / s.notebook)),
@@ -647,9 +648,6 @@ def _run(plan: Plan, root: Path, force: bool, only, jobs: int, t0: float) -> Run
             for s in steps
         }
         try:
-            commit = "unknown"
-            if any(s.tracked for s in steps):
-                commit = tracking.git_commit(root)
             _execute_all(plan, steps, commit, result, jobs, warm)
         finally:
             for kernel in warm.values():  # steps that never ran (upstream failed, store down)
@@ -673,8 +671,6 @@ def _execute_all(plan: Plan, steps: list[Step], commit: str, result: RunResult, 
 
 def _schedule(plan, steps, commit, result, jobs, progress, warm) -> None:
     from nbops.report import render_step
-
-    _stopping.clear()
 
     pending = list(steps)
     done: set[str] = {VALIDATE} | set(result.skipped)
@@ -721,7 +717,8 @@ def _schedule(plan, steps, commit, result, jobs, progress, warm) -> None:
             # return now instead of finishing their steps. An interrupted step writes no
             # stamp, so the next run does it again.
             _say("interrupted: stopping kernels")
-            _stopping.set()  # steps still waiting for a kernel start nothing (execute_step)
+            for kernel in warm.values():  # a step still waiting for its kernel starts nothing
+                kernel.cancel()
             stop_children()
             raise
 

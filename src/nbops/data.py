@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbops.exceptions import DataError, ParamsError
 
-# Imported lazily inside functions; a kernel warmed for a notebook that imports this module
-# loads them ahead of its step (nbops.preload).
+# Heavy libraries imported inside the functions below; warm kernels load them early (nbops.preload).
 PRELOAD = ("pandas", "sklearn.model_selection")
 
 if TYPE_CHECKING:

@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbops.exceptions import ModelError
 
-# Imported lazily inside functions; a kernel warmed for a notebook that imports this module
-# loads them ahead of its step (nbops.preload).
+# Heavy libraries imported inside the functions below; warm kernels load them early (nbops.preload).
 PRELOAD = (
     "sklearn.compose",
     "sklearn.impute",

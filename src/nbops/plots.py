@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-# Imported lazily inside functions; a kernel warmed for a notebook that imports this module
-# loads them ahead of its step (nbops.preload).
+# Heavy libraries imported inside the functions below; warm kernels load them early (nbops.preload).
 PRELOAD = ("matplotlib.pyplot", "seaborn")
 
 if TYPE_CHECKING:

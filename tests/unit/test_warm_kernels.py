@@ -82,3 +82,43 @@ def test_a_side_branch_kernel_really_runs_at_the_lower_priority(tmp_path):
         assert os.getpriority(os.PRIO_PROCESS, km.provisioner.pid) == min(19, own + SIDE_BRANCH_NICE)
     finally:
         warm.shutdown()
+
+
+def _preloaded_in_kernel(code: str, cwd, modules) -> bool:
+    """Start a WarmKernel with `code`, then ask the kernel whether every module is in sys.modules."""
+    import asyncio
+
+    from nbops.runner import WarmKernel
+
+    warm = WarmKernel(code, cwd)
+    try:
+        km = warm.take()
+        assert km is not None
+
+        async def ask() -> dict:
+            client = km.client()
+            client.start_channels()
+            try:
+                await client.wait_for_ready(timeout=60)
+                probe = f"set({list(modules)!r}) <= set(__import__('sys').modules)"
+                reply = await client.execute_interactive(
+                    "", user_expressions={"loaded": probe}, store_history=False, timeout=60
+                )
+                return reply["content"]["user_expressions"]["loaded"]
+            finally:
+                client.stop_channels()
+
+        answer = asyncio.run(ask())
+        assert answer["status"] == "ok", answer
+        return answer["data"]["text/plain"] == "True"
+    finally:
+        warm.shutdown()
+
+
+def test_a_warm_kernel_has_the_steps_libraries_loaded_before_the_step_starts(tmp_path):
+    """What the runner hands papermill: a kernel in which a notebook's `from nbops import data`
+    already brought in data.PRELOAD, though importing nbops.data alone imports none of it."""
+    from nbops import data
+
+    assert _preloaded_in_kernel(_code(["from nbops import data"]), tmp_path, data.PRELOAD)
+    assert not _preloaded_in_kernel("from nbops import data", tmp_path, data.PRELOAD)  # the control

@@ -43,6 +43,17 @@ def nbops(root: Path, *args: str, env: dict | None = None, timeout: int = 600):
     )
 
 
+def run_coroutine(coro):
+    """asyncio.run(coro) in a thread of its own: the session's sync-playwright `browser` fixture
+    keeps an event loop running in the main thread for the rest of the session, where
+    asyncio.run() refuses to start (a test that passed alone failed in the full `make test`)."""
+    import asyncio
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def write_params(root: Path, name: str, edit) -> Path:
     """Copy params/smoke.yaml to params/<name>.yaml after `edit(dict)` changed it."""
     import yaml

@@ -6,7 +6,6 @@ project's config plus a short cull window; it is stopped by its process group on
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import os
 import threading
@@ -19,6 +18,7 @@ import psutil
 import pytest
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
+from tests.conftest import run_coroutine
 from tests.faults.helpers import start_voila
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -201,10 +201,7 @@ def test_concurrent_sessions_are_served_and_measured(voila, record_property):
     goals live in `make bench`, and this machine's load varies."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
-    # a thread of its own: the session's sync-playwright `browser` fixture (tests/browser) keeps an
-    # event loop running in the main thread, where asyncio.run() would refuse to start
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        levels = pool.submit(asyncio.run, _measure(voila["url"], voila["log"])).result()
+    levels = run_coroutine(_measure(voila["url"], voila["log"]))
     served = max((n for n, v in levels.items() if v["p95_ms"] <= BUDGET_MS), default=0)
     figures = {
         "levels": levels,

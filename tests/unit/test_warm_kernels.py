@@ -86,9 +86,8 @@ def test_a_side_branch_kernel_really_runs_at_the_lower_priority(tmp_path):
 
 def _preloaded_in_kernel(code: str, cwd, modules) -> bool:
     """Start a WarmKernel with `code`, then ask the kernel whether every module is in sys.modules."""
-    import asyncio
-
     from nbops.runner import WarmKernel
+    from tests.conftest import run_coroutine
 
     warm = WarmKernel(code, cwd)
     try:
@@ -108,7 +107,7 @@ def _preloaded_in_kernel(code: str, cwd, modules) -> bool:
             finally:
                 client.stop_channels()
 
-        answer = asyncio.run(ask())
+        answer = run_coroutine(ask())
         assert answer["status"] == "ok", answer
         return answer["data"]["text/plain"] == "True"
     finally:

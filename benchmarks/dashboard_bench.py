@@ -16,19 +16,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
 from benchmarks.project import REPO, clean_env
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WIDGETS = ".nbops-predict"
 PREDICT_CLICKS = 50
 POOL_TIMEOUT_S = 300

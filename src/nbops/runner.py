@@ -15,7 +15,6 @@ step is never taken as done. Checking the cache imports neither pandas nor mlflo
 from __future__ import annotations
 
 import ast
-import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -27,7 +26,6 @@ import sys
 import threading
 import time
 import uuid
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -372,6 +370,8 @@ class WarmKernel:
     """
 
     def __init__(self, code: str, cwd: Path, nice: int = 0):
+        import asyncio
+
         from jupyter_client.manager import AsyncKernelManager
 
         self.km = AsyncKernelManager(kernel_name="python3")
@@ -406,6 +406,8 @@ class WarmKernel:
     async def _while_alive(self, coro, poll_s: float = 0.5) -> None:
         """Await `coro` while the kernel lives: a kernel stopped mid-warm-up (an interrupted
         run stops its children) would leave execute_interactive waiting for its timeout."""
+        import asyncio
+
         task = asyncio.ensure_future(coro)
         while True:
             done, _ = await asyncio.wait({task}, timeout=poll_s)
@@ -670,6 +672,8 @@ def _execute_all(plan: Plan, steps: list[Step], commit: str, result: RunResult, 
 
 
 def _schedule(plan, steps, commit, result, jobs, progress, warm) -> None:
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     from nbops.report import render_step
 
     pending = list(steps)

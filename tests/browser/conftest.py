@@ -18,17 +18,6 @@ import pytest
 
 from tests.conftest import REPO, make_project, nbops
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOTS = REPO / "screenshots"
 READY_TIMEOUT_S = 180
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
+from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.conftest import SCREENSHOTS
 from tests.conftest import run_coroutine
 from tests.faults.helpers import start_voila
 

@@ -145,10 +145,19 @@ def registry_champion_info(model_name: str) -> tuple[Any, dict[str, Any], dict[s
             f"No champion model yet for {model_name!r}. Train one with `make pipeline` "
             "(it registers a model and promotes it when it passes the gate), then reload this page."
         )
-    run = _mlflow().MlflowClient().get_run(version.run_id)
-    schema = tracking.run_artifact_json(version.run_id, SCHEMA_FILE)
-    holdout = tracking.run_artifact_json(version.run_id, "holdout_metrics.json")
-    return version, schema, model_card(version, run, holdout)
+    mlflow = _mlflow()
+    where = f"{model_name} v{version.version} (run {version.run_id})"
+    docs = {}
+    for name in (SCHEMA_FILE, "holdout_metrics.json"):
+        try:
+            docs[name] = tracking.run_artifact_json(version.run_id, name)
+        except mlflow.exceptions.MlflowException:
+            raise ModelError(
+                f"{where}: the champion's run has no readable {name}, which the evaluate step logs; "
+                "train and promote a new champion with `make pipeline`"
+            ) from None
+    run = mlflow.MlflowClient().get_run(version.run_id)
+    return version, docs[SCHEMA_FILE], model_card(version, run, docs["holdout_metrics.json"])
 
 
 def _quiet_mlflow() -> None:

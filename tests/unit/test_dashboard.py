@@ -194,3 +194,22 @@ def test_the_page_names_the_model_version_without_javascript(champion):
     card = champion.card
     assert data["text/plain"] == f"{card['name']} v{card['version']} dashboard"
     assert "application/vnd.jupyter.widget-view+json" in data
+
+
+def test_a_registry_champion_without_its_evaluation_artifacts_is_one_clear_error(tmp_path, monkeypatch):
+    """A champion whose run lacks holdout_metrics.json (promoted by an older nbops, or its
+    artifacts deleted) stops `make space` and the dashboard with one line naming the version and
+    the file, never MLflow's traceback."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = mlflow.MlflowClient()
+    with mlflow.start_run() as run:
+        mlflow.log_dict(SCHEMA, d.SCHEMA_FILE)  # the schema, but no holdout_metrics.json
+    client.create_registered_model("m")
+    version = client.create_model_version("m", f"runs:/{run.info.run_id}/model", run.info.run_id)
+    client.set_registered_model_alias("m", "champion", version.version)
+    expected = r"^m v1 \(run \w+\): .*no readable holdout_metrics.json.*make pipeline"
+    with pytest.raises(ModelError, match=expected):
+        d.registry_champion_info("m")

@@ -101,8 +101,15 @@ dashboard: setup ## the Voila dashboard of the champion on 127.0.0.1:PORT (defau
 space: setup ## assemble the Hugging Face Space folder space/ with the exported champion
 	$(PY) -m nbops.space build --params $(PARAMS) --out $(SPACE_DIR)
 
-space-serve: ## serve space/ with its Dockerfile CMD on HOST:7860 (HOST default 127.0.0.1)
-	$(PY) -m nbops.space serve $(SPACE_DIR) --host $(HOST) --port $(SPACE_PORT)
+# The Space's own environment, as its Dockerfile builds it: only the folder's requirements.txt,
+# installed without dependencies, so a package missing from the slim pins fails here, not on the Space.
+SPACE_VENV ?= build/space-venv
+
+space-serve: | $(UV) ## serve space/ as its Dockerfile does: its slim pins alone (in build/space-venv), then its CMD on HOST:7860
+	@test -f $(SPACE_DIR)/requirements.txt || { echo "error: $(SPACE_DIR)/requirements.txt is missing: build the folder with \`make space\`" >&2; exit 2; }
+	@test -x $(SPACE_VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(SPACE_VENV)
+	$(UV) pip sync --quiet --compile-bytecode --python $(SPACE_VENV)/bin/python $(SPACE_DIR)/requirements.txt
+	cd $(SPACE_DIR) && PYTHONPATH=src $(abspath $(SPACE_VENV))/bin/python -m nbops.space serve . --host $(HOST) --port $(SPACE_PORT)
 
 # ---------------------------------------------------------------- CI/CD (.github/workflows/)
 # `make ci` runs the targets ci.yml runs, in the same order, so a CI failure reproduces here.

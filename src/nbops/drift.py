@@ -355,6 +355,9 @@ def _say(msg: str) -> None:
 
 def render_drift_report(root: Path, products: Path, params: Params, timeout_s: int) -> Path:
     """Run notebooks/04_drift.ipynb (papermill) on the products and render reports/drift.html."""
+    from nbops.preload import skip_unused_imports
+
+    skip_unused_imports()
     import papermill
     from papermill.exceptions import PapermillExecutionError
 

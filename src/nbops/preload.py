@@ -9,6 +9,12 @@ module it uses lists in `PRELOAD`: the step then finds mlflow and seaborn alread
 from __future__ import annotations
 
 import importlib
+import sys
+
+# Imported by jsonschema, when installed, only to check the "iri" string format; building its
+# grammar costs ~1 s of CPU on a quiet machine (3 s on a busy 2-core one). It is installed for
+# Voila (jupyter-events asks for jsonschema[format-nongpl]); notebook validation never checks it.
+UNUSED_BY_THE_RUNNER = ("rfc3987_syntax",)
 
 
 def modules_for(names: list[str]) -> list[str]:
@@ -27,3 +33,11 @@ def preload(names: list[str]) -> list[str]:
     for name in heavy:
         importlib.import_module(name)
     return heavy
+
+
+def skip_unused_imports() -> None:
+    """Keep this process from importing UNUSED_BY_THE_RUNNER (an import of it raises ImportError,
+    which jsonschema handles by leaving that format unchecked). Call before papermill or nbconvert
+    is imported; a module already imported is left alone. Never called in Voila's process."""
+    for name in UNUSED_BY_THE_RUNNER:
+        sys.modules.setdefault(name, None)

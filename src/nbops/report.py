@@ -124,6 +124,9 @@ def clean_html(element) -> str:
 
 def render_notebook_html(notebook: Path, out: Path, with_code: bool) -> Path:
     """nbconvert HTML with sanitize_html on: no <script>, no on*= from outputs or markdown."""
+    from nbops.preload import skip_unused_imports
+
+    skip_unused_imports()
     import nbformat
     from nbconvert import HTMLExporter
 

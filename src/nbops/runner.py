@@ -440,6 +440,9 @@ class WarmKernel:
 
 def _register_engine() -> str:
     """papermill's nbclient engine, plus a hook that reports each cell as it starts."""
+    from nbops.preload import skip_unused_imports
+
+    skip_unused_imports()
     from papermill.engines import NBClientEngine, papermill_engines
 
     class TrackedEngine(NBClientEngine):
@@ -467,6 +470,9 @@ def execute_step(
     Success is papermill returning; any exception is a failure, whatever the written notebook's
     metadata says (after a timeout or a dead kernel papermill can mark every cell completed).
     """
+    from nbops.preload import skip_unused_imports
+
+    skip_unused_imports()
     import papermill
     from papermill.exceptions import PapermillExecutionError
 

@@ -9,6 +9,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -115,6 +116,29 @@ def test_predict_shows_the_champions_label(
     (screenshots / f"timings-{server.name}.json").write_text(json.dumps(timings, indent=2))
     print(timings)
     page.screenshot(path=str(screenshots / f"{server.name}.png"), full_page=True)
+
+
+def test_the_space_runs_in_its_slim_environment(space_server, page):
+    """`make space-serve` serves from build/space-venv, which holds the Space's requirements.txt
+    and nothing else: the page works there, and Voila and its kernels are that venv's Python."""
+    import psutil
+
+    open_dashboard(page, space_server.url)  # a kernel has run the notebook
+    slim = (REPO / "build" / "space-venv").resolve()
+    procs = psutil.Process(space_server.proc.pid).children(recursive=True)
+    pythons = {p.pid: Path(p.cmdline()[0]) for p in procs if "python" in Path(p.cmdline()[0]).name}
+    kernels = [p.pid for p in procs if any("ipykernel_launcher" in a for a in p.cmdline())]
+    assert kernels, "no kernel under the Space server"
+    for pid, exe in pythons.items():
+        assert exe.is_relative_to(slim), f"pid {pid} runs {exe}, not the Space's own environment"
+    installed = {d.metadata["Name"].lower() for d in _distributions(slim)}
+    assert "mlflow" not in installed and "pytest" not in installed
+
+
+def _distributions(venv: Path):
+    from importlib import metadata
+
+    return metadata.distributions(path=[str(p) for p in venv.glob("lib/python*/site-packages")])
 
 
 def test_batch_upload_lists_the_bad_row_and_scores_the_rest(

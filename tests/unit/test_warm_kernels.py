@@ -121,3 +121,37 @@ def test_a_warm_kernel_has_the_steps_libraries_loaded_before_the_step_starts(tmp
 
     assert _preloaded_in_kernel(_code(["from nbops import data"]), tmp_path, data.PRELOAD)
     assert not _preloaded_in_kernel("from nbops import data", tmp_path, data.PRELOAD)  # the control
+
+
+_IMPORT_PROBE = """
+import sys
+{before}
+import nbformat, papermill
+nbformat.validate(nbformat.read(sys.argv[1], as_version=4))  # notebooks still validate
+print(sys.modules.get("rfc3987_syntax") is not None)
+"""
+
+
+def _loads_rfc3987_syntax(before: str) -> bool:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = _IMPORT_PROBE.format(before=before)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(REPO / "notebooks" / "02_train.ipynb")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip() == "True"
+
+
+def test_the_runner_skips_the_grammar_jsonschema_builds_for_a_format_it_never_checks():
+    """papermill -> nbformat -> jsonschema imports rfc3987_syntax (installed for Voila) and builds
+    a grammar: about 1 s of the runner's CPU. After skip_unused_imports it is not imported and
+    notebooks still validate; without it (the control) it is."""
+    assert not _loads_rfc3987_syntax("from nbops.preload import skip_unused_imports; skip_unused_imports()")
+    assert _loads_rfc3987_syntax("")

@@ -78,7 +78,8 @@ def _one_by_one(points: int) -> float:
 
 
 def measure_sweep(points: int = 16, workers: tuple[int, ...] = (1, 2, 4)) -> dict:
-    """{"points", "one_by_one_s", "local": {n: {"seconds", "points_per_min", "speedup"}}, "dask": {...}}"""
+    """{"points", "cores", "one_by_one_s", "one_by_one_points_per_min",
+    "local": {n: {"seconds", "points_per_min", "speedup_vs_one_by_one"}}, "dask": {same}}"""
     seq = _one_by_one(points)
     out: dict = {
         "points": points,

@@ -222,14 +222,14 @@ def sweep_table(sweep: dict[str, Any]) -> list[str]:
     for executor in ("local", "dask"):
         for workers, fig in (sweep.get(executor) or {}).items():
             if isinstance(fig, dict) and "seconds" in fig:
-                speedup = fig.get("speedup")
+                speedup = fig.get("speedup_vs_one_by_one")
                 rows.append(
                     f"| {executor} | {workers} | {fig['seconds']:.1f} | {fig.get('points_per_min', 0):.1f} | "
                     + (f"{speedup:.2f}× |" if isinstance(speedup, (int, float)) else "– |")
                 )
     if not rows:
         return [head + ":", "", "```", json.dumps(sweep), "```"]
-    header = ["| executor | workers | seconds | points/min | speedup |", "|---|---|---|---|---|"]
+    header = ["| executor | workers | seconds | points/min | × one by one |", "|---|---|---|---|---|"]
     return [head + ":", "", *header, *rows]
 
 

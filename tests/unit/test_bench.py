@@ -89,11 +89,11 @@ def test_readme_block_is_replaced_in_place_or_appended():
 
 
 def test_sweep_figures_become_a_table_and_odd_shapes_stay_readable():
-    sweep = {
+    sweep = {  # the shape benchmarks/bench_sweep.measure_sweep returns, after a JSON round trip
         "points": 16,
         "one_by_one_s": 200.0,
-        "local": {"1": {"seconds": 120.0, "points_per_min": 8.0, "speedup": 1.67}},
-        "dask": {"2": {"seconds": 90.0, "points_per_min": 10.7, "speedup": 2.22}},
+        "local": {"1": {"seconds": 120.0, "points_per_min": 8.0, "speedup_vs_one_by_one": 1.67}},
+        "dask": {"2": {"seconds": 90.0, "points_per_min": 10.7, "speedup_vs_one_by_one": 2.22}},
     }
     lines = harness.sweep_table(sweep)
     assert "| local | 1 | 120.0 | 8.0 | 1.67× |" in lines

@@ -222,7 +222,12 @@ def bench_sweep(notes: list[str]) -> dict | None:
     except ImportError:
         notes.append("sweep: benchmarks/bench_sweep.py absent, key omitted")
         return None
-    return measure_sweep()
+    sweep = measure_sweep()
+    notes.append(
+        f"sweep: one run of {sweep['points']} points per executor and worker count, not a median "
+        "(each run is minutes long; the seven runs take about 40 min on 2 cores)"
+    )
+    return sweep
 
 
 # ------------------------------------------------------------------ main

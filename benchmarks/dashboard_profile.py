@@ -14,11 +14,10 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
-from benchmarks.dashboard_bench import WIDGETS, Voila
+from benchmarks.dashboard_bench import Voila, time_to_widgets
 from benchmarks.project import REPO
 
 RESOURCES_JS = """JSON.stringify(performance.getEntriesByType('resource').map(
@@ -30,10 +29,7 @@ NAVIGATION_JS = "JSON.stringify(performance.getEntriesByType('navigation')[0])"
 def view(browser_context, url: str) -> dict:
     page = browser_context.new_page()
     try:
-        t = time.perf_counter()
-        page.goto(url + "/")
-        page.wait_for_selector(WIDGETS, state="visible", timeout=120_000)
-        tti = time.perf_counter() - t
+        tti = time_to_widgets(page, url)
         nav = json.loads(page.evaluate(NAVIGATION_JS))
         files = json.loads(page.evaluate(RESOURCES_JS))
     finally:

@@ -440,9 +440,6 @@ class WarmKernel:
 
 def _register_engine() -> str:
     """papermill's nbclient engine, plus a hook that reports each cell as it starts."""
-    from nbops.preload import skip_unused_imports
-
-    skip_unused_imports()
     from papermill.engines import NBClientEngine, papermill_engines
 
     class TrackedEngine(NBClientEngine):

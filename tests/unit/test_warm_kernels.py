@@ -155,3 +155,13 @@ def test_the_runner_skips_the_grammar_jsonschema_builds_for_a_format_it_never_ch
     notebooks still validate; without it (the control) it is."""
     assert not _loads_rfc3987_syntax("from nbops.preload import skip_unused_imports; skip_unused_imports()")
     assert _loads_rfc3987_syntax("")
+
+
+def test_rendering_a_report_does_not_load_that_grammar_either():
+    """The wiring at a real call site: nbops.report renders HTML (nbconvert -> nbformat ->
+    jsonschema) in the runner's process without importing rfc3987_syntax."""
+    render = (
+        "import tempfile; from pathlib import Path; from nbops.report import render_notebook_html; "
+        "render_notebook_html(Path(sys.argv[1]), Path(tempfile.mkdtemp()) / 'r.html', with_code=True)"
+    )
+    assert not _loads_rfc3987_syntax(render)

@@ -18,10 +18,13 @@ UNUSED_BY_THE_RUNNER = ("rfc3987_syntax",)
 
 
 def modules_for(names: list[str]) -> list[str]:
-    """The PRELOAD lists of the named nbops modules, in order, without repeats."""
+    """The PRELOAD lists of the named nbops modules, then what their `preload_for_environment()`
+    adds for this process (the tracking store's client), in order, without repeats."""
     out: list[str] = []
     for name in names:
-        for heavy in getattr(importlib.import_module(name), "PRELOAD", ()):
+        module = importlib.import_module(name)
+        more = getattr(module, "preload_for_environment", tuple)()
+        for heavy in (*getattr(module, "PRELOAD", ()), *more):
             if heavy not in out:
                 out.append(heavy)
     return out

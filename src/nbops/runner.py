@@ -674,51 +674,55 @@ def _execute_all(plan: Plan, steps: list[Step], commit: str, result: RunResult, 
         _schedule(plan, steps, commit, result, jobs, progress, warm)
 
 
-def _schedule(plan, steps, commit, result, jobs, progress, warm) -> None:
+def _schedule(plan, steps, commit, result, jobs, progress, warm, execute=None, render=None) -> None:
+    """Start each step once its upstream steps are done. A finished step's report renders after
+    the steps waiting for it have started, so rendering is never on their path."""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     from nbops.report import render_step
 
+    execute = execute or execute_step
+    render = render or render_step
     pending = list(steps)
     done: set[str] = {VALIDATE} | set(result.skipped)
     failed: set[str] = set()
-    lock = threading.Lock()
     running = {}
+
+    def start_ready(pool) -> None:
+        for step in list(pending):
+            if any(n in failed for n in step.needs):
+                pending.remove(step)
+                result.not_run.append(step.name)
+                upstream = ", ".join(n for n in step.needs if n in failed)
+                _say(f"✗ {step.name:<12}  not run ({upstream} failed)")
+            elif all(n in done for n in step.needs):
+                pending.remove(step)
+                _say(f"▶ {step.name:<12}  started")
+                future = pool.submit(_timed, execute, plan, step, commit, progress, warm.get(step.name))
+                running[future] = step
+
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         try:
-            while pending or running:
-                for step in list(pending):
-                    if any(n in failed for n in step.needs):
-                        pending.remove(step)
-                        result.not_run.append(step.name)
-                        upstream = ", ".join(n for n in step.needs if n in failed)
-                        _say(f"✗ {step.name:<12}  not run ({upstream} failed)")
-                    elif all(n in done for n in step.needs):
-                        pending.remove(step)
-                        _say(f"▶ {step.name:<12}  started")
-                        running[
-                            pool.submit(
-                                _timed, execute_step, plan, step, commit, progress, warm.get(step.name)
-                            )
-                        ] = step
-                if not running:
-                    break
+            start_ready(pool)
+            while running:
                 finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                to_render = []
                 for fut in finished:
                     step = running.pop(fut)
+                    to_render.append(step.name)
                     try:
                         seconds = fut.result()
                     except StepError as exc:
-                        with lock:
-                            failed.add(step.name)
-                            result.failure = result.failure or exc
+                        failed.add(step.name)
+                        result.failure = result.failure or exc
                         _say(f"✗ {step.name:<12}  {exc}")
-                        render_step(plan.build, plan.reports, step.name)
                         continue
                     done.add(step.name)
                     result.ran.append(step.name)
                     _say(f"✓ {step.name:<12} {seconds:5.1f}s")
-                    render_step(plan.build, plan.reports, step.name)  # while other steps run
+                start_ready(pool)
+                for name in to_render:  # while the steps just started run
+                    render(plan.build, plan.reports, name)
         except KeyboardInterrupt:
             # Still inside the pool: stop the kernels (our children) so the worker threads
             # return now instead of finishing their steps. An interrupted step writes no

@@ -21,7 +21,18 @@ from typing import TYPE_CHECKING, Any
 from nbops.exceptions import ModelError
 
 # Heavy libraries imported inside the functions below; warm kernels load them early (nbops.preload).
-PRELOAD = ("mlflow", "mlflow.models", "mlflow.sklearn", "skops.io")
+PRELOAD = ("mlflow", "mlflow.models", "mlflow.pyfunc", "mlflow.sklearn", "skops.io")
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def preload_for_environment() -> tuple[str, ...]:
+    """More for a warm kernel, by this process's tracking URI: MLflow imports a database store's
+    client (SQLAlchemy models, alembic) on the first call, ~1.3 s inside the step otherwise."""
+    scheme = os.environ.get("MLFLOW_TRACKING_URI", "").split(":", 1)[0].split("+", 1)[0]
+    if scheme in DATABASE_SCHEMES:
+        return ("mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store")
+    return ()
+
 
 if TYPE_CHECKING:
     from nbops.gate import Decision
@@ -38,8 +49,17 @@ def default_tracking_uri(root: Path) -> str:
     return f"sqlite:///{(root / 'mlflow' / 'mlflow.db').resolve()}"
 
 
+# MLflow 3 reports usage from every process that imports it: a thread fetches a config from
+# the internet and a queue posts events (timeouts of 1 s each). Nothing here talks to anything
+# but the tracking store, so it is off unless a user's own environment turns it on.
+TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
 def configure_tracking(root: Path) -> str:
-    """Pick the tracking URI and export it, so kernels started afterwards inherit it."""
+    """Pick the tracking URI and export it, so kernels started afterwards inherit it (and no
+    telemetry: MLflow decides at import, so this runs before anything here imports mlflow)."""
+    for key, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
     uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +134,28 @@ def model_requirements() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in MODEL_REQUIREMENTS]
 
 
+@contextmanager
+def _requirements_known_to_match():
+    """Skip MLflow's check that a model's pip requirements match the installed packages, run when
+    the model is saved and again when log_model loads it back to try its input example. The
+    check maps every installed distribution's files to modules (~0.7 s per training run) and
+    can only pass: model_requirements() reads those very versions. Where a newer MLflow has
+    moved the function, its check stays."""
+    import mlflow.pyfunc
+    from mlflow.utils import environment
+
+    name = "warn_dependency_requirement_mismatches"
+    holders = [m for m in (environment, mlflow.pyfunc) if hasattr(m, name)]
+    originals = [getattr(m, name) for m in holders]
+    for module in holders:
+        setattr(module, name, lambda requirements: None)
+    try:
+        yield
+    finally:
+        for module, original in zip(holders, originals, strict=True):
+            setattr(module, name, original)
+
+
 def _flat_params(params: dict[str, Any]) -> dict[str, str]:
     out = {}
     for key, value in params.items():
@@ -175,17 +217,18 @@ def log_training(
         # the signature needs column types only: a sample, not a prediction over every row
         sample_rows = X_example.head(SIGNATURE_ROWS)
         signature = infer_signature(sample_rows, model.predict(sample_rows))
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            serialization_format="skops",
-            skops_trusted_types=TRUSTED_TYPES,
-            pip_requirements=model_requirements(),
-            signature=signature,
-            input_example=X_example.head(3),
-            registered_model_name=model_name,
-            await_registration_for=60,
-        )
+        with _requirements_known_to_match():
+            info = mlflow.sklearn.log_model(
+                model,
+                name="model",
+                serialization_format="skops",
+                skops_trusted_types=TRUSTED_TYPES,
+                pip_requirements=model_requirements(),
+                signature=signature,
+                input_example=X_example.head(3),
+                registered_model_name=model_name,
+                await_registration_for=60,
+            )
         version = str(info.registered_model_version)
         for key, value in tags.items():
             client.set_model_version_tag(model_name, version, TAG_PREFIX + key, value)

@@ -165,3 +165,26 @@ def test_rendering_a_report_does_not_load_that_grammar_either():
         "render_notebook_html(Path(sys.argv[1]), Path(tempfile.mkdtemp()) / 'r.html', with_code=True)"
     )
     assert not _loads_rfc3987_syntax(render)
+
+
+@pytest.mark.parametrize(
+    "uri, loads_db_client",
+    [("sqlite:////tmp/x/mlflow.db", True), ("postgresql+psycopg2://u@127.0.0.1/m", True),
+     ("http://127.0.0.1:5000", False)],
+)  # fmt: skip
+def test_a_warm_kernel_loads_the_database_store_client_only_for_a_database_store(
+    monkeypatch, uri, loads_db_client
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    heavy = modules_for(["nbops.tracking"])
+    assert ("mlflow.store.tracking.sqlalchemy_store" in heavy) is loads_db_client
+    assert ("mlflow.store.model_registry.sqlalchemy_store" in heavy) is loads_db_client
+
+
+def test_the_database_store_client_modules_exist(monkeypatch):
+    """A renamed module would only make the step slower, silently: import them for real."""
+    import importlib
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x/mlflow.db")
+    for name in modules_for(["nbops.tracking"]):
+        importlib.import_module(name)

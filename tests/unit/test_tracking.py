@@ -1,0 +1,69 @@
+"""Tracking set-up: what every process that talks to MLflow inherits."""
+
+import os
+import subprocess
+import sys
+
+from nbops import tracking
+
+# mlflow switches telemetry off by itself where these are set (CI, pytest): a child without
+# them shows what a user's `make pipeline` does.
+CI_MARKERS = ("CI", "GITHUB_ACTIONS", "PYTEST_CURRENT_TEST")
+
+ASK = "import mlflow.telemetry.utils as t; print(t.is_telemetry_disabled())"
+
+
+def _telemetry_disabled_in_child(env: dict) -> str:
+    env = {k: v for k, v in env.items() if k not in CI_MARKERS}
+    out = subprocess.run([sys.executable, "-c", ASK], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_processes_started_after_configure_tracking_send_no_telemetry(tmp_path, monkeypatch):
+    for key in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(key, raising=False)
+    # the control: without configure_tracking, a user's process would report usage
+    assert _telemetry_disabled_in_child(dict(os.environ)) == "False"
+    tracking.configure_tracking(tmp_path)
+    assert _telemetry_disabled_in_child(dict(os.environ)) == "True"
+
+
+def test_a_users_own_telemetry_setting_wins(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")
+    monkeypatch.delenv("DO_NOT_TRACK", raising=False)
+    tracking.configure_tracking(tmp_path)
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "false"
+
+
+def test_logging_a_model_skips_the_scan_of_installed_packages_and_pins_them(tmp_path, monkeypatch):
+    """MLflow's requirements check maps every installed distribution to modules (~0.7 s); ours
+    are the installed versions by construction. The model still records them, exactly."""
+    import importlib_metadata
+    import mlflow
+    import mlflow.pyfunc
+    import mlflow.utils.environment as environment
+    import pandas as pd
+    from sklearn.tree import DecisionTreeClassifier
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracking.configure_tracking(tmp_path)
+    scans = []
+    real_scan = importlib_metadata.packages_distributions
+    monkeypatch.setattr(importlib_metadata, "packages_distributions", lambda: scans.append(1) or real_scan())
+    name = "warn_dependency_requirement_mismatches"
+    checks = getattr(environment, name), getattr(mlflow.pyfunc, name)
+    X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 0.0]})
+    model = DecisionTreeClassifier(max_depth=2).fit(X, ["x", "y", "x", "y"])
+
+    registered = tracking.log_training(
+        model, X_example=X, params={"model_name": "t"}, cv_scores={"cv_accuracy": 1.0},
+        schema={"classes": ["x", "y"]}, holdout_ids=[0], tags={}, model_name="t-model",
+        experiment="t-exp", run_name="t",
+    )  # fmt: skip
+
+    assert scans == []
+    assert checks == (getattr(environment, name), getattr(mlflow.pyfunc, name))  # put back
+    local = tmp_path / "dl"
+    mlflow.artifacts.download_artifacts(artifact_uri=registered["model_uri"], dst_path=str(local))
+    pinned = (local / "requirements.txt").read_text().split()
+    assert set(tracking.model_requirements()) <= set(pinned)

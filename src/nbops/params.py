@@ -8,8 +8,6 @@ before any kernel starts, with one line per problem naming the file and the key.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from nbops.exceptions import ParamsError
 from nbops.models import ESTIMATORS
+from nbops.products import params_hash  # noqa: F401  (here too: sweeps and tests import it from params)
 
 MODEL_NAMES = tuple(ESTIMATORS)
 
@@ -205,9 +204,3 @@ def load_params(path: str | Path, shown: str | None = None) -> Params:
         problem = getattr(exc, "problem", None) or exc.__class__.__name__
         raise ParamsError(f"{label}: not valid YAML{where}: {problem}") from None
     return parse_params(raw, label)
-
-
-def params_hash(data: Any) -> str:
-    """Stable short hash of any JSON-able value (used for cache keys and run tags)."""
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]

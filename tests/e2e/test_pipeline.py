@@ -3,7 +3,10 @@ each other (weak model -> rerun -> strong model -> worse model -> rollback -> PR
 a failing cell), so they share one project and run in file order."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 from mlflow import MlflowClient
@@ -83,6 +86,29 @@ def test_second_run_skips_every_step(proj):
     for step in ("00_validate", "01_eda", "02_train", "03_evaluate"):
         assert re.search(rf"- {step}\s+skipped \(unchanged\)", res.stdout), res.stdout
     assert versions(proj) == [1]
+
+
+def test_a_rerun_with_nothing_changed_parses_nothing(proj):
+    """The no-op fast path: no pydantic (params), pandas or mlflow in the process, the same
+    lines as the full path's no-op; the control is the full path (`--force`) importing pydantic."""
+    probe = (
+        "import sys, runpy; sys.argv = ['nbops', 'run', '--params', 'params/weak.yaml'{extra}]\n"
+        "try:\n    runpy.run_module('nbops', run_name='__main__')\n"
+        "finally:\n    print('loaded:', [m for m in ('pydantic', 'pandas', 'mlflow') if m in sys.modules])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+
+    def loaded(extra=""):
+        res = subprocess.run(
+            [sys.executable, "-c", probe.format(extra=extra)],
+            cwd=proj, capture_output=True, text=True, env=env, timeout=600,
+        )  # fmt: skip
+        return res.stdout
+
+    out = loaded()
+    assert "loaded: []" in out, out
+    assert out.count("skipped (unchanged)") == 4 and "champion: drug-classifier v1" in out
+    assert "'pydantic'" in loaded(", '--only', '01_eda'")  # the control: the full path parses params
 
 
 def test_better_model_is_promoted(proj):

@@ -560,20 +560,30 @@ def run_pipeline(
     own); `provenance` overrides runner parameters that are not cache inputs
     (`parent_run_id`, `run_tags`)."""
     t0 = time.perf_counter()
+    user_env = dict(os.environ)  # before any library this process imports sets its own
     root = Path(root).resolve()
     params_file = Path(params_file)
     params_file = params_file if params_file.is_absolute() else (root / params_file)
     build = Path(build).resolve() if build else root / "build"
     reports = Path(reports).resolve() if reports else root / "reports"
-    if not force and not only and provenance is None:
+    # (a first run, or a bad params file, must not even create build/: only look when a record is there)
+    if not force and not only and provenance is None and (build / LAST_RUN).is_file():
         with build_lock(build):
             unchanged = unchanged_since_last_run(params_file, root, build, reports)
         if unchanged is not None:
             _say(f"done in {time.perf_counter() - t0:.1f}s")
             return unchanged
+    from nbops.spares import keep_warm_seconds
+
     plan = make_plan(params_file, root, build, reports, provenance)
+    # sweeps (provenance) give each point a build folder of its own: no spares there
+    keep_warm_s = keep_warm_seconds() if provenance is None else 0
+    if provenance is None and not keep_warm_s:
+        from nbops.spares import stop_all
+
+        stop_all(plan.build)  # turned off: no kernel of an earlier run stays behind
     with build_lock(plan.build):
-        result = _run(plan, root, force, only, jobs, t0)
+        result = _run(plan, root, force, only, jobs, t0, keep_warm_s, user_env)
         if result.ok and not only and provenance is None:  # every step is current now
             remember_run(plan)
         return result
@@ -671,7 +681,16 @@ def build_lock(build: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _run(plan: Plan, root: Path, force: bool, only, jobs: int, t0: float) -> RunResult:
+def _run(
+    plan: Plan,
+    root: Path,
+    force: bool,
+    only,
+    jobs: int,
+    t0: float,
+    keep_warm_s: float = 0.0,
+    user_env: dict[str, str] | None = None,
+) -> RunResult:
     result = RunResult()
     wanted = [s for s in STEPS if not only or s.name in only]
     if only:
@@ -723,19 +742,11 @@ def _run(plan: Plan, root: Path, force: bool, only, jobs: int, t0: float) -> Run
 
             tracking.configure_tracking(root)
             commit = tracking.git_commit(root)
-        warm = {
-            s.name: WarmKernel(
-                warmup_code(read_notebook_source(plan.root / s.notebook)),
-                plan.root / "notebooks",
-                nice=SIDE_BRANCH_NICE if is_side_branch(s, steps) else 0,
-            )
-            for s in steps
-        }
+        kernels = Kernels(plan, steps, keep_warm_s, user_env or dict(os.environ))
         try:
-            _execute_all(plan, steps, commit, result, jobs, warm)
+            _execute_all(plan, steps, commit, result, jobs, kernels.warm)
         finally:
-            for kernel in warm.values():  # steps that never ran (upstream failed, store down)
-                kernel.shutdown()
+            kernels.shutdown()  # steps that never ran (upstream failed, store down)
 
     from nbops.report import render_reports
 
@@ -743,8 +754,53 @@ def _run(plan: Plan, root: Path, force: bool, only, jobs: int, t0: float) -> Run
     eval_path = plan.build / "03_evaluate" / "metrics.json"
     if result.ok and eval_path.exists():
         result.evaluation = read_json(eval_path)
+    if to_run and keep_warm_s:
+        kernels.keep_warm_for_next_run(result)
     _say(f"done in {time.perf_counter() - t0:.1f}s")
     return result
+
+
+class Kernels:
+    """Each step's kernel, started ahead of the step: a spare kept warm by the last run when one
+    matches (nbops.spares), else a WarmKernel started now. After the run, `keep_warm_for_next_run`
+    leaves a spare for each step that executed, for the next edit-and-rerun."""
+
+    def __init__(self, plan: Plan, steps: list[Step], keep_warm_s: float, user_env: dict[str, str]):
+        from nbops import spares
+
+        self.plan, self.keep_warm_s = plan, keep_warm_s
+        self.cwd = plan.root / "notebooks"
+        self.env = dict(os.environ)  # what kernels inherit (the tracking URI is exported by now)
+        # the key: the user's environment and the tracking settings, not the variables that
+        # libraries imported by this process set for themselves (pandera, scikit-learn do)
+        keyed_env = {**user_env, **{k: v for k, v in self.env.items() if k.startswith("MLFLOW_")}}
+        package = package_hash()
+        self.code, self.keys, self.warm = {}, {}, {}
+        for s in steps:
+            self.code[s.name] = warmup_code(read_notebook_source(plan.root / s.notebook))
+            self.keys[s.name] = spares.spare_key(s.name, self.code[s.name], self.cwd, keyed_env, package)
+            nice = SIDE_BRANCH_NICE if is_side_branch(s, steps) else 0
+            kernel = spares.claim(plan.build, s.name, self.keys[s.name], nice) if keep_warm_s else None
+            self.warm[s.name] = kernel or WarmKernel(self.code[s.name], self.cwd, nice=nice)
+
+    def shutdown(self) -> None:
+        for kernel in self.warm.values():
+            kernel.shutdown()
+
+    def keep_warm_for_next_run(self, result: RunResult) -> None:
+        from nbops import spares
+
+        failed = result.failure.step if result.failure else None
+        executed = [name for name in self.warm if name in result.ran or name == failed]
+        for name in executed:
+            spares.spawn(
+                self.plan.build, name, self.code[name], self.cwd, self.env, self.keys[name], self.keep_warm_s
+            )
+        if executed:
+            _say(
+                f"kept {len(executed)} kernel(s) warm for the next run ({', '.join(executed)}; idle "
+                f"{self.keep_warm_s:.0f}s, {spares.KEEP_WARM_ENV}=0 turns this off)"
+            )
 
 
 def _execute_all(plan: Plan, steps: list[Step], commit: str, result: RunResult, jobs: int, warm) -> None:
@@ -776,7 +832,8 @@ def _schedule(plan, steps, commit, result, jobs, progress, warm, execute=None, r
                 _say(f"✗ {step.name:<12}  not run ({upstream} failed)")
             elif all(n in done for n in step.needs):
                 pending.remove(step)
-                _say(f"▶ {step.name:<12}  started")
+                kept = getattr(warm.get(step.name), "adopted", False)
+                _say(f"▶ {step.name:<12}  started" + (" (kernel kept warm by the last run)" if kept else ""))
                 future = pool.submit(_timed, execute, plan, step, commit, progress, warm.get(step.name))
                 running[future] = step
 

@@ -32,6 +32,16 @@ def test_ratios_come_from_the_medians_and_need_both_sides():
     assert "one_param_over_cold" not in out
 
 
+def test_the_one_param_rerun_is_reported_with_and_without_kept_kernels():
+    out = harness.add_ratios(
+        {"pipeline_cold_s": 10.0, "one_param_rerun_s": 4.0, "one_param_fresh_kernels_s": 8.0}
+    )
+    assert out["one_param_over_cold"] == 0.4 and out["one_param_fresh_over_cold"] == 0.8
+    assert list(harness.KEYS).index("one_param_fresh_kernels_s") > list(harness.KEYS).index(
+        "one_param_rerun_s"
+    )
+
+
 def test_results_have_the_issue_keys_at_top_level_and_round_trip(tmp_path):
     medians = {"script_floor_s": 8.0, "pipeline_cold_s": 10.0, "noop_rerun_s": 0.3, "kernels_started_noop": 0}
     scale = [{"rows": 1000, "seconds": 9.0, "peak_rss_mb": 800.0}]

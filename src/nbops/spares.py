@@ -1,0 +1,355 @@
+"""Kernels kept warm between runs: the edit-a-param-and-rerun loop skips kernel start-up.
+
+A kernel started ahead of its step still spends seconds importing mlflow, scikit-learn and
+skops before the step's first cell (most of a one-parameter rerun). So after a run, the runner
+leaves one *spare* kernel per notebook step it executed: a fresh kernel that has run only that
+step's warm-up imports (never a step), detached from the runner, in `build/.spares/`. The next
+run's step adopts it instead of starting a kernel when everything the warm-up depends on is
+unchanged (the `key`: warm-up code, package source, interpreter, installed packages,
+environment, folder); otherwise the spare is stopped and a fresh kernel starts as before.
+
+A spare owns four files, `<step>.<token>.{spare,conn.json,spec.json,log}`. It writes the
+`.spare` record itself once it runs. A run claims a spare by renaming `.spare` to
+`.spare.claimed-<run pid>`: a rename happens once, so two runs never share one kernel. An
+unclaimed spare exits by itself after NBOPS_KEEP_WARM_S idle seconds (default 600; 0 turns
+spares off; off by default when CI is set), and a claimed one exits when its run is gone.
+Removing build/ (make clean) stops them all within a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from nbops.exceptions import NbopsError
+from nbops.products import params_hash, write_json
+
+KEEP_WARM_ENV = "NBOPS_KEEP_WARM_S"
+DEFAULT_KEEP_WARM_S = 600.0
+FOLDER = ".spares"
+POLL_S = 0.5
+# Set per process by Jupyter, make, the shell or pytest (per test, for the runs a test starts);
+# none of them changes what a kernel imports.
+VOLATILE_ENV = {
+    "JPY_PARENT_PID", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "OLDPWD", "_", "SHLVL", "TERM",
+    "PYTEST_CURRENT_TEST",
+}  # fmt: skip
+
+
+def keep_warm_seconds(env=None) -> float:
+    """How long a spare waits to be adopted: NBOPS_KEEP_WARM_S, else 0 under CI, else 600."""
+    env = os.environ if env is None else env
+    raw = env.get(KEEP_WARM_ENV)
+    if raw is None or raw.strip() == "":
+        return 0.0 if env.get("CI", "").lower() in ("1", "true", "yes") else DEFAULT_KEEP_WARM_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also refuses nan
+        raise NbopsError(f"{KEEP_WARM_ENV}: expected idle seconds >= 0 (0 turns spares off), got {raw!r}")
+    return seconds
+
+
+def spare_key(step: str, code: str, cwd: Path, env: dict[str, str], package: str) -> dict[str, str]:
+    """What a warm-up's result depends on, each part hashed: a spare is adopted only when every
+    part is the same, and when one differs the runner can say which."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    try:  # an install or removal changes the folder
+        installed = Path(sys.prefix, "lib", version, "site-packages").stat().st_mtime_ns
+    except OSError:
+        installed = None
+    parts = {
+        "step": step,
+        "the notebook's imports": code,
+        "the folder": str(cwd),
+        "the package's source": package,
+        "the interpreter": sys.executable,
+        "the installed packages": installed,
+        "the environment": sorted((k, v) for k, v in env.items() if k not in VOLATILE_ENV),
+    }
+    return {name: params_hash(value) for name, value in parts.items()}
+
+
+def what_changed(old: dict, new: dict) -> list[str]:
+    return [name for name in new if not isinstance(old, dict) or old.get(name) != new[name]]
+
+
+def folder_of(build: Path) -> Path:
+    return build / FOLDER
+
+
+# ------------------------------------------------------------------ runner side
+
+
+def spawn(
+    build: Path, step: str, code: str, cwd: Path, env: dict[str, str], key: dict[str, str], idle_s: float
+) -> Path:
+    """Start a detached spare kernel for `step` (stopping any unclaimed one it replaces);
+    returns its spec file. Costs a fork: the kernel imports in the background."""
+    from jupyter_client.connect import write_connection_file
+
+    folder = folder_of(build)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob(f"{step}.*.spare"):
+        spare = claim_file(old)
+        if spare is not None:
+            spare.stop()
+    token = uuid.uuid4().hex[:12]
+    base = folder / f"{step}.{token}"
+    conn = Path(f"{base}.conn.json")
+    write_connection_file(str(conn), ip="127.0.0.1", key=uuid.uuid4().hex.encode(), kernel_name="python3")
+    spec = Path(f"{base}.spec.json")
+    write_json(spec, {"step": step, "token": token, "key": key, "code": code, "idle_s": idle_s})
+    child_env = {k: v for k, v in env.items() if k != "JPY_PARENT_PID"}  # no parent poller: outlive us
+    with open(f"{base}.log", "ab") as log:
+        import subprocess
+
+        subprocess.Popen(
+            [sys.executable, "-m", "nbops.spares", str(spec)],
+            cwd=cwd,
+            env=child_env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C in the terminal is not for it
+        )
+    return spec
+
+
+def claim(build: Path, step: str, key: dict[str, str], nice: int = 0) -> SpareKernel | None:
+    """Adopt a ready-or-warming spare for `step` whose key matches; stop the ones that don't."""
+    folder = folder_of(build)
+    if not folder.is_dir():
+        return None
+    for record in sorted(folder.glob(f"{step}.*.spare")):
+        spare = claim_file(record, nice)
+        if spare is None:
+            continue
+        changed = what_changed(spare.info.get("key"), key)
+        if not changed and spare.alive():
+            spare.start_waiting()
+            return spare
+        spare.stop()
+        why = f"{' and '.join(changed)} changed since it started" if changed else "it is no longer running"
+        print(f"! {step}: not using the kernel kept warm by the last run: {why}", flush=True)
+    return None
+
+
+def claim_file(record: Path, nice: int = 0) -> SpareKernel | None:
+    claimed = record.with_name(f"{record.name}.claimed-{os.getpid()}")
+    try:
+        record.rename(claimed)
+    except FileNotFoundError:  # it expired, or another run took it first
+        return None
+    try:
+        info = json.loads(claimed.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = {}
+    return SpareKernel(info, claimed, nice)
+
+
+def stop_all(build: Path) -> int:
+    """Stop every unclaimed spare of this build folder; returns how many."""
+    folder = folder_of(build)
+    stopped = 0
+    for record in sorted(folder.glob("*.spare")) if folder.is_dir() else []:
+        spare = claim_file(record)
+        if spare is not None:
+            spare.stop()
+            stopped += 1
+    return stopped
+
+
+def is_spare_process(pid: int, token: str) -> bool:
+    """The process is alive (not a zombie) and is the spare with this token (not a reused PID)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state not in ("Z", "X") and "nbops.spares" in cmdline and f".{token}.spec.json" in cmdline
+
+
+def stop_process(pid: int, token: str, grace_s: float = 2.0) -> None:
+    """SIGTERM the spare with this PID and token, SIGKILL it if it is still there after grace_s."""
+    if not is_spare_process(pid, token):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)  # our own child in a long-lived process: reap it
+        if not is_spare_process(pid, token):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+class SpareKernel:
+    """A claimed spare, with WarmKernel's interface (take, cancel, shutdown) for execute_step."""
+
+    adopted = True
+
+    def __init__(self, info: dict, claimed: Path, nice: int = 0):
+        self.info, self.claimed = info, claimed
+        self.pid, self.token = int(info.get("pid", 0)), str(info.get("token", ""))
+        self.cancelled = threading.Event()
+        self.km = None
+        self._nice = nice
+        self._thread: threading.Thread | None = None
+
+    def alive(self) -> bool:
+        return self.pid > 0 and is_spare_process(self.pid, self.token)
+
+    def start_waiting(self) -> None:
+        """In the background: wait until the kernel answers (its warm-up may still be running)."""
+        import asyncio
+
+        if self._nice:
+            with contextlib.suppress(OSError):
+                nice = min(19, os.getpriority(os.PRIO_PROCESS, 0) + self._nice)
+                os.setpriority(os.PRIO_PROCESS, self.pid, nice)
+        self.km = AdoptedKernelManager(self.pid, self.token, connection_file=self.info["connection_file"])
+        self.km.load_connection_file()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._wait_ready()), daemon=True)
+        self._thread.start()
+
+    async def _wait_ready(self) -> None:
+        client = self.km.client()
+        client.start_channels()
+        try:
+            await client.wait_for_ready(timeout=120)
+        except Exception as exc:  # the step starts its own kernel instead; say why
+            print(f"! a kernel kept warm did not answer ({type(exc).__name__}: {exc})", flush=True)
+            self.stop()
+        finally:
+            client.stop_channels()
+
+    def take(self):
+        """The kernel manager once the kernel answers; None if it died (papermill starts one)."""
+        if self._thread is not None:
+            self._thread.join()
+        return self.km if self.km is not None and self.alive() else None
+
+    def cancel(self) -> None:
+        """The run was interrupted: not our child, so stop_children won't reach it: stop it here."""
+        self.cancelled.set()
+        self.stop()
+
+    def shutdown(self) -> None:
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self.stop()
+
+    def stop(self) -> None:
+        stop_process(self.pid, self.token)
+        base = self.claimed.name.split(".spare")[0]
+        for path in self.claimed.parent.glob(f"{base}.*"):
+            path.unlink(missing_ok=True)
+
+
+def _adopted_manager_class():
+    from jupyter_client.manager import AsyncKernelManager
+
+    class _Adopted(AsyncKernelManager):
+        """A kernel manager for a kernel this process did not start: alive, interrupted and
+        stopped by its PID (checked against its token), never restarted or started anew."""
+
+        def __init__(self, pid: int, token: str, **kwargs):
+            super().__init__(**kwargs)
+            self._spare_pid, self._spare_token = pid, token
+
+        @property
+        def has_kernel(self) -> bool:
+            return is_spare_process(self._spare_pid, self._spare_token)
+
+        # the _async_ names are what clients and the manager call inside; the public names
+        # are what nbclient calls: both must answer from the PID, there is no provisioner
+        async def _async_is_alive(self) -> bool:
+            return is_spare_process(self._spare_pid, self._spare_token)
+
+        async def _async_interrupt_kernel(self) -> None:
+            if is_spare_process(self._spare_pid, self._spare_token):
+                os.kill(self._spare_pid, signal.SIGINT)
+
+        async def _async_shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+            stop_process(self._spare_pid, self._spare_token)
+
+        is_alive = _async_is_alive
+        interrupt_kernel = _async_interrupt_kernel
+        shutdown_kernel = _async_shutdown_kernel
+
+        def cleanup_resources(self, restart: bool = False) -> None:
+            pass  # SpareKernel.stop removes the spare's files
+
+    return _Adopted
+
+
+def AdoptedKernelManager(pid: int, token: str, **kwargs):  # noqa: N802  (a class, built lazily)
+    return _adopted_manager_class()(pid, token, **kwargs)
+
+
+# ------------------------------------------------------------------ kernel side
+
+
+def _watch(folder: Path, step: str, token: str, idle_s: float) -> None:
+    """Exit when unclaimed for idle_s, when the run that claimed us is gone, or when our
+    files are removed (make clean)."""
+    record = folder / f"{step}.{token}.spare"
+    deadline = time.monotonic() + idle_s
+    while True:
+        time.sleep(POLL_S)
+        if record.exists():
+            if time.monotonic() < deadline:
+                continue
+            try:
+                record.rename(record.with_name(record.name + ".expired"))
+            except FileNotFoundError:  # claimed this very moment
+                continue
+            break
+        claimed = list(folder.glob(f"{record.name}.claimed-*"))
+        if not claimed:
+            break
+        try:
+            os.kill(int(claimed[0].name.rsplit("-", 1)[1]), 0)
+        except (ProcessLookupError, ValueError):
+            break
+        except PermissionError:
+            continue
+    for path in folder.glob(f"{step}.{token}.*"):
+        path.unlink(missing_ok=True)
+    os._exit(0)
+
+
+def serve(spec_path: Path) -> None:
+    """The spare kernel's process: write its record, watch it, run the warm-up, serve."""
+    spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    folder, step, token = spec_path.parent, spec["step"], spec["token"]
+    conn = folder / f"{step}.{token}.conn.json"
+    write_json(
+        folder / f"{step}.{token}.spare",
+        {"pid": os.getpid(), "token": token, "step": step, "key": spec["key"], "connection_file": str(conn),
+         "started": time.time()},
+    )  # fmt: skip
+    threading.Thread(target=_watch, args=(folder, step, token, float(spec["idle_s"])), daemon=True).start()
+    if sys.path and sys.path[0] == "":
+        del sys.path[0]  # as ipykernel_launcher does: the kernel's sys.path is a started kernel's
+    from ipykernel.kernelapp import IPKernelApp
+
+    # exec_lines run before the kernel answers: a run that adopts us waits for the warm-up
+    IPKernelApp.launch_instance(argv=["-f", str(conn)], exec_lines=[spec["code"]] if spec["code"] else [])
+
+
+if __name__ == "__main__":
+    serve(Path(sys.argv[1]))

@@ -1,0 +1,92 @@
+"""The edit-a-param-and-rerun loop with kernels kept warm (nbops.spares), through the real CLI:
+the rerun's steps run in the kernels the last run left, give the same results a fresh kernel
+gives, and nothing is left running once spares are turned off."""
+
+import json
+import time
+
+import pytest
+
+from nbops import spares
+from tests.conftest import make_project, nbops, write_params
+
+pytestmark = pytest.mark.e2e
+ON = {"NBOPS_KEEP_WARM_S": "300"}
+
+
+def spare_pids(build):
+    out = {}
+    for rec in spares.folder_of(build).glob("*.spare*") if spares.folder_of(build).exists() else []:
+        try:
+            info = json.loads(rec.read_text())
+        except (OSError, ValueError):
+            continue
+        out[info["step"]] = (info["pid"], info["token"])
+    return out
+
+
+def wait_for(pred, within_s=60):
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture(scope="module")
+def proj(tmp_path_factory):
+    root = make_project(tmp_path_factory.mktemp("spares") / "project")
+    write_params(root, "depth3", lambda p: p["model"]["params"].update(max_depth=3))
+    write_params(root, "depth4", lambda p: p["model"]["params"].update(max_depth=4))
+    yield root
+    spares.stop_all(root / "build")  # whatever a failed test left
+
+
+def test_a_run_leaves_a_warm_kernel_for_each_step_it_executed(proj):
+    res = nbops(proj, "run", "--params", "params/depth3.yaml", env=ON)
+    assert res.returncode == 0, res.stderr
+    assert "kept 3 kernel(s) warm for the next run (01_eda, 02_train, 03_evaluate" in res.stdout
+    assert "kernel kept warm by the last run" not in res.stdout  # nothing to adopt yet
+    assert wait_for(lambda: set(spare_pids(proj / "build")) == {"01_eda", "02_train", "03_evaluate"})
+    for pid, token in spare_pids(proj / "build").values():
+        assert spares.is_spare_process(pid, token)
+
+
+def test_the_one_param_rerun_adopts_them_and_trains_with_the_new_value(proj):
+    before = spare_pids(proj / "build")
+    res = nbops(proj, "run", "--params", "params/depth4.yaml", env=ON)
+    assert res.returncode == 0, res.stderr
+    assert "02_train      started (kernel kept warm by the last run)" in res.stdout, res.stdout + str(before)
+    assert "03_evaluate   started (kernel kept warm by the last run)" in res.stdout
+    assert "01_eda        skipped (unchanged)" in res.stdout
+    # the adopted kernels ran their step and were stopped; the EDA spare still waits
+    for step in ("02_train", "03_evaluate"):
+        pid, token = before[step]
+        assert not spares.is_spare_process(pid, token)
+    assert spares.is_spare_process(*before["01_eda"])
+    # the step really ran in that kernel with this run's parameters
+    train = json.loads((proj / "build" / "02_train" / "02_train.ipynb").read_text())
+    injected = next(c for c in train["cells"] if "injected-parameters" in c["metadata"].get("tags", []))
+    assert '"max_depth": 4' in "".join(injected["source"])
+    model = json.loads((proj / "build" / "02_train" / "model.json").read_text())
+    assert str(model["version"]) == "2", model
+    assert "kept 2 kernel(s) warm for the next run (02_train, 03_evaluate" in res.stdout
+
+
+def test_a_changed_environment_is_not_served_by_an_old_kernel(proj):
+    res = nbops(proj, "run", "--params", "params/depth3.yaml", env={**ON, "NBOPS_TEST_MARKER": "x"})
+    assert res.returncode == 0, res.stderr
+    assert "02_train: not using the kernel kept warm by the last run: the environment changed" in res.stdout
+    assert "kernel kept warm by the last run)" not in res.stdout
+
+
+def test_turning_spares_off_stops_the_ones_left(proj):
+    assert spare_pids(proj / "build")
+    left = spare_pids(proj / "build")
+    res = nbops(proj, "run", "--params", "params/depth4.yaml", env={"NBOPS_KEEP_WARM_S": "0"})
+    assert res.returncode == 0, res.stderr
+    assert "kept" not in res.stdout and "kernel kept warm by the last run" not in res.stdout
+    assert spare_pids(proj / "build") == {}
+    for pid, token in left.values():
+        assert wait_for(lambda pid=pid, token=token: not spares.is_spare_process(pid, token), 10)

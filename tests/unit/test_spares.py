@@ -1,0 +1,158 @@
+"""Kernels kept warm between runs (nbops.spares), with real kernel processes: adopted only with
+the same key, by one run only, and never left behind (idle time, a claimant gone, make clean)."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nbops import spares
+from nbops.exceptions import NbopsError
+from tests.conftest import run_coroutine
+
+CODE = "import json\nwarmed_up = 'yes'"
+
+
+def key(**changed) -> dict:
+    env = {"PATH": os.environ.get("PATH", ""), **changed.pop("env", {})}
+    return spares.spare_key("02_train", changed.get("code", CODE), Path("/nb"), env, "pkg")
+
+
+def record(build: Path) -> Path:
+    """The spare's own record, once its process is up."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = list(spares.folder_of(build).glob("02_train.*.spare"))
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no spare record in {spares.folder_of(build)}")
+
+
+def gone(pid: int, token: str, within_s: float = 15) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if not spares.is_spare_process(pid, token):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture
+def build(tmp_path):
+    """A build folder; every spare started in it is stopped afterwards, whatever the test did."""
+    build = tmp_path / "build"
+    yield build
+    for spec in spares.folder_of(build).glob("*.spec.json") if spares.folder_of(build).exists() else []:
+        token = spec.name.split(".")[1]
+        for pid in (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()):
+            spares.stop_process(pid, token)  # only the process whose command line names the token
+
+
+def spawn(build: Path, idle_s: float = 120, k: dict | None = None) -> dict:
+    spares.spawn(build, "02_train", CODE, build.parent, dict(os.environ), k or key(), idle_s)
+    import json
+
+    return json.loads(record(build).read_text())
+
+
+def execute(km, code: str) -> dict:
+    async def go():
+        client = km.client()
+        client.start_channels()
+        try:
+            await client.wait_for_ready(timeout=60)
+            reply = await client.execute_interactive(code, timeout=60, output_hook=outputs.append)
+            return reply["content"]
+        finally:
+            client.stop_channels()
+
+    outputs: list = []
+    content = run_coroutine(go())
+    return {"status": content["status"], "out": "".join(m["content"].get("text", "") for m in outputs)}
+
+
+def test_keep_warm_seconds_default_ci_and_bad_values():
+    assert spares.keep_warm_seconds({}) == spares.DEFAULT_KEEP_WARM_S
+    assert spares.keep_warm_seconds({"CI": "true"}) == 0
+    assert spares.keep_warm_seconds({"CI": "true", "NBOPS_KEEP_WARM_S": "30"}) == 30
+    assert spares.keep_warm_seconds({"NBOPS_KEEP_WARM_S": "0"}) == 0
+    for bad in ("ten", "-1", "nan"):
+        with pytest.raises(NbopsError, match=rf"NBOPS_KEEP_WARM_S: expected idle seconds >= 0.*got '{bad}'"):
+            spares.keep_warm_seconds({"NBOPS_KEEP_WARM_S": bad})
+
+
+def test_the_key_names_what_changed():
+    assert spares.what_changed(key(), key()) == []
+    assert spares.what_changed(key(), key(env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"})) == [
+        "the environment"
+    ]
+    assert spares.what_changed(key(), key(code="import pandas")) == ["the notebook's imports"]
+    # variables Make and Jupyter set per process do not count
+    assert spares.what_changed(key(), key(env={"MAKELEVEL": "2", "JPY_PARENT_PID": "1"})) == []
+
+
+def test_a_spare_with_the_same_key_is_adopted_warm_and_stopped_after_use(build):
+    info = spawn(build)
+    assert spares.is_spare_process(info["pid"], info["token"])
+    kernel = spares.claim(build, "02_train", key())
+    assert kernel is not None and kernel.pid == info["pid"]
+    km = kernel.take()
+    assert km is not None and km.has_kernel
+    # the warm-up ran in the kernel (its imports are loaded), and nothing else did
+    result = execute(km, "print(warmed_up, 'json' in dir(), 'table' in dir())")
+    assert result == {"status": "ok", "out": "yes True False\n"}
+    assert spares.claim(build, "02_train", key()) is None  # one run per spare
+    kernel.shutdown()
+    assert gone(info["pid"], info["token"])
+    assert list(spares.folder_of(build).iterdir()) == []
+
+
+def test_a_spare_with_another_key_is_stopped_not_adopted(build, capsys):
+    info = spawn(build)
+    assert spares.claim(build, "02_train", key(env={"MLFLOW_TRACKING_URI": "sqlite:///other.db"})) is None
+    assert "02_train: not using the kernel kept warm by the last run: the environment changed" in (
+        capsys.readouterr().out
+    )
+    assert gone(info["pid"], info["token"])
+    assert list(spares.folder_of(build).iterdir()) == []
+
+
+def test_an_unclaimed_spare_exits_after_its_idle_time(build):
+    info = spawn(build, idle_s=1)
+    assert gone(info["pid"], info["token"], within_s=20)
+    assert list(spares.folder_of(build).iterdir()) == []
+    assert spares.claim(build, "02_train", key()) is None
+
+
+def test_a_claimed_spare_exits_when_the_run_that_claimed_it_is_gone(build):
+    info = spawn(build)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a PID that no longer runs
+    rec = record(build)
+    rec.rename(rec.with_name(f"{rec.name}.claimed-{dead.pid}"))
+    assert gone(info["pid"], info["token"])
+
+
+def test_removing_the_build_folder_stops_its_spares(build):
+    """`make clean` is enough: a spare whose files are gone exits by itself."""
+    info = spawn(build)
+    shutil.rmtree(build)
+    assert gone(info["pid"], info["token"])
+
+
+def test_a_new_spare_replaces_the_unclaimed_one_of_its_step(build):
+    first = spawn(build)
+    spares.spawn(build, "02_train", CODE, build.parent, dict(os.environ), key(), 120)
+    assert gone(first["pid"], first["token"])
+    assert len(list(spares.folder_of(build).glob("02_train.*.spec.json"))) == 1
+
+
+def test_stop_all_stops_every_unclaimed_spare(build):
+    info = spawn(build)
+    assert spares.stop_all(build) == 1
+    assert gone(info["pid"], info["token"])

@@ -131,11 +131,20 @@ class Voila:
         self._log.close()
 
 
+# Checked in the page on every animation frame. playwright's wait_for_selector re-checks with
+# growing pauses up to 500 ms: it noticed the button 25-85 ms or 400-500 ms after the page showed
+# it (90 views, benchmarks/dashboard_profile.py's noticed_after_ms), half the samples up to 0.5 s late.
+VISIBLE_JS = f"""() => {{
+  const b = document.querySelector({WIDGETS!r});
+  return b !== null && b.offsetParent !== null;
+}}"""
+
+
 def time_to_widgets(page, url: str) -> float:
     """Seconds from requesting the page to a visible Predict button."""
     t = time.perf_counter()
     page.goto(url + "/")
-    page.wait_for_selector(WIDGETS, state="visible", timeout=120_000)
+    page.wait_for_function(VISIBLE_JS, polling="raf", timeout=120_000)
     return time.perf_counter() - t
 
 

@@ -775,11 +775,11 @@ class Kernels:
         # libraries imported by this process set for themselves (pandera, scikit-learn do)
         keyed_env = {**user_env, **{k: v for k, v in self.env.items() if k.startswith("MLFLOW_")}}
         package = package_hash()
-        self.code, self.keys, self.warm = {}, {}, {}
+        self.code, self.keys, self.nice, self.warm = {}, {}, {}, {}
         for s in steps:
             self.code[s.name] = warmup_code(read_notebook_source(plan.root / s.notebook))
             self.keys[s.name] = spares.spare_key(s.name, self.code[s.name], self.cwd, keyed_env, package)
-            nice = SIDE_BRANCH_NICE if is_side_branch(s, steps) else 0
+            nice = self.nice[s.name] = SIDE_BRANCH_NICE if is_side_branch(s, steps) else 0
             kernel = spares.claim(plan.build, s.name, self.keys[s.name], nice) if keep_warm_s else None
             self.warm[s.name] = kernel or WarmKernel(self.code[s.name], self.cwd, nice=nice)
 
@@ -794,7 +794,15 @@ class Kernels:
         executed = [name for name in self.warm if name in result.ran or name == failed]
         for name in executed:
             spares.spawn(
-                self.plan.build, name, self.code[name], self.cwd, self.env, self.keys[name], self.keep_warm_s
+                self.plan.build,
+                name,
+                self.code[name],
+                self.cwd,
+                self.env,
+                self.keys[name],
+                self.keep_warm_s,
+                nice=self.nice[name],
+                after_pid=os.getpid(),
             )
         if executed:
             _say(

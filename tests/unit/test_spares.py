@@ -156,3 +156,26 @@ def test_stop_all_stops_every_unclaimed_spare(build):
     info = spawn(build)
     assert spares.stop_all(build) == 1
     assert gone(info["pid"], info["token"])
+
+
+def test_a_spare_starts_importing_only_once_its_run_has_exited(build):
+    """Its imports would take the CPU the run's own exit needs; it waits for that PID first."""
+    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)"])
+    spares.spawn(build, "02_train", CODE, build.parent, dict(os.environ), key(), 120, after_pid=run.pid)
+    time.sleep(1)
+    assert run.poll() is None and not list(spares.folder_of(build).glob("*.spare"))  # still waiting
+    run.wait()
+    assert record(build).exists()
+
+
+def test_a_spare_runs_at_the_priority_its_step_ran_at(build):
+    spares.spawn(build, "01_eda", CODE, build.parent, dict(os.environ), key(), 120, nice=10)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (found := list(spares.folder_of(build).glob("01_eda.*.spare"))):
+        time.sleep(0.05)
+    import json
+
+    info = json.loads(found[0].read_text())
+    spawn_niced = os.getpriority(os.PRIO_PROCESS, info["pid"])
+    assert spawn_niced == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+    spares.stop_process(info["pid"], info["token"])

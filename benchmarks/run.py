@@ -282,6 +282,13 @@ def bench_sweep(notes: list[str]) -> dict | None:
 
 # ------------------------------------------------------------------ main
 
+# How each part's notes begin: a partial run drops the old notes of the parts it measured again.
+NOTE_PREFIXES = {"pipeline": ("round ",), "setup": ("setup_cold_s",), "sweep": ("sweep:",)}
+
+
+def _note_of(note: str, parts) -> bool:
+    return any(note.startswith(NOTE_PREFIXES.get(part, ())) for part in parts)
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -371,7 +378,9 @@ def main(argv: list[str] | None = None) -> int:
         old_meta = old.pop("meta", {})
         meta = results.pop("meta")
         meta["samples"] = {**old_meta.get("samples", {}), **meta["samples"]}
-        meta["notes"] = meta["notes"] + [n for n in old_meta.get("notes", []) if n not in meta["notes"]]
+        meta["notes"] = meta["notes"] + [
+            n for n in old_meta.get("notes", []) if n not in meta["notes"] and not _note_of(n, parts)
+        ]
         results = {**old, **results, "meta": meta}
     harness.write_results(results, args.out)
     table = harness.format_table(results)

@@ -111,3 +111,12 @@ def test_sweep_figures_become_a_table_and_odd_shapes_stay_readable():
     assert '"x": 1' in "\n".join(harness.sweep_table({"x": 1}))
     table = harness.format_table(harness.build_results({}, {}, rounds=1, machine={}, sweep=sweep))
     assert "sweep of 16 points" in table
+
+
+def test_a_partial_run_drops_the_old_notes_of_the_parts_it_measured_again():
+    from benchmarks.run import _note_of
+
+    setup_note = "setup_cold_s, pip_setup_cold_s: 1 run(s), not 5"
+    assert _note_of(setup_note, ["setup"]) and not _note_of(setup_note, ["pipeline", "dashboard"])
+    assert _note_of("round 2: one-param reruns: ...", ["pipeline"])
+    assert _note_of("sweep: one run of 16 points", ["sweep"]) and not _note_of("sweep: x", ["scale"])

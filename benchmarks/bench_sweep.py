@@ -36,7 +36,10 @@ def _project(base: Path, points: int) -> Path:
 
 
 def _env() -> dict:
-    return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # no kernels kept warm between the one-by-one runs: back to back, a run would adopt kernels
+    # still importing (no gain, see one_param_immediate_s), and sweeps never keep any
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return {**env, "NBOPS_KEEP_WARM_S": "0"}
 
 
 def _timed(cmd: list[str], cwd: Path) -> float:

@@ -641,14 +641,8 @@ def unchanged_since_last_run(params_file: Path, root: Path, build: Path, reports
         return None
     if not (reports / "index.html").is_file():
         return None
-    data_path = Path(record["data_path"])
-    if record["synthetic"]:
-        _say(
-            f"data: {data_path.relative_to(root)} (SYNTHETIC: put the real CSV at "
-            f"{Path(record['real_data_path']).relative_to(root)} to use it)"
-        )
-    else:
-        _say(f"data: {data_path}")
+    real = Path(record["real_data_path"])
+    _say_data(Path(record["data_path"]), root, real.relative_to(root), record["synthetic"])
     result = RunResult(reports=reports)
     for step in record["keys"]:
         _say(f"- {step:<12}  skipped (unchanged)")
@@ -657,6 +651,14 @@ def unchanged_since_last_run(params_file: Path, root: Path, build: Path, reports
     if metrics.exists():
         result.evaluation = read_json(metrics)
     return result
+
+
+def _say_data(data_path: Path, root: Path, real_path, synthetic: bool) -> None:
+    """Which CSV this run reads; the synthetic table says where the real one goes."""
+    if synthetic:
+        _say(f"data: {data_path.relative_to(root)} (SYNTHETIC: put the real CSV at {real_path} to use it)")
+    else:
+        _say(f"data: {data_path}")
 
 
 @contextmanager
@@ -700,13 +702,7 @@ def _run(
             if step.name in names:
                 names.update(n for n in step.needs if n != VALIDATE)
         wanted = [s for s in STEPS if s.name in names]
-    if plan.synthetic:
-        _say(
-            f"data: {plan.data_path.relative_to(root)} (SYNTHETIC: put the real CSV at "
-            f"{plan.params.data.path} to use it)"
-        )
-    else:
-        _say(f"data: {plan.data_path}")
+    _say_data(plan.data_path, root, plan.params.data.path, plan.synthetic)
 
     # validate
     if force or not plan.is_current(VALIDATE) or not (plan.build / VALIDATE / "table.parquet").exists():

@@ -1,4 +1,4 @@
-"""The GitHub Actions workflows, checked offline: schema, zizmor, and the project's hardening rules."""
+"""The GitHub Actions workflows and Dependabot, checked offline: schema, zizmor, pins, hardening rules."""
 
 from __future__ import annotations
 
@@ -13,11 +13,27 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
+DEPENDABOT = REPO / ".github" / "dependabot.yml"
 BIN = Path(sys.executable).parent
 PINNED = re.compile(r"^\s*(?:-\s+)?uses:\s+([\w.-]+/[\w./-]+)@([0-9a-f]{40}) # v\d+(\.\d+){0,2}\s*$")
 MLFLOW_SECRETS = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "HF_TOKEN")
 PR_TRIGGERS = {"pull_request", "pull_request_target"}
 NOT_ON_PR = "github.event_name != 'pull_request'"
+
+# Every action the workflows may use: the commit of its current release tag, that tag, and the
+# runtime its action.yml declares (read from each action's repository). A `uses:` with any other
+# SHA or version fails, so a stale pin is caught here; Dependabot proposes the next row.
+ACTIONS = {
+    "actions/checkout": ("3d3c42e5aac5ba805825da76410c181273ba90b1", "v7.0.1", "node24"),
+    "actions/setup-python": ("5fda3b95a4ea91299a34e894583c3862153e4b97", "v7.0.0", "node24"),
+    "actions/cache/restore": ("27d5ce7f107fe9357f9df03efb73ab90386fccae", "v5.0.5", "node24"),
+    "actions/cache/save": ("27d5ce7f107fe9357f9df03efb73ab90386fccae", "v5.0.5", "node24"),
+    "actions/upload-artifact": ("bbbca2ddaa5d8feaa63e36b76fdaad77386f024f", "v7.0.0", "node24"),
+    "actions/download-artifact": ("3e5f45b2cfb9172054b4087a40e8e0b5a5461e7c", "v8.0.1", "node24"),
+    "actions/github-script": ("ed597411d8f924073f98dfc5c65a23a2325f34cd", "v8.0.0", "node24"),
+    "astral-sh/setup-uv": ("20cfd1bf945f4377ade1205e4dbc17946fc9a30d", "v10.0.1", "node24"),
+}
+USES = re.compile(r"^\s*(?:-\s+)?uses:\s+(\S+?)@(\S+)(?:\s+#\s*(\S+))?\s*$")
 
 
 def load(path: Path) -> dict:
@@ -99,7 +115,7 @@ def _env_items(node):
             yield from _env_items(item)
 
 
-def test_the_four_workflows_exist():
+def test_the_five_workflows_exist():
     assert [p.name for p in WORKFLOWS] == ["cd.yml", "ci.yml", "pr-comment.yml", "retrain.yml", "sweep.yml"]
 
 
@@ -114,6 +130,7 @@ def test_workflows_validate_against_the_github_workflow_schema():
 
 
 def test_zizmor_offline_reports_nothing():
+    # `.github`, not only the workflows: zizmor also audits dependabot.yml (cooldown, code execution)
     result = subprocess.run(
         [
             str(BIN / "zizmor"),
@@ -121,7 +138,7 @@ def test_zizmor_offline_reports_nothing():
             "--format",
             "json",
             "--no-progress",
-            str(REPO / ".github" / "workflows"),
+            str(REPO / ".github"),
         ],
         capture_output=True,
         text=True,
@@ -161,7 +178,7 @@ jobs:
       MLFLOW_TRACKING_PASSWORD: hunter2
     steps:
       - uses: actions/checkout@v5
-      - uses: actions/setup-python@a26af69be951a213d495a4c3e4e4022e16d87065
+      - uses: actions/setup-python@5fda3b95a4ea91299a34e894583c3862153e4b97
       - run: echo "${{ github.event.pull_request.title }}"
       - uses: actions/github-script@ed597411d8f924073f98dfc5c65a23a2325f34cd # v8.0.0
         with:
@@ -182,7 +199,7 @@ jobs:
         "job build, actions/checkout@v5: checkout without persist-credentials: false",
         "not pinned to a commit SHA with a version comment: - uses: actions/checkout@v5",
         "not pinned to a commit SHA with a version comment: - uses: "
-        "actions/setup-python@a26af69be951a213d495a4c3e4e4022e16d87065",
+        "actions/setup-python@5fda3b95a4ea91299a34e894583c3862153e4b97",
         "MLFLOW_TRACKING_PASSWORD must come from secrets.MLFLOW_TRACKING_PASSWORD, got 'hunter2'",
     ]
     assert sorted(problems) == sorted(expected)
@@ -197,6 +214,137 @@ def test_each_action_is_pinned_to_one_sha_everywhere():
                 action = match.group(1).split("/")[0] + "/" + match.group(1).split("/")[1]
                 seen.setdefault(action, set()).add(line.split("@", 1)[1].strip())
     assert seen and all(len(v) == 1 for v in seen.values()), seen
+
+
+def pin_problems(text: str) -> list[str]:
+    """Every `uses:` line that is not an action of ACTIONS at its listed commit and version."""
+    problems = []
+    for line in text.splitlines():
+        match = USES.match(line)
+        if not match:
+            continue
+        action, ref, comment = match.groups()
+        if action not in ACTIONS:
+            problems.append(f"{action}: not in the table of known actions")
+        elif (ref, comment) != ACTIONS[action][:2]:
+            sha, version, _ = ACTIONS[action]
+            problems.append(f"{action}@{ref} # {comment}: expected {sha} # {version}")
+    return problems
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_action_is_at_its_current_release_commit(path):
+    text = path.read_text(encoding="utf-8")
+    assert any(USES.match(line) for line in text.splitlines()), f"{path.name} uses no action"
+    assert pin_problems(text) == []
+
+
+def test_the_pin_check_catches_a_stale_or_unknown_pin():
+    stale = (
+        "      - uses: actions/checkout@08c6903cd8c0fde910a37f88322edcfb5dd907a8 # v5.0.0\n"
+        "      - uses: actions/setup-python@5fda3b95a4ea91299a34e894583c3862153e4b97 # v6.0.0\n"
+        "      - uses: someone/else@3d3c42e5aac5ba805825da76410c181273ba90b1 # v1.0.0\n"
+        "      - uses: actions/github-script@ed597411d8f924073f98dfc5c65a23a2325f34cd # v8.0.0\n"
+    )
+    assert pin_problems(stale) == [
+        "actions/checkout@08c6903cd8c0fde910a37f88322edcfb5dd907a8 # v5.0.0: "
+        "expected 3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1",
+        "actions/setup-python@5fda3b95a4ea91299a34e894583c3862153e4b97 # v6.0.0: "
+        "expected 5fda3b95a4ea91299a34e894583c3862153e4b97 # v7.0.0",
+        "someone/else: not in the table of known actions",
+    ]
+
+
+def used_actions() -> set[str]:
+    return {
+        match.group(1)
+        for path in WORKFLOWS
+        for line in path.read_text().splitlines()
+        if (match := USES.match(line))
+    }
+
+
+def test_the_table_lists_only_actions_in_use_and_none_runs_on_node20():
+    assert used_actions() == set(ACTIONS)
+    assert {runtime for _, _, runtime in ACTIONS.values()} == {"node24"}
+    assert ACTIONS["actions/setup-python"][1].startswith("v7."), "setup-python before v7 runs on node20"
+
+
+def test_no_checkout_opts_into_fork_pull_request_code():
+    # checkout v7 refuses a fork PR's code under workflow_run unless allow-unsafe-pr-checkout is set;
+    # these workflows check out main or the default branch only, so the input stays unset.
+    for path in WORKFLOWS:
+        for job_id, step in steps(load(path)):
+            if step.get("uses", "").startswith("actions/checkout@"):
+                assert "allow-unsafe-pr-checkout" not in (step.get("with") or {}), f"{path.name} {job_id}"
+
+
+def dependabot() -> dict:
+    return yaml.safe_load(DEPENDABOT.read_text(encoding="utf-8"))
+
+
+def updates_for(ecosystem: str) -> list[dict]:
+    return [u for u in dependabot()["updates"] if u["package-ecosystem"] == ecosystem]
+
+
+def test_dependabot_validates_against_its_schema():
+    result = subprocess.run(
+        [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.dependabot", str(DEPENDABOT)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dependabot_updates_actions_and_pip_weekly_each_in_one_group():
+    config = dependabot()
+    assert config["version"] == 2
+    assert sorted(u["package-ecosystem"] for u in config["updates"]) == ["github-actions", "pip"]
+    for update in config["updates"]:
+        name = update["package-ecosystem"]
+        assert update["directory"] == "/", name
+        assert update["schedule"]["interval"] == "weekly", name
+        groups = update.get("groups") or {}
+        assert len(groups) == 1, f"{name}: one group, so one pull request a week"
+        (group,) = groups.values()
+        assert group["patterns"] == ["*"], f"{name}: the group must cover every dependency"
+        assert update["cooldown"]["default-days"] >= 7, name
+
+
+def test_the_pip_update_finds_the_compiled_requirements_at_the_root():
+    (update,) = updates_for("pip")
+    folder = REPO / update["directory"].lstrip("/")
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        lines = (folder / name).read_text().splitlines()[:2]
+        source = name.replace(".txt", ".in")
+        assert (folder / source).exists(), source
+        # the header Dependabot reads to recompile from the .in file rather than edit one pin
+        assert lines[1].strip().startswith(f"#    uv pip compile {source} -o {name}"), lines
+
+
+def header(path: Path) -> str:
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("# "))
+    return " ".join(lines)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_the_header_claim_about_pins_is_backed(path):
+    text = header(path)
+    assert "pinned" in text and "Dependabot" in text and ".github/dependabot.yml" in text, text
+    (update,) = updates_for("github-actions")
+    assert update["directory"] == "/", "github-actions updates read .github/workflows from /"
+    assert pin_problems(path.read_text(encoding="utf-8")) == []
+
+
+def test_the_readme_claim_about_dependabot_is_backed():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "Dependabot" in readme
+    assert [u["package-ecosystem"] for u in dependabot()["updates"]] == ["github-actions", "pip"]
 
 
 def test_pr_comment_never_checks_out_the_pr_and_writes_only_comments():

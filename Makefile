@@ -139,14 +139,14 @@ drift: setup ## drift check of the data vs the champion's training data -> repor
 deploy: setup ## upload space/ to the Hugging Face Space HF_SPACE_ID, wait until it serves the champion (HF_TOKEN)
 	$(PY) -m nbops.deploy --params $(PARAMS) --space-dir $(SPACE_DIR) --space-id "$(HF_SPACE_ID)"
 
-# ---------------------------------------------------------------- benchmarks (issue 5)
+# ---------------------------------------------------------------- benchmarks (docs/benchmarks.md)
 # BENCH_ROUNDS=N rounds (default 5), BENCH_QUICK=1 for 3 rounds and scale up to 1e5 rows,
 # BENCH_ONLY="pipeline scale dashboard setup sweep" to measure some parts (others kept in results.json).
 .PHONY: bench bench-profile
 
-bench: setup ## measure speed (medians of interleaved rounds) -> benchmarks/results.json + a Markdown table
+bench: setup ## measure speed (medians of interleaved rounds) -> benchmarks/results.json + the tables in docs/benchmarks.md
 	@# runs write no .pyc (PYTHONDONTWRITEBYTECODE): bytecode for the package as it is now, or every
-	@# measured process compiles what was edited since setup (that made a no-op rerun 0.2 s slower)
+	@# measured process compiles what was edited since setup (about 0.2 s on a no-op rerun)
 	$(PY) -m compileall -q src
 	$(PY) -m benchmarks.run $(if $(BENCH_ONLY),--only $(BENCH_ONLY))
 

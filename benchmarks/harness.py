@@ -46,7 +46,7 @@ def _ge(limit: float) -> Callable[[float], bool]:
     return lambda v: v >= limit
 
 
-# The targets of issue 5: key -> (text, check).
+# The speed targets the table checks: key -> (text, check).
 TARGETS: dict[str, tuple[str, Callable[[float], bool]]] = {
     "pipeline_ratio": ("≤ 1.5", _le(1.5)),
     "naive_over_pipeline": ("≥ 2", _ge(2.0)),
@@ -178,7 +178,7 @@ def write_results(results: dict[str, Any], path: Path = RESULTS) -> Path:
     return path
 
 
-# ------------------------------------------------------------------ README
+# ------------------------------------------------------------------ docs/benchmarks.md
 
 README_START = "<!-- bench:start (written by make bench) -->"
 README_END = "<!-- bench:end -->"

@@ -1,4 +1,4 @@
-"""`make bench`: every figure of issue 5, medians of interleaved rounds, into results.json.
+"""`make bench`: every benchmark figure, medians of interleaved rounds, into results.json.
 
     python -m benchmarks.run              # everything (BENCH_ROUNDS=N to change the rounds)
     BENCH_QUICK=1 python -m benchmarks.run  # 3 rounds, scale up to 1e5 rows, for iterating
@@ -263,7 +263,7 @@ def bench_scale(rounds: int, sizes: list[int], work: Path) -> list[dict]:
     ]
 
 
-# ------------------------------------------------------------------ sweep (another engineer's module)
+# ------------------------------------------------------------------ sweep (bench_sweep.py, optional)
 
 
 def bench_sweep(notes: list[str]) -> dict | None:
@@ -275,7 +275,7 @@ def bench_sweep(notes: list[str]) -> dict | None:
     sweep = measure_sweep()
     notes.append(
         f"sweep: one run of {sweep['points']} points per executor and worker count, not a median "
-        "(each run is minutes long: the seven runs took 15 min on a 2-core EPYC, 40 on a Xeon)"
+        "(each run is minutes long: the seven runs take about 15 min on 2 cores)"
     )
     return sweep
 
@@ -387,9 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     say(f"wrote {args.out}")
     if args.out == harness.RESULTS:
-        readme = REPO / "README.md"
-        readme.write_text(harness.replace_block(readme.read_text(encoding="utf-8"), table), encoding="utf-8")
-        say(f"updated the Benchmarks table in {readme}")
+        page = REPO / "docs" / "benchmarks.md"
+        page.write_text(harness.replace_block(page.read_text(encoding="utf-8"), table), encoding="utf-8")
+        say(f"updated the tables in {page}")
     return 0
 
 

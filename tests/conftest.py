@@ -51,8 +51,8 @@ def nbops(root: Path, *args: str, env: dict | None = None, timeout: int = 600):
 
 def run_coroutine(coro):
     """asyncio.run(coro) in a thread of its own: the session's sync-playwright `browser` fixture
-    keeps an event loop running in the main thread for the rest of the session, where
-    asyncio.run() refuses to start (a test that passed alone failed in the full `make test`)."""
+    keeps an event loop running in the main thread for the rest of the session, so there
+    asyncio.run() refuses to start in any test that runs after a browser test."""
     import asyncio
     import concurrent.futures
 

@@ -165,6 +165,7 @@ class Plan:
     injected: dict[str, dict]
     build: Path
     reports: Path
+    git_commit: str = "unknown"  # provenance: HEAD, `-dirty` when tracked files differ
 
     def stamp_path(self, step: str) -> Path:
         return self.build / step / ".stamp.json"
@@ -187,6 +188,7 @@ def make_plan(
     """Validate params, locate data and compute every step's cache key (fast: no pandas)."""
     from nbops.data import file_hash, is_synthetic, resolve_data_path
     from nbops.params import load_params
+    from nbops.tracking import git_commit
 
     source = str(params_file.relative_to(root) if params_file.is_relative_to(root) else params_file)
     params = load_params(params_file, source)
@@ -202,6 +204,7 @@ def make_plan(
     injected = {}
     uri = _tracking_uri_for_key(root)
     whole = params_hash(params.model_dump(mode="json"))
+    commit = (provenance or {}).get("git_commit") or git_commit(root)
     for step in STEPS:
         nb_path = root / step.notebook
         nb = read_notebook_source(nb_path)
@@ -223,6 +226,7 @@ def make_plan(
             "data_is_synthetic": synthetic,
             "data_hash": data_hash,
             "params_hash": whole,
+            "git_commit": commit,
             "parent_run_id": None,
             "run_tags": {},
             **(provenance or {}),
@@ -246,6 +250,7 @@ def make_plan(
         injected,
         build,
         reports or root / "reports",
+        commit,
     )
 
 
@@ -308,11 +313,20 @@ class Progress:
         entry = self.cells.get(step)
         return entry[0] + 1 if entry else None
 
+    def lines(self, now: float | None = None) -> list[str]:
+        """One line per step whose current cell has run for at least the interval."""
+        now = time.perf_counter() if now is None else now
+        return [
+            f"… {step:<12}  cell {index + 1}/{total} ({now - since:.0f}s in it)"
+            for step, (index, total, since) in list(self.cells.items())
+            if now - since >= self.every_s
+        ]
+
     def __enter__(self):
         def tick():
             while not self._stop.wait(self.every_s):
-                for step, (index, total, since) in list(self.cells.items()):
-                    _say(f"… {step:<12}  cell {index + 1}/{total} ({time.perf_counter() - since:.0f}s in it)")
+                for line in self.lines():
+                    _say(line)
 
         self._thread = threading.Thread(target=tick, daemon=True)
         self._thread.start()
@@ -376,9 +390,9 @@ class WarmKernel:
     def __init__(self, code: str, cwd: Path, nice: int = 0):
         import asyncio
 
-        from jupyter_client.manager import AsyncKernelManager
+        from nbops.kernels import EncryptedKernelManager
 
-        self.km = AsyncKernelManager(kernel_name="python3")
+        self.km = EncryptedKernelManager(kernel_name="python3")
         self._code, self._cwd, self._nice = code, cwd, nice
         self.cancelled = threading.Event()  # the run was interrupted: its step must start nothing
         self._thread = threading.Thread(target=lambda: asyncio.run(self._start()), daemon=True)
@@ -464,7 +478,7 @@ def _register_engine() -> str:
 
 
 def execute_step(
-    plan: Plan, step: Step, git_commit: str, progress: Progress | None = None, warm: WarmKernel | None = None
+    plan: Plan, step: Step, progress: Progress | None = None, warm: WarmKernel | None = None
 ) -> None:
     """Run one notebook with papermill; raise StepError naming the failing cell.
 
@@ -484,8 +498,6 @@ def execute_step(
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     parameters = dict(plan.injected[step.name])
-    if "git_commit" in parameters:
-        parameters["git_commit"] = git_commit
     attempt = None
     if "run_tags" in parameters:  # lets the runner find and close this step's MLflow runs
         attempt = uuid.uuid4().hex
@@ -495,8 +507,11 @@ def execute_step(
     if warm and warm.cancelled.is_set():  # interrupted while this step waited for its kernel
         warm.shutdown()
         raise StepError(step.name, None, "KeyboardInterrupt", "the run was interrupted")
-    if km is not None:
-        engine_kwargs["km"] = km
+    if km is None:  # warming failed (it said why): papermill starts this one
+        from nbops.kernels import EncryptedKernelManager
+
+        km = EncryptedKernelManager(kernel_name="python3")
+    engine_kwargs["km"] = km
     try:
         papermill.execute_notebook(
             str(plan.root / step.notebook),
@@ -560,6 +575,7 @@ def run_pipeline(
     own); `provenance` overrides runner parameters that are not cache inputs
     (`parent_run_id`, `run_tags`)."""
     t0 = time.perf_counter()
+    check_step_names(only)
     user_env = dict(os.environ)  # before any library this process imports sets its own
     root = Path(root).resolve()
     params_file = Path(params_file)
@@ -729,7 +745,6 @@ def _run(
     if to_run:
         preflight(plan, to_run)  # params and data are valid: kernels may start now
         steps = [s for s in wanted if s.name in to_run]
-        commit = "unknown"
         if any(s.tracked for s in steps):
             # before any kernel starts, so every kernel inherits the store's URI. The store itself
             # is created by the first step that writes to it, under tracking.store_lock; the
@@ -737,16 +752,21 @@ def _run(
             from nbops import tracking
 
             tracking.configure_tracking(root)
-            commit = tracking.git_commit(root)
         kernels = Kernels(plan, steps, keep_warm_s, user_env or dict(os.environ))
         try:
-            _execute_all(plan, steps, commit, result, jobs, kernels.warm)
+            _execute_all(plan, steps, result, jobs, kernels.warm)
+            settle_promotion(plan, result)
+        except BaseException:
+            withdraw_pending_promotion(plan)  # interrupted before the alias could move
+            raise
         finally:
             kernels.shutdown()  # steps that never ran (upstream failed, store down)
 
     from nbops.report import render_reports
 
     result.reports = render_reports(plan, result)
+    if "02_train" in result.ran:
+        attach_reports(plan, result)
     eval_path = plan.build / "03_evaluate" / "metrics.json"
     if result.ok and eval_path.exists():
         result.evaluation = read_json(eval_path)
@@ -754,6 +774,70 @@ def _run(
         kernels.keep_warm_for_next_run(result)
     _say(f"done in {time.perf_counter() - t0:.1f}s")
     return result
+
+
+EVALUATION = Path("03_evaluate") / "metrics.json"
+
+
+def settle_promotion(plan: Plan, result: RunResult) -> None:
+    """Move `champion` as this run's evaluate step decided, now that every step has finished:
+    only when all of them succeeded. A failed run moves no alias, and its evaluate step runs
+    again next time, so the decision is made anew when the run can succeed."""
+    path = plan.build / EVALUATION
+    if "03_evaluate" not in result.ran or not path.is_file():
+        return
+    record = read_json(path)
+    if record.get("promotion") != "pending":
+        return
+    from nbops import tracking
+    from nbops.gate import Decision
+
+    decision = Decision(**record["decision"])
+    if not result.ok:
+        decision.promote = False
+        decision.verdict = "not promoted (run failed)"
+        decision.reasons.append(f"{result.failure.step} failed: a failed run moves no alias")
+        plan.stamp_path("03_evaluate").unlink(missing_ok=True)
+    try:
+        decision = tracking.apply_decision(record["model_name"], decision)
+    except Exception as exc:  # the store went away after the evaluation: nothing moved
+        decision.promote = False
+        decision.verdict = "not promoted (run failed)"
+        decision.reasons.append(f"could not move champion: {type(exc).__name__}: {exc}")
+        plan.stamp_path("03_evaluate").unlink(missing_ok=True)
+        result.failure = result.failure or StepError("03_evaluate", None, type(exc).__name__, str(exc))
+    record["decision"] = decision.to_dict()
+    record["promotion"] = "applied" if decision.promote else "withheld"
+    record["champion_after"] = (
+        decision.challenger_version if decision.promote else record["champion"]["version"]
+    )
+    write_json(path, record)
+    if decision.promote:
+        _say(f"✓ champion     {record['model_name']} v{decision.challenger_version}")
+
+
+def withdraw_pending_promotion(plan: Plan) -> None:
+    """An interrupted run leaves no decided-but-unapplied promotion behind a current stamp."""
+    with contextlib.suppress(OSError, ValueError):
+        if read_json(plan.build / EVALUATION).get("promotion") == "pending":
+            plan.stamp_path("03_evaluate").unlink(missing_ok=True)
+
+
+def attach_reports(plan: Plan, result: RunResult) -> None:
+    """The executed notebooks and HTML reports of this run, on its training run (`reports/`)."""
+    try:
+        run_id = read_json(plan.build / "02_train" / "model.json")["run_id"]
+    except (OSError, ValueError, KeyError):
+        return  # training failed before it registered anything
+    steps = [*result.ran, *([result.failure.step] if result.failure else [])]
+    files = [plan.build / s / f"{s}.ipynb" for s in steps] + [plan.reports / f"{s}.html" for s in steps]
+    files += [plan.reports / "index.html", plan.reports / "summary.md"]
+    from nbops import tracking
+
+    try:
+        tracking.log_reports(run_id, [f for f in files if f.is_file()])
+    except Exception as exc:  # the run itself succeeded or failed on its own terms: say, go on
+        _say(f"! could not attach the reports to run {run_id} ({type(exc).__name__}: {exc})")
 
 
 class Kernels:
@@ -807,13 +891,13 @@ class Kernels:
             )
 
 
-def _execute_all(plan: Plan, steps: list[Step], commit: str, result: RunResult, jobs: int, warm) -> None:
+def _execute_all(plan: Plan, steps: list[Step], result: RunResult, jobs: int, warm) -> None:
     """Run steps as their upstream steps finish, up to `jobs` at a time, each in its warm kernel."""
     with Progress() as progress:
-        _schedule(plan, steps, commit, result, jobs, progress, warm)
+        _schedule(plan, steps, result, jobs, progress, warm)
 
 
-def _schedule(plan, steps, commit, result, jobs, progress, warm, execute=None, render=None) -> None:
+def _schedule(plan, steps, result, jobs, progress, warm, execute=None, render=None) -> None:
     """Start each step once its upstream steps are done. A finished step's report renders after
     the steps waiting for it have started, so rendering is never on their path."""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -838,7 +922,7 @@ def _schedule(plan, steps, commit, result, jobs, progress, warm, execute=None, r
                 pending.remove(step)
                 kept = getattr(warm.get(step.name), "adopted", False)
                 _say(f"▶ {step.name:<12}  started" + (" (kernel kept warm by the last run)" if kept else ""))
-                future = pool.submit(_timed, execute, plan, step, commit, progress, warm.get(step.name))
+                future = pool.submit(_timed, execute, plan, step, progress, warm.get(step.name))
                 running[future] = step
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -928,7 +1012,22 @@ def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def check_step_names(only: list[str] | None) -> None:
+    """`--only` names steps of this pipeline; anything else stops before anything is touched."""
+    known = [s.name for s in STEPS]
+    unknown = [name for name in only or [] if name not in known]
+    if unknown:
+        raise NbopsError(
+            f"--only: unknown step {', '.join(repr(n) for n in unknown)} (steps: {', '.join(known)})"
+        )
+
+
 def main_run(params_file: str, root: str, force: bool, only: list[str] | None, jobs: int) -> int:
+    try:
+        check_step_names(only)
+    except NbopsError as exc:
+        print_problems(exc)
+        return 2
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         result = run_pipeline(params_file, root, force=force, only=only, jobs=jobs)
@@ -939,16 +1038,17 @@ def main_run(params_file: str, root: str, force: bool, only: list[str] | None, j
         print_problems(exc)
         return 1
     index = result.reports / "index.html" if result.reports else None
-    if result.evaluation:
+    if result.evaluation and "03_evaluate" in result.ran:
         decision = result.evaluation["decision"]
         before = f"v{decision['champion_version']}" if decision["champion_version"] else "none"
         _say(
             f"gate: {decision['verdict']} (challenger v{decision['challenger_version']}, "
             f"champion before: {before})"
         )
-    if result.evaluation:
         after = result.evaluation["champion_after"]
         _say(f"champion: {result.evaluation['model_name']} v{after}" if after else "champion: none yet")
+    elif result.evaluation:  # what the last evaluation said may be stale (a rollback since)
+        _say("gate: not re-evaluated (03_evaluate unchanged); `make champion` reads the registry")
     if index:
         _say(f"reports: {index}")
     if result.failure:

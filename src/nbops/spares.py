@@ -35,12 +35,24 @@ KEEP_WARM_ENV = "NBOPS_KEEP_WARM_S"
 DEFAULT_KEEP_WARM_S = 600.0
 FOLDER = ".spares"
 POLL_S = 0.5
-# Set per process by Jupyter, make, the shell or pytest (per test, for the runs a test starts);
-# none of them changes what a kernel imports.
-VOLATILE_ENV = {
-    "JPY_PARENT_PID", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "OLDPWD", "_", "SHLVL", "TERM",
-    "PYTEST_CURRENT_TEST",
-}  # fmt: skip
+# The variables that can change what a warm-up loaded or how those libraries behave: the
+# interpreter's and the loader's, locale and time zone, the tracking settings and credentials,
+# the numeric libraries' threads, proxies and certificates. Everything else a kernel inherits
+# (make's command-line variables such as PARAMS or ARGS, the shell's, pytest's) does not count,
+# so `make pipeline PARAMS=...` after `make pipeline` still adopts the kernels kept warm.
+KERNEL_ENV_PREFIXES = (
+    "PYTHON", "PATH", "LD_", "VIRTUAL_ENV", "CONDA", "HOME", "LANG", "LC_", "TZ", "TMPDIR", "XDG_",
+    "MLFLOW_", "NBOPS_", "JUPYTER", "IPYTHON", "MPL", "OMP_", "OPENBLAS_", "MKL_", "NUMEXPR_",
+    "CUDA", "SKLEARN_", "ARROW_", "AWS_", "AZURE_", "GOOGLE_", "DATABRICKS_",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "SSL_CERT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+)  # fmt: skip
+ENV_PART = "environment variable "
+
+
+def kernel_env(env: dict[str, str]) -> dict[str, str]:
+    """The part of an environment that counts for a spare's key."""
+    return {k: v for k, v in env.items() if k.startswith(KERNEL_ENV_PREFIXES)}
 
 
 def keep_warm_seconds(env=None) -> float:
@@ -73,13 +85,16 @@ def spare_key(step: str, code: str, cwd: Path, env: dict[str, str], package: str
         "the package's source": package,
         "the interpreter": sys.executable,
         "the installed packages": installed,
-        "the environment": sorted((k, v) for k, v in env.items() if k not in VOLATILE_ENV),
     }
+    parts.update({ENV_PART + name: value for name, value in sorted(kernel_env(env).items())})
     return {name: params_hash(value) for name, value in parts.items()}
 
 
 def what_changed(old: dict, new: dict) -> list[str]:
-    return [name for name in new if not isinstance(old, dict) or old.get(name) != new[name]]
+    """The parts that differ, by name (a variable set or unset on either side counts)."""
+    if not isinstance(old, dict):
+        return list(new)
+    return [name for name in dict.fromkeys([*new, *old]) if old.get(name) != new.get(name)]
 
 
 def folder_of(build: Path) -> Path:
@@ -114,7 +129,11 @@ def spawn(
     token = uuid.uuid4().hex[:12]
     base = folder / f"{step}.{token}"
     conn = Path(f"{base}.conn.json")
-    write_connection_file(str(conn), ip="127.0.0.1", key=uuid.uuid4().hex.encode(), kernel_name="python3")
+    from nbops.kernels import curve_keys
+
+    write_connection_file(
+        str(conn), ip="127.0.0.1", key=uuid.uuid4().hex.encode(), kernel_name="python3", **curve_keys()
+    )
     spec = Path(f"{base}.spec.json")
     write_json(
         spec,

@@ -79,10 +79,24 @@ def _local_artifact_root(uri: str) -> str | None:
     return None
 
 
+# MLflow loggers whose INFO lines are routine, not news: a fresh store announcing its tables
+# (alembic's migration steps with it). They would land in the reviewer's HTML as stderr; their
+# warnings and errors still show.
+ROUTINE_LOGGERS = ("mlflow.store.db.utils", "alembic.runtime.migration")
+
+
+def quiet_routine_logs() -> None:
+    import logging
+
+    for name in ROUTINE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def ensure_experiment(name: str) -> str:
     """Create the store (if fresh) and the experiment once, serially, before parallel work."""
     import mlflow
 
+    quiet_routine_logs()
     uri = mlflow.get_tracking_uri()
     with store_lock(uri, "init"):  # two processes creating a fresh sqlite store corrupt it
         client = mlflow.MlflowClient(uri)
@@ -226,10 +240,8 @@ def log_training(
                 pip_requirements=model_requirements(),
                 signature=signature,
                 input_example=X_example.head(3),
-                registered_model_name=model_name,
-                await_registration_for=60,
             )
-        version = str(info.registered_model_version)
+        version = register_version(client, model_name, info, run.info.run_id)
         for key, value in tags.items():
             client.set_model_version_tag(model_name, version, TAG_PREFIX + key, value)
         client.set_model_version_tag(model_name, version, TAG_PREFIX + "run_id", run.info.run_id)
@@ -241,6 +253,35 @@ def log_training(
             "model_uri": f"models:/{model_name}/{version}",
             "experiment": experiment,
         }
+
+
+def register_version(client, model_name: str, info, run_id: str) -> str:
+    """A new version of `model_name` (created on first use) for a logged model, through the
+    client: `log_model(registered_model_name=...)` prints "Successfully registered model" and
+    "Created version" to stderr, where they land in the reviewer's HTML."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(model_name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    created = client.create_model_version(
+        model_name, source=info.model_uri, run_id=run_id, model_id=info.model_id, await_creation_for=60
+    )
+    return str(created.version)
+
+
+def log_reports(run_id: str, files: list[Path]) -> None:
+    """Attach a run's executed notebooks and HTML reports to its training run (under
+    `reports/`), so a registered version leads to the reports it came with."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    with tempfile.TemporaryDirectory() as tmp:
+        for file in files:
+            (Path(tmp) / file.name).write_bytes(file.read_bytes())
+        client.log_artifacts(run_id, tmp, "reports")
 
 
 def log_holdout_metrics(run_id: str, metrics: dict[str, Any]) -> None:
@@ -312,9 +353,9 @@ def run_artifact_json(run_id: str, path: str) -> dict:
     return mlflow.artifacts.load_dict(f"runs:/{run_id}/{path}")
 
 
-def _record_decision(client, model_name: str, decision: Decision) -> None:
-    """The gate's record on the challenger version, then the alias move if it promotes.
-    Callers hold the store's promote lock."""
+def _record_decision(client, model_name: str, decision: Decision, move_alias: bool = True) -> None:
+    """The gate's record on the challenger version, then the alias move if it promotes (and
+    `move_alias`). Callers hold the store's promote lock."""
     version = str(decision.challenger_version)
     tags = {
         "gate.verdict": decision.verdict,
@@ -324,7 +365,7 @@ def _record_decision(client, model_name: str, decision: Decision) -> None:
     }
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version, TAG_PREFIX + key, value)
-    if decision.promote:
+    if decision.promote and move_alias:
         if decision.champion_version is not None:
             client.set_model_version_tag(
                 model_name, version, TAG_PREFIX + "previous_champion", str(decision.champion_version)
@@ -342,8 +383,13 @@ def promote_if_better(
     score_version: Callable[[str], dict | None],
     known: dict[str, dict | None] | None = None,
     client=None,
+    move_alias: bool = True,
 ) -> Decision:
     """Read the champion, compare, record, and move `champion` only if the gate says so.
+
+    With `move_alias=False` the decision is made and recorded but the alias stays: the
+    pipeline's evaluate step decides, and the runner moves `champion` (apply_decision) once
+    every step of the run has succeeded.
 
     MLflow has no compare-and-set for aliases, so the whole read-compare-set holds a lock on
     the store: a second evaluation waits, then compares against whatever is champion by
@@ -377,13 +423,13 @@ def promote_if_better(
             decision.reasons.append(
                 f"champion moved to v{champion_version} during evaluation: compared with it"
             )
-        _record_decision(client, model_name, decision)
+        _record_decision(client, model_name, decision, move_alias)
     return decision
 
 
 def apply_decision(model_name: str, decision: Decision, client=None) -> Decision:
-    """Record an already-made decision; refuse to promote if `champion` moved meanwhile.
-    (Kept for the sweep aggregator; prefer promote_if_better, which re-compares instead.)"""
+    """Record an already-made decision and move `champion` if it promotes; refuse to promote if
+    `champion` moved since the decision was made (the runner after a run, the sweep aggregator)."""
     import mlflow
 
     client = client or mlflow.MlflowClient()

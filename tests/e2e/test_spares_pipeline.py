@@ -6,8 +6,10 @@ import json
 import time
 
 import pytest
+from jupyter_client import BlockingKernelClient
 
 from nbops import spares
+from nbops.kernels import connection_is_encrypted
 from tests.conftest import make_project, nbops, write_params
 
 pytestmark = pytest.mark.e2e
@@ -51,12 +53,34 @@ def test_a_run_leaves_a_warm_kernel_for_each_step_it_executed(proj):
     assert wait_for(lambda: set(spare_pids(proj / "build")) == {"01_eda", "02_train", "03_evaluate"})
     for pid, token in spare_pids(proj / "build").values():
         assert spares.is_spare_process(pid, token)
+    # every kernel talks CurveZMQ: no unencrypted-TCP warning from the run's kernels or the spares
+    assert "without encryption" not in res.stdout + res.stderr
+    folder = spares.folder_of(proj / "build")
+    connections = sorted(folder.glob("*.conn.json"))
+    assert len(connections) == 3 and all(connection_is_encrypted(c) for c in connections)
+    for connection in connections:  # a client with the file's keys gets answers: the kernel is up
+        client = BlockingKernelClient()
+        client.load_connection_file(str(connection))
+        client.start_channels()
+        try:
+            client.wait_for_ready(timeout=120)
+        finally:
+            client.stop_channels()
+    for log in folder.glob("*.log"):
+        assert "without encryption" not in log.read_text(), log
 
 
 def test_the_one_param_rerun_adopts_them_and_trains_with_the_new_value(proj):
     before = spare_pids(proj / "build")
-    res = nbops(proj, "run", "--params", "params/depth4.yaml", env=ON)
+    # as `make pipeline PARAMS=... ARGS=...` runs it: make exports its command-line variables
+    made = {
+        "MAKEFLAGS": " -- PARAMS=params/depth4.yaml ARGS=",
+        "MAKELEVEL": "1",
+        "PARAMS": "params/depth4.yaml",
+    }
+    res = nbops(proj, "run", "--params", "params/depth4.yaml", env={**ON, **made, "ARGS": ""})
     assert res.returncode == 0, res.stderr
+    assert "not using the kernel kept warm" not in res.stdout
     assert "02_train      started (kernel kept warm by the last run)" in res.stdout, res.stdout + str(before)
     assert "03_evaluate   started (kernel kept warm by the last run)" in res.stdout
     assert "01_eda        skipped (unchanged)" in res.stdout
@@ -77,7 +101,8 @@ def test_the_one_param_rerun_adopts_them_and_trains_with_the_new_value(proj):
 def test_a_changed_environment_is_not_served_by_an_old_kernel(proj):
     res = nbops(proj, "run", "--params", "params/depth3.yaml", env={**ON, "NBOPS_TEST_MARKER": "x"})
     assert res.returncode == 0, res.stderr
-    assert "02_train: not using the kernel kept warm by the last run: the environment changed" in res.stdout
+    said = "02_train: not using the kernel kept warm by the last run: environment variable NBOPS_TEST_MARKER"
+    assert f"{said} changed since it started" in res.stdout
     assert "kernel kept warm by the last run)" not in res.stdout
 
 

@@ -12,7 +12,7 @@ TRAIN, EVALUATE = (next(s for s in runner.STEPS if s.name == n) for n in ("02_tr
 def schedule(tmp_path, steps, execute, render):
     result = runner.RunResult()
     plan = SimpleNamespace(build=tmp_path, reports=tmp_path)
-    runner._schedule(plan, steps, "commit", result, 2, runner.Progress(), {}, execute=execute, render=render)
+    runner._schedule(plan, steps, result, 2, runner.Progress(), {}, execute=execute, render=render)
     return result
 
 
@@ -20,7 +20,7 @@ def test_a_step_starts_before_the_report_of_the_step_it_waited_for_renders(tmp_p
     evaluate_started = threading.Event()
     started_when_train_rendered = []
 
-    def execute(plan, step, commit, progress, warm):
+    def execute(plan, step, progress, warm):
         if step is EVALUATE:
             evaluate_started.set()
 
@@ -36,7 +36,7 @@ def test_a_step_starts_before_the_report_of_the_step_it_waited_for_renders(tmp_p
 def test_a_failed_step_is_rendered_and_what_needs_it_is_not_run(tmp_path):
     rendered, executed = [], []
 
-    def execute(plan, step, commit, progress, warm):
+    def execute(plan, step, progress, warm):
         executed.append(step.name)
         raise StepError(step.name, 3, "ValueError", "bad")
 

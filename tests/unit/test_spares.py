@@ -89,11 +89,17 @@ def test_keep_warm_seconds_default_ci_and_bad_values():
 def test_the_key_names_what_changed():
     assert spares.what_changed(key(), key()) == []
     assert spares.what_changed(key(), key(env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"})) == [
-        "the environment"
+        "environment variable MLFLOW_TRACKING_URI"
+    ]
+    assert spares.what_changed(key(env={"OMP_NUM_THREADS": "1"}), key()) == [
+        "environment variable OMP_NUM_THREADS"
     ]
     assert spares.what_changed(key(), key(code="import pandas")) == ["the notebook's imports"]
-    # variables Make and Jupyter set per process do not count
-    assert spares.what_changed(key(), key(env={"MAKELEVEL": "2", "JPY_PARENT_PID": "1"})) == []
+    # what make exports from its command line (`make pipeline PARAMS=... ARGS=--force`) and what
+    # Make and Jupyter set per process cannot change a kernel's imports: they do not count
+    made = {"MAKEFLAGS": " -- PARAMS=params/smoke.yaml ARGS=--force", "MFLAGS": "-", "MAKELEVEL": "1"}
+    made |= {"PARAMS": "params/smoke.yaml", "ARGS": "--force", "JPY_PARENT_PID": "1", "PORT": "8866"}
+    assert spares.what_changed(key(), key(env=made)) == []
 
 
 def test_a_spare_with_the_same_key_is_adopted_warm_and_stopped_after_use(build):
@@ -115,9 +121,9 @@ def test_a_spare_with_the_same_key_is_adopted_warm_and_stopped_after_use(build):
 def test_a_spare_with_another_key_is_stopped_not_adopted(build, capsys):
     info = spawn(build)
     assert spares.claim(build, "02_train", key(env={"MLFLOW_TRACKING_URI": "sqlite:///other.db"})) is None
-    assert "02_train: not using the kernel kept warm by the last run: the environment changed" in (
-        capsys.readouterr().out
-    )
+    said = capsys.readouterr().out
+    assert "02_train: not using the kernel kept warm by the last run: environment variable " in said
+    assert "MLFLOW_TRACKING_URI changed since it started" in said
     assert gone(info["pid"], info["token"])
     assert list(spares.folder_of(build).iterdir()) == []
 

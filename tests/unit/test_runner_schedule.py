@@ -3,8 +3,10 @@
 import threading
 from types import SimpleNamespace
 
+import pytest
+
 from nbops import runner
-from nbops.exceptions import StepError
+from nbops.exceptions import NbopsError, StepError
 
 TRAIN, EVALUATE = (next(s for s in runner.STEPS if s.name == n) for n in ("02_train", "03_evaluate"))
 
@@ -43,3 +45,24 @@ def test_a_failed_step_is_rendered_and_what_needs_it_is_not_run(tmp_path):
     result = schedule(tmp_path, [TRAIN, EVALUATE], execute, lambda b, r, name: rendered.append(name))
     assert executed == ["02_train"] and rendered == ["02_train"]
     assert result.not_run == ["03_evaluate"] and result.failure.step == "02_train"
+
+
+def test_the_ticker_reports_only_cells_that_have_run_for_the_interval():
+    progress = runner.Progress(every_s=10)
+    progress.cells = {"02_train": (16, 19, 100.0), "01_eda": (3, 12, 95.0)}
+    # at t=104 the train cell has run 4 s: not worth a line; EDA's has run 9 s
+    assert progress.lines(now=104.0) == []
+    assert progress.lines(now=105.0) == ["… 01_eda        cell 4/12 (10s in it)"]
+    assert progress.lines(now=111.0) == [
+        "… 02_train      cell 17/19 (11s in it)",
+        "… 01_eda        cell 4/12 (16s in it)",
+    ]
+
+
+def test_an_unknown_step_name_is_refused_with_the_valid_ones():
+    with pytest.raises(
+        NbopsError, match=r"--only: unknown step 'bogus' \(steps: 01_eda, 02_train, 03_evaluate\)"
+    ):
+        runner.check_step_names(["02_train", "bogus"])
+    runner.check_step_names(["02_train", "03_evaluate"])  # known names pass
+    runner.check_step_names(None)

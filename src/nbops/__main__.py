@@ -25,11 +25,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--jobs", type=int, default=2, help="notebooks run at once (default 2)")
 
-    drift = sub.add_parser("drift", help="compare the data with the champion's training data (KS, chi2)")
+    from nbops.drift import EXIT_CODES_HELP, EXIT_DRIFT  # stdlib-only at import
+
+    drift = sub.add_parser(
+        "drift",
+        help="compare the data with the champion's training data (KS, chi2)",
+        description="Compare the current data with the champion's training sample (KS, chi2)\n"
+        "and write reports/drift.{json,md,html}.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     drift.add_argument("--params", default="params/default.yaml", help="params YAML file")
     drift.add_argument("--root", default=".", help="project folder")
     drift.add_argument("--retrain", action="store_true", help="run the pipeline when drift is found")
     drift.add_argument("--force", action="store_true", help="run the pipeline whatever the verdict")
+    drift.add_argument(
+        "--fail-on-drift",
+        action="store_true",
+        help=f"exit {EXIT_DRIFT} when drift is found (default: exit 0 and say so), for schedulers",
+    )
 
     sweep = sub.add_parser("sweep", help="run a parameter sweep (local pool, or Dask with --scheduler)")
     sweep.add_argument("--sweep", required=True, help="sweep YAML file (params/sweeps/*.yaml)")
@@ -57,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "drift":
         from nbops.drift import main_drift
 
-        return main_drift(args.params, args.root, args.retrain, args.force)
+        return main_drift(args.params, args.root, args.retrain, args.force, args.fail_on_drift)
     if args.command == "sweep" and args.check:
         from nbops.sweep import main_check
 

@@ -8,7 +8,7 @@ columns tested (Bonferroni), so `drift.alpha` bounds the false-alarm rate of the
 Columns with fewer than `drift.min_rows` values on either side are not tested.
 
 Verdicts: `drift` (at least one column drifted), `no drift`, `insufficient data` (no column
-could be tested).
+could be tested). The exit codes of `python -m nbops drift` are in EXIT_CODES_HELP (its `--help`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,17 @@ DRIFT = "drift"
 NO_DRIFT = "no drift"
 INSUFFICIENT = "insufficient data"
 _SHOWN_CATEGORIES = 3
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_DRIFT = 3  # only with --fail-on-drift: a scheduler's run turns red
+EXIT_CODES_HELP = f"""\
+exit codes:
+  {EXIT_OK}  the check ran: no drift, insufficient data, or drift without --fail-on-drift
+     (the verdict is printed and written to reports/drift.json)
+  {EXIT_ERROR}  an error: bad params or data, no champion, the report notebook failed, or
+     the retrain (--retrain, --force) failed
+  {EXIT_DRIFT}  drift found and --fail-on-drift given (after the retrain, if one ran and passed)"""
 
 
 @dataclass
@@ -315,14 +326,14 @@ def drift_markdown(report: dict[str, Any]) -> str:
     """The verdict and per-column table as Markdown (job summary, notebook); data escaped."""
     from nbops.report import md_escape
 
-    icon = {DRIFT: "⚠️", NO_DRIFT: "✅"}.get(report["verdict"], "❔")
     champion = (
         f"{md_escape(report['model_name'])} v{md_escape(report['champion_version'])}"
         if report.get("champion_version")
         else "the champion"
     )
     lines = [
-        f"## {icon} Drift check: {md_escape(report['verdict'])}",
+        # text, not an emoji: ✅ is a missing-glyph box where no emoji font is installed
+        f"## Drift check: {md_escape(report['verdict'])}",
         "",
         f"Current data ({report['current_rows']} rows) vs the training sample of {champion} "
         f"({report['reference_rows']} rows). Per-column threshold: p < "
@@ -385,12 +396,20 @@ def render_drift_report(root: Path, products: Path, params: Params, timeout_s: i
     except PapermillExecutionError as exc:
         if executed.exists():  # the failing notebook is still a report to read
             render_notebook_html(executed, reports / "drift.html", with_code=True)
-        raise StepError(STEP, exc.cell_index, exc.ename, exc.evalue) from None
+        # papermill counts cells from 0; messages count from 1, as the runner's do
+        raise StepError(STEP, exc.cell_index + 1, exc.ename, exc.evalue) from None
     return render_notebook_html(executed, reports / "drift.html", with_code=False)
 
 
-def main_drift(params_file: str, root: str = ".", retrain: bool = False, force: bool = False) -> int:
-    """`python -m nbops drift`: check, write reports/drift.{json,md,html}, retrain if asked."""
+def main_drift(
+    params_file: str,
+    root: str = ".",
+    retrain: bool = False,
+    force: bool = False,
+    fail_on_drift: bool = False,
+) -> int:
+    """`python -m nbops drift`: check, write reports/drift.{json,md,html}, retrain if asked.
+    Returns the exit code (EXIT_CODES_HELP)."""
 
     from nbops import tracking
     from nbops.exceptions import NbopsError
@@ -423,16 +442,19 @@ def main_drift(params_file: str, root: str = ".", retrain: bool = False, force: 
             _say(report.summary_line())
     except NbopsError as exc:
         print_problems(exc)
-        return 1
-    if not (force or (retrain and report.verdict == DRIFT)):
-        if retrain:
-            _say(f"retrain: not needed ({report.verdict})")
-        return 0
-    _say(
-        "retrain: "
-        + ("forced" if force else "drift found")
-        + "; running the pipeline (promotion through the gate)"
-    )
-    from nbops.runner import main_run
+        return EXIT_ERROR
+    drifted = report is not None and report.verdict == DRIFT
+    if force or (retrain and drifted):
+        _say(
+            "retrain: "
+            + ("forced" if force else "drift found")
+            + "; running the pipeline (promotion through the gate)"
+        )
+        from nbops.runner import main_run
 
-    return main_run(str(path), str(root_path), True, None, 2)
+        code = main_run(str(path), str(root_path), True, None, 2)
+        if code != EXIT_OK:
+            return code
+    elif retrain:
+        _say(f"retrain: not needed ({report.verdict})")
+    return EXIT_DRIFT if fail_on_drift and drifted else EXIT_OK

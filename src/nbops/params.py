@@ -25,6 +25,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class _KeyProblems(ValueError):
+    """Problems a section's cross-field check found, each as (dotted key, message): pydantic would
+    name the whole section and dump its dict as the value."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{key}: {msg}" for key, msg in problems))
+
+
 class SyntheticParams(_Section):
     """Where and how to generate the seeded synthetic drug table when `data.path` is absent."""
 
@@ -47,24 +56,33 @@ class DataParams(_Section):
 
     @model_validator(mode="after")
     def _columns_consistent(self):
-        features = self.numeric + self.categorical
-        if not features:
-            raise ValueError("declare at least one column in data.numeric or data.categorical")
-        dupes = sorted({c for c in features if features.count(c) > 1})
-        if dupes:
-            raise ValueError(f"columns listed twice: {dupes}")
-        if self.target in features:
-            raise ValueError(f"target {self.target!r} is also listed as a feature")
-        for key, names, allowed in (
-            ("categories", self.categories, self.categorical),
-            ("ranges", self.ranges, self.numeric),
+        if not self.numeric + self.categorical:
+            raise _KeyProblems(
+                [("data.numeric", "declare at least one column in data.numeric or data.categorical")]
+            )
+        problems = []
+        for key, names in (("data.numeric", self.numeric), ("data.categorical", self.categorical)):
+            for pos, col in enumerate(names):
+                if col == self.target:
+                    msg = f"target {col!r} is also listed as a feature; remove it from {key}"
+                    problems.append((key, msg))
+                elif col in names[:pos]:
+                    problems.append((key, f"column {col!r} is listed twice"))
+                elif key == "data.categorical" and col in self.numeric:
+                    msg = f"column {col!r} is also in data.numeric; keep it in one of the two"
+                    problems.append((key, msg))
+        for key, names, declared in (
+            ("categories", self.categories, "categorical"),
+            ("ranges", self.ranges, "numeric"),
         ):
-            stray = sorted(set(names) - set(allowed))
-            if stray:
-                raise ValueError(f"data.{key} names columns that are not declared: {stray}")
+            for col in names:
+                if col not in getattr(self, declared):
+                    problems.append((f"data.{key}.{col}", f"column {col!r} is not in data.{declared}"))
         for col, (low, high) in self.ranges.items():
             if not low <= high:
-                raise ValueError(f"data.ranges.{col}: low {low} > high {high}")
+                problems.append((f"data.ranges.{col}", f"low {low:g} > high {high:g}"))
+        if problems:
+            raise _KeyProblems(problems)
         return self
 
 
@@ -151,22 +169,25 @@ def _known_keys(model: type[BaseModel], prefix="") -> list[str]:
     return keys
 
 
-def _describe(error: dict, source: str) -> str:
+def _describe(error: dict, source: str) -> list[str]:
     key = _dotted(error["loc"])
     if error["type"] == "extra_forbidden":
         close = difflib.get_close_matches(key, _known_keys(Params), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         if key.startswith("model.") and key.count(".") == 1:
             hint = f" (hyperparameters go under model.params: 'model.params.{key[6:]}')"
-        return f"{source}: unknown key '{key}'{hint}"
+        return [f"{source}: unknown key '{key}'{hint}"]
     if error["type"] == "missing":
-        return f"{source}: missing key '{key}'"
+        return [f"{source}: missing key '{key}'"]
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, _KeyProblems):  # the message names the value; no dump of the section
+        return [f"{source}: key '{k}': {msg}" for k, msg in cause.problems]
     shown = repr(error.get("input"))
     if len(shown) > 60:
         shown = shown[:57] + "..."
     where = f"key '{key}'" if key else "params"
     msg = error["msg"].removeprefix("Value error, ")
-    return f"{source}: {where}: {msg} (got {shown})"
+    return [f"{source}: {where}: {msg} (got {shown})"]
 
 
 def parse_params(raw: Any, source: str = "<params>") -> Params:
@@ -176,7 +197,7 @@ def parse_params(raw: Any, source: str = "<params>") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ParamsError([_describe(e, source) for e in exc.errors()]) from None
+        raise ParamsError([line for e in exc.errors() for line in _describe(e, source)]) from None
 
 
 def safe_yaml(text: str) -> Any:

@@ -10,6 +10,15 @@ import pytest
 from tests.conftest import nbops
 
 
+def test_help_says_what_the_exit_codes_mean(project):
+    result = nbops(project, "drift", "--help")
+    assert result.returncode == 0
+    assert "--fail-on-drift  exit 3 when drift is found" in result.stdout
+    assert "exit codes:\n  0  the check ran: no drift, insufficient data, or drift without" in result.stdout
+    assert "\n  1  an error:" in result.stdout
+    assert "\n  3  drift found and --fail-on-drift given" in result.stdout
+
+
 def test_drift_without_a_champion_says_what_to_run(project):
     result = nbops(project, "drift", "--params", "params/smoke.yaml")
     assert result.returncode == 1
@@ -24,7 +33,7 @@ def test_drift_without_a_champion_says_what_to_run(project):
 def test_drift_report_after_a_pipeline_then_a_shift_is_found(project):
     assert nbops(project, "run", "--params", "params/smoke.yaml").returncode == 0
 
-    same = nbops(project, "drift", "--params", "params/smoke.yaml")
+    same = nbops(project, "drift", "--params", "params/smoke.yaml", "--fail-on-drift")
     assert same.returncode == 0, same.stderr
     assert "no drift: 5 columns match the training data of drug-classifier v1" in same.stdout
     html = (project / "reports" / "drift.html").read_text(encoding="utf-8")
@@ -40,3 +49,18 @@ def test_drift_report_after_a_pipeline_then_a_shift_is_found(project):
     report = json.loads((project / "reports" / "drift.json").read_text())
     assert report["verdict"] == "drift" and report["drifted_columns"] == ["Na_to_K"]
     assert "Na\\_to\\_K" in (project / "reports" / "drift.md").read_text()
+
+    red = nbops(project, "drift", "--params", "params/smoke.yaml", "--fail-on-drift")
+    assert red.returncode == 3, red.stderr
+    assert red.stdout.splitlines()[-1] == "drift: Na_to_K differ from the training data of drug-classifier v1"
+
+    # a failing report cell is named as the runner names one: counted from 1 in the executed
+    # notebook (markdown, parameters, injected parameters, verdict, markdown, plots = cell 6)
+    nb_path = project / "notebooks" / "04_drift.ipynb"
+    nb = json.loads(nb_path.read_text())
+    nb["cells"][-1]["source"] = ["raise RuntimeError('deliberate')"]
+    nb_path.write_text(json.dumps(nb))
+    broken = nbops(project, "drift", "--params", "params/smoke.yaml")
+    assert broken.returncode == 1
+    last = broken.stderr.strip().splitlines()[-1]
+    assert last == "error: failed at 04_drift, cell 6: RuntimeError: deliberate"

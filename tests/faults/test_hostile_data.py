@@ -1,6 +1,10 @@
 """Markup in the data and in a notebook: labels and category values that are HTML, and a
 markdown cell with a script. Nothing of it may become live markup in the HTML reports, the PR
-summary or the dashboard. Each check first shows the payload did reach the rendering path."""
+summary or the dashboard. Each check first shows the payload did reach the rendering path.
+
+And tables that would quietly train a wrong model (a decimal comma shifting every column, one
+class, an empty feature column, labels from another table): refused by the CLI before any kernel
+starts, with one line, and nothing registered."""
 
 from __future__ import annotations
 
@@ -146,3 +150,73 @@ def test_dashboard_shows_markup_as_text_and_runs_none(hostile, browser, tmp_path
         server.stop()
     assert live == {"scripts": 0, "handlers": 0, "imgs": 0}, live
     assert dialogs == []
+
+
+# ------------------------------------------------------------------ tables refused before any kernel
+
+
+def _decimal_comma(df):
+    lines = df.to_csv(index=False).splitlines()
+    lines[1] = lines[1].replace(".", ",")  # Na_to_K 14.904 -> 14,904, unquoted: one field too many
+    return "\n".join(lines) + "\n"
+
+
+def _one_class(df):
+    return df.assign(Drug="drugY").to_csv(index=False)
+
+
+def _empty_feature(df):
+    return df.assign(Age=None).to_csv(index=False)
+
+
+def _other_tables_labels(df):
+    return df.assign(Drug=["yes" if i % 3 else "no" for i in range(len(df))]).to_csv(index=False)
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (
+            _decimal_comma,
+            "data/raw/bad.csv: line 2: expected 6 fields, found 7 (a decimal comma such as 14,5? "
+            "write 14.5, or quote the value)",
+        ),
+        (
+            _one_class,
+            "data/raw/bad.csv: column 'Drug' has the single value 'drugY' in every row (120 rows); "
+            "a classifier needs at least two classes",
+        ),
+        (
+            _empty_feature,
+            "data/raw/bad.csv: column 'Age' is empty in every row (120 rows); "
+            "fill it or remove it from data.numeric",
+        ),
+        (
+            _other_tables_labels,
+            "data/raw/bad.csv: column 'Drug': no row has a label from data.classes "
+            "['drugA', 'drugB', 'drugC', 'drugX', 'drugY'] (found 'no', 'yes'); "
+            "delete data.classes or list this table's labels",
+        ),
+    ],
+    ids=["decimal-comma", "one-class", "empty-feature", "other-tables-labels"],
+)
+def test_table_that_would_train_a_wrong_model_is_refused_before_any_kernel(tmp_path, make, expected):
+    import pandas as pd
+
+    from nbops.synthetic import write_synthetic_table
+
+    root = make_project(tmp_path / "project")
+    base = pd.read_csv(write_synthetic_table(root / "data" / "raw" / "base.csv", 120, 42, 0.0))
+    (root / "data" / "raw" / "bad.csv").write_text(make(base))
+
+    def edit(p):
+        p["data"]["path"] = "data/raw/bad.csv"
+        del p["data"]["synthetic"]
+
+    write_params(root, "bad", edit)
+    res = nbops(root, "run", "--params", "params/bad.yaml", timeout=120)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert res.stderr.splitlines() == [f"error: {expected}"]
+    assert "started" not in res.stdout, "no step may start on such a table"
+    assert not (root / "mlflow").exists(), "nothing may reach the registry"
+    assert not (root / "build" / "02_train").exists()

@@ -186,3 +186,20 @@ def test_five_thousand_declared_columns_end_in_bounded_time(root, wide_csv):
         assert (root / "reports" / "01_eda.html").is_file(), "a failed step still leaves its report"
     table = __import__("pandas").read_parquet(root / "build" / "00_validate" / "table.parquet")
     assert table.shape[1] == 5000 + 6
+
+
+def test_target_as_a_feature_names_the_key_and_dumps_no_section(tmp_path):
+    """pydantic's section-level check would show `(got {'path': ...` cut at 60 characters."""
+    root = make_project(tmp_path / "project")  # its own: the module's project has a registry by now
+
+    def edit(p):
+        p["data"]["numeric"] = ["Age", "Na_to_K", "Drug"]
+
+    write_params(root, "target-feature", edit)
+    res = nbops(root, "run", "--params", "params/target-feature.yaml", timeout=120)
+    assert res.returncode == 1
+    assert res.stderr.splitlines() == [
+        "error: params/target-feature.yaml: key 'data.numeric': target 'Drug' is also listed as a feature; "
+        "remove it from data.numeric"
+    ]
+    assert not (root / "mlflow").exists(), "nothing may reach the registry"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from nbops.data import load_table
+from nbops.data import WIDE_TABLE, load_table
 from nbops.exceptions import DataError, ParamsError
 from nbops.params import load_params
 
@@ -48,6 +48,14 @@ def problems(tmp_path, params, text):
     return exc.value.problems
 
 
+def refused(tmp_path, params, text, match):
+    """The table is refused with exactly one problem line, matching `match` from its start."""
+    with pytest.raises(DataError, match=match) as exc:
+        load(tmp_path, params, text)
+    assert len(exc.value.problems) == 1, exc.value.problems
+    return exc.value.problems[0]
+
+
 def test_good_table_loads_with_file_lines_as_row_ids(tmp_path, params):
     df, path = load(tmp_path, params, csv(*GOOD))
     assert list(df.index[:2]) == [2, 3]
@@ -70,7 +78,14 @@ def test_missing_column(tmp_path, params):
 
 def test_misspelt_column_is_pointed_out(tmp_path, params):
     text = csv(*GOOD, header="Age,Sex,BP,Cholesterol,Na_to_k,Drug")
-    assert problems(tmp_path, params, text) == ["data/t.csv: missing column 'Na_to_K' (found 'Na_to_k')"]
+    assert problems(tmp_path, params, text) == [
+        "data/t.csv: missing column 'Na_to_K' (did you mean 'Na_to_k'?)"
+    ]
+
+
+def test_column_in_another_case_is_offered(tmp_path, params):
+    text = csv(*GOOD, header=HEADER.replace("Age", "age"))
+    refused(tmp_path, params, text, r"^data/t\.csv: missing column 'Age' \(did you mean 'age'\?\)$")
 
 
 def test_unknown_category_names_column_value_and_line(tmp_path, params):
@@ -145,8 +160,118 @@ def test_duplicate_header(tmp_path, params):
 def test_ragged_row(tmp_path, params):
     rows = list(GOOD)
     rows[6] = "49,F,NORMAL,HIGH,16.275,drugY,extra,more"
-    (line,) = problems(tmp_path, params, csv(*rows))
-    assert line.startswith("data/t.csv: malformed CSV: Expected 6 fields in line 8, saw 8")
+    refused(tmp_path, params, csv(*rows), r"^data/t\.csv: line 8: expected 6 fields, found 8$")
+
+
+DECIMAL_COMMA = r" \(a decimal comma such as 14,5\? write 14\.5, or quote the value\)$"
+
+
+def test_decimal_comma_in_the_first_row_is_refused_not_read_as_an_index(tmp_path, params):
+    """pandas takes the first field of a row with one field too many as the index: every column
+    shifts by one. Without data.categories nothing else would catch it."""
+    params.data.categories = {}
+    params.data.ranges = {}
+    rows = list(GOOD)
+    rows[0] = "23,F,HIGH,HIGH,25,355,drugY"
+    refused(tmp_path, params, csv(*rows), r"^data/t\.csv: line 2: expected 6 fields, found 7" + DECIMAL_COMMA)
+
+
+def test_decimal_commas_in_several_rows_are_one_line_listing_them(tmp_path, params):
+    rows = list(GOOD)
+    rows[1] = "47,M,LOW,HIGH,13,093,drugC"
+    rows[8] = "60,M,NORMAL,HIGH,15,171,drugY"
+    expected = r"^data/t\.csv: lines 3, 10: expected 6 fields, found 7" + DECIMAL_COMMA
+    refused(tmp_path, params, csv(*rows), expected)
+
+
+def test_short_row_is_refused_not_filled_with_missing_values(tmp_path, params):
+    rows = list(GOOD)
+    rows[3] = "28,F,NORMAL,HIGH,drugX"
+    refused(tmp_path, params, csv(*rows), r"^data/t\.csv: line 5: expected 6 fields, found 5$")
+
+
+def test_rows_too_long_and_too_short_are_one_line_each(tmp_path, params):
+    rows = list(GOOD)
+    rows[2] = "47,M,LOW"
+    rows[5] = "22,F,NORMAL,HIGH,8,607,drugX"
+    assert problems(tmp_path, params, csv(*rows)) == [
+        "data/t.csv: line 4: expected 6 fields, found 3",
+        "data/t.csv: line 7: expected 6 fields, found 7 (a decimal comma such as 14,5? write 14.5, "
+        "or quote the value)",
+    ]
+
+
+def test_wide_table_read_path_refuses_ragged_rows_too(tmp_path, params):
+    """Tables wider than WIDE_TABLE are read with usecols, which accepts ragged rows silently."""
+    extra = [f"x{i}" for i in range(WIDE_TABLE)]
+    rows = [r + "," + ",".join("0" for _ in extra) for r in GOOD]
+    rows[4] = rows[4].rsplit(",", 2)[0]  # two fields short, in the undeclared part
+    text = csv(*rows, header=",".join([HEADER, *extra]))
+    expected = rf"^data/t\.csv: line 6: expected {6 + WIDE_TABLE} fields, found {4 + WIDE_TABLE}$"
+    refused(tmp_path, params, text, expected)
+
+
+@pytest.mark.parametrize("quoted", [False, True], ids=["unquoted", "quoted"])
+def test_quoted_commas_crlf_and_blank_lines_are_not_ragged(tmp_path, params, quoted):
+    """Both ways of counting fields: numpy for unquoted files, the csv module for quoted ones."""
+    rows = [f'{r},"a note, with a comma"' if quoted else f"{r},a note" for r in GOOD]
+    if quoted:
+        rows[2] = rows[2].replace("LOW", '"LOW"')
+    text = "\r\n".join([HEADER + ",note", *rows[:5], "", *rows[5:], "  ", ""]) + "\r\n"
+    df, _ = load(tmp_path, params, text)
+    assert len(df) == 10
+    assert df.loc[4, "BP"] == "LOW" and df.loc[9, "Drug"] == "drugY"  # line 7 was blank
+
+
+def test_one_class_target_is_refused(tmp_path, params):
+    """Every row 'drugY': the model would always say drugY, score macro-F1 1.0 and be promoted."""
+    rows = [r.rsplit(",", 1)[0] + ",drugY" for r in GOOD]
+    refused(
+        tmp_path,
+        params,
+        csv(*rows),
+        r"^data/t\.csv: column 'Drug' has the single value 'drugY' in every row \(10 rows\); "
+        r"a classifier needs at least two classes$",
+    )
+
+
+def test_one_class_target_is_refused_in_any_spelling(tmp_path, params):
+    params.data.classes = None
+    rows = [r.rsplit(",", 1)[0] + (",yes" if i == 0 else ",YES") for i, r in enumerate(GOOD)]
+    refused(tmp_path, params, csv(*rows), r"^data/t\.csv: column 'Drug' has the single value 'YES' in ")
+
+
+def test_numeric_feature_empty_in_every_row_is_refused(tmp_path, params):
+    rows = [",".join(["", *r.split(",")[1:]]) for r in GOOD]
+    refused(
+        tmp_path,
+        params,
+        csv(*rows),
+        r"^data/t\.csv: column 'Age' is empty in every row \(10 rows\); "
+        r"fill it or remove it from data\.numeric$",
+    )
+
+
+def test_categorical_feature_empty_in_every_row_is_refused(tmp_path, params):
+    rows = [",".join([*r.split(",")[:3], "", *r.split(",")[4:]]) for r in GOOD]
+    refused(
+        tmp_path,
+        params,
+        csv(*rows),
+        r"^data/t\.csv: column 'Cholesterol' is empty in every row \(10 rows\); "
+        r"fill it or remove it from data\.categorical$",
+    )
+
+
+def test_leftover_classes_matching_no_label_get_a_hint(tmp_path, params):
+    rows = [r.rsplit(",", 1)[0] + (",yes" if i % 2 else ",no") for i, r in enumerate(GOOD)]
+    refused(
+        tmp_path,
+        params,
+        csv(*rows),
+        r"^data/t\.csv: column 'Drug': no row has a label from data\.classes \['drugA', 'drugB', 'drugC', "
+        r"'drugX', 'drugY'\] \(found 'no', 'yes'\); delete data\.classes or list this table's labels$",
+    )
 
 
 def test_binary_file_is_refused_without_echoing_it(tmp_path, params):

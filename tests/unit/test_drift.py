@@ -185,3 +185,99 @@ def test_check_drift_reads_current_data_and_thresholds_from_params(training, tmp
     assert report.drifted == ["Na_to_K"]
     assert len(current) == 120  # the smoke params' synthetic table, generated into tmp_path
     assert report.summary_line() == "drift: Na_to_K differ from the training data of drug-classifier v5"
+
+
+# ------------------------------------------------------------------ what a reader sees
+
+
+def test_markdown_heading_is_text_every_font_can_show(training):
+    """No emoji (✅ ⚠️ ❔ are a missing-glyph box without an emoji font)."""
+    for current in (training, training.assign(Na_to_K=training["Na_to_K"] + 5), training.head(5)):
+        md = drift.drift_markdown(check(training, current).to_dict())
+        verdict = check(training, current).verdict
+        assert md.splitlines()[0] == f"## Drift check: {verdict}"
+        assert max(map(ord, md)) < 0x2600, "a character outside the common fonts' ranges"
+
+
+# ------------------------------------------------------------------ the command
+
+
+@pytest.fixture
+def command(monkeypatch, tmp_path, training):
+    """main_drift with the check, the notebook and the retrain replaced; returns a setter for the
+    verdict and the list of retrain calls."""
+    from nbops import runner, tracking
+
+    state = {"current": training, "retrain_code": 0, "retrains": []}
+
+    def fake_check(params, root, client=None, download=None):
+        report = check(training, state["current"])
+        report.champion_version, report.model_name = "1", params.registry.model_name
+        return report, training, state["current"]
+
+    def fake_run(*args):
+        state["retrains"].append(args)
+        return state["retrain_code"]
+
+    monkeypatch.setattr(tracking, "configure_tracking", lambda root: "sqlite:///unused")
+    monkeypatch.setattr(drift, "check_drift", fake_check)
+    monkeypatch.setattr(drift, "render_drift_report", lambda *a: tmp_path / "reports" / "drift.html")
+    monkeypatch.setattr(runner, "main_run", fake_run)
+
+    def run(*, drifted: bool, **flags) -> int:
+        state["current"] = training.assign(Na_to_K=training["Na_to_K"] + 5) if drifted else training
+        return drift.main_drift(str(REPO / "params" / "smoke.yaml"), str(tmp_path), **flags)
+
+    run.state = state
+    return run
+
+
+def test_drift_found_exits_0_by_default_and_3_with_fail_on_drift(command, capsys):
+    assert command(drifted=True) == drift.EXIT_OK == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("drift: Na_to_K differ")
+    assert command(drifted=True, fail_on_drift=True) == drift.EXIT_DRIFT == 3
+
+
+def test_no_drift_exits_0_even_with_fail_on_drift(command):
+    assert command(drifted=False, fail_on_drift=True) == 0
+
+
+def test_fail_on_drift_after_a_successful_retrain_still_exits_3(command):
+    assert command(drifted=True, retrain=True, fail_on_drift=True) == 3
+    assert len(command.state["retrains"]) == 1
+
+
+def test_a_failed_retrain_exits_with_its_code_not_3(command):
+    command.state["retrain_code"] = 1
+    assert command(drifted=True, retrain=True, fail_on_drift=True) == drift.EXIT_ERROR == 1
+
+
+def test_retrain_not_needed_without_drift(command, capsys):
+    assert command(drifted=False, retrain=True, fail_on_drift=True) == 0
+    assert command.state["retrains"] == []
+    assert "retrain: not needed (no drift)" in capsys.readouterr().out
+
+
+def test_an_error_exits_1_and_says_why(command, tmp_path, capsys):
+    assert drift.main_drift(str(tmp_path / "missing.yaml"), str(tmp_path), fail_on_drift=True) == 1
+    assert capsys.readouterr().err == f"error: {tmp_path / 'missing.yaml'}: params file not found\n"
+
+
+def test_failing_report_cell_is_counted_from_1(monkeypatch, tmp_path):
+    """papermill's cell_index is 0-based; the message counts from 1, like the runner's."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from nbops import preload, report
+    from nbops.exceptions import StepError
+
+    def fail(*args, **kwargs):
+        raise PapermillExecutionError(5, 3, "plot(...)", "RuntimeError", "deliberate", [])
+
+    monkeypatch.setattr(preload, "skip_unused_imports", lambda: None)  # keep this process's imports
+    monkeypatch.setattr(papermill, "execute_notebook", fail)
+    monkeypatch.setattr(report, "render_notebook_html", lambda *a, **k: None)
+    params = load_params(REPO / "params" / "smoke.yaml")
+    with pytest.raises(StepError, match=r"^failed at 04_drift, cell 6: RuntimeError: deliberate$") as exc:
+        drift.render_drift_report(tmp_path, tmp_path, params, 30)
+    assert exc.value.cell_index == 6

@@ -85,10 +85,55 @@ def test_missing_params_file():
         load_params("nope.yaml")
 
 
-def test_target_listed_as_feature_is_refused(tmp_path):
+def test_target_listed_as_feature_names_the_key_not_a_dump_of_the_section(tmp_path):
     path = write(tmp_path, smoke_text().replace("numeric: [Age, Na_to_K]", "numeric: [Age, Na_to_K, Drug]"))
-    with pytest.raises(ParamsError, match=r"target 'Drug' is also listed as a feature"):
+    with pytest.raises(
+        ParamsError,
+        match=r"^.*p\.yaml: key 'data\.numeric': target 'Drug' is also listed as a feature; "
+        r"remove it from data\.numeric$",
+    ) as exc:
         load_params(path)
+    assert len(exc.value.problems) == 1 and "{" not in str(exc.value)
+
+
+def test_target_listed_as_categorical_names_data_categorical(tmp_path):
+    text = smoke_text().replace("[Sex, BP, Cholesterol]", "[Sex, BP, Cholesterol, Drug]")
+    with pytest.raises(ParamsError, match=r"key 'data\.categorical': target 'Drug' is also listed as a"):
+        load_params(write(tmp_path, text))
+
+
+def test_column_listed_twice_or_in_both_lists_names_key_and_column(tmp_path):
+    text = smoke_text().replace("numeric: [Age, Na_to_K]", "numeric: [Age, Na_to_K, Age, Sex]")
+    path = write(tmp_path, text)
+    with pytest.raises(ParamsError) as exc:
+        load_params(path)
+    assert exc.value.problems == [
+        f"{path}: key 'data.numeric': column 'Age' is listed twice",
+        f"{path}: key 'data.categorical': column 'Sex' is also in data.numeric; keep it in one of the two",
+    ]
+
+
+def test_categories_and_ranges_of_undeclared_columns_name_their_key(tmp_path):
+    text = smoke_text().replace("    Age: [0, 120]", "    Age: [130, 120]\n    BP: [0, 1]")
+    path = write(tmp_path, text)
+    with pytest.raises(ParamsError) as exc:
+        load_params(path)
+    assert exc.value.problems == [
+        f"{path}: key 'data.ranges.BP': column 'BP' is not in data.numeric",
+        f"{path}: key 'data.ranges.Age': low 130 > high 120",
+    ]
+
+
+def test_no_feature_declared(tmp_path):
+    text = smoke_text().replace("numeric: [Age, Na_to_K]", "numeric: []")
+    text = text.replace("categorical: [Sex, BP, Cholesterol]", "categorical: []")
+    text = text.split("  categories:")[0] + "split:" + text.split("split:")[1]  # no categories/ranges either
+    with pytest.raises(
+        ParamsError,
+        match=r"p\.yaml: key 'data\.numeric': declare at least one column in data\.numeric or "
+        r"data\.categorical$",
+    ):
+        load_params(write(tmp_path, text))
 
 
 def test_every_params_key_is_declared_by_a_notebook():

@@ -1,4 +1,5 @@
-"""Challenger vs champion on the same held-out rows, and the record the gate leaves behind."""
+"""Challenger vs champion on the same held-out rows, and the record the gate leaves behind;
+also the score tables the train and evaluate notebooks show (cv_table, metrics_table)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from nbops.products import read_json
 
 # Heavy libraries imported inside the functions below; warm kernels load them early (nbops.preload).
 PRELOAD = ("pandas", "mlflow")
+NO_VALUE = "–"  # a table cell with nothing to show (no champion to compare with)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -67,15 +69,59 @@ def quiet_scorer(model_name: str, X, y, labels):
 
 
 def metrics_table(challenger: dict, champion: dict | None) -> pd.DataFrame:
-    """accuracy / macro-F1 / weighted-F1 side by side, with the challenger's delta."""
+    """accuracy / macro-F1 / weighted-F1 side by side with the challenger's delta, as the text the
+    notebook shows: four decimals, "–" where there is no champion to compare with."""
     import pandas as pd
 
     rows = []
     for name in ("accuracy", "macro_f1", "weighted_f1"):
         c = challenger[name]
         p = champion[name] if champion else None
-        rows.append({"metric": name, "challenger": c, "champion": p, "delta": None if p is None else c - p})
+        rows.append(
+            {
+                "metric": name,
+                "challenger": f"{c:.4f}",
+                "champion": NO_VALUE if p is None else f"{p:.4f}",
+                "delta": NO_VALUE if p is None else f"{c - p:+.4f}",
+            }
+        )
     return pd.DataFrame(rows).set_index("metric")
+
+
+def cv_table(scores: dict[str, float]) -> pd.DataFrame:
+    """Cross-validation scores as mean and std per metric; the fold count (an int) names the
+    table instead of sitting in a float column."""
+    import pandas as pd
+
+    folds = scores.get("cv_folds")
+    metrics = sorted({k[3:].rsplit("_", 1)[0] for k in scores if k != "cv_folds"})
+    return pd.DataFrame(
+        {
+            "mean": [scores[f"cv_{m}_mean"] for m in metrics],
+            "std": [scores[f"cv_{m}_std"] for m in metrics],
+        },
+        index=pd.Index(metrics, name=f"{int(folds)}-fold CV" if folds else "no CV (a class has < 2 rows)"),
+    ).round(4)
+
+
+def champion_line(record: dict) -> str:
+    """Where `champion` stands, from the record build_evaluation made (and the runner settled):
+    moving to the challenger once the run succeeds, now the challenger, kept, or none yet."""
+    name = record["model_name"]
+    before = (record.get("champion") or {}).get("version")
+    after = record.get("champion_after")
+    promotion = record.get("promotion")
+    if promotion == "pending":
+        until = f"v{before} until then" if before else "no champion until then"
+        return (
+            f"champion moves to {name} v{record['challenger']['version']} once every step of this run "
+            f"has succeeded ({until})"
+        )
+    if not after:
+        return "no champion yet"
+    if promotion == "applied" or (promotion is None and str(after) != str(before)):
+        return f"champion is now {name} v{after}"
+    return f"champion stays {name} v{after}"
 
 
 def params_diff(challenger_run_id: str, champion_run_id: str | None) -> dict[str, list]:

@@ -34,8 +34,25 @@ def sample_rows(df: pd.DataFrame, target: str, max_rows: int, seed: int = 0) -> 
     return df.groupby(target, group_keys=False, observed=True).sample(frac=frac, random_state=seed)
 
 
+def has_values(s: pd.Series) -> bool:
+    return bool(s.notna().any())
+
+
+def column_notes(df: pd.DataFrame, columns: list[str]) -> list[str]:
+    """What the EDA must say about columns it cannot plot: the ones with no value at all."""
+    return [f"column {col} has no values" for col in columns if not has_values(df[col])]
+
+
+def _number(value) -> str:
+    """A min/median/max cell: six significant digits, blank when there is no number."""
+    import math
+
+    return "" if value is None or math.isnan(value) else f"{value:.6g}"
+
+
 def summarize_table(df: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
-    """One row per column: type, missing count and share, distinct values, min/median/max."""
+    """One row per column: type, missing count and share, distinct values, min/median/max
+    (as text: blank for categorical columns and for numeric ones without any value)."""
     import pandas as pd
 
     rows = []
@@ -50,7 +67,9 @@ def summarize_table(df: pd.DataFrame, numeric: list[str], categorical: list[str]
             "distinct": int(s.nunique()),
         }
         if col in numeric:
-            row.update(min=float(s.min()), median=float(s.median()), max=float(s.max()))
+            row.update(min=_number(s.min()), median=_number(s.median()), max=_number(s.max()))
+        else:
+            row.update(min="", median="", max="")
         rows.append(row)
     return pd.DataFrame(rows).set_index("column")
 
@@ -74,6 +93,12 @@ def _subplots(nrows, ncols, size):
     return fig, axes[0, 0] if nrows * ncols == 1 else axes.ravel()
 
 
+def _no_values(ax, col: str) -> None:
+    """An axis that says its column is empty, where the plot would be (seaborn fails on it)."""
+    ax.text(0.5, 0.5, f"{col} has no values", ha="center", va="center", transform=ax.transAxes)
+    ax.set(xticks=[], yticks=[])
+
+
 def numeric_by_class(df: pd.DataFrame, numeric: list[str], target: str):
     numeric = _first(numeric)
     sns = _sns()
@@ -83,6 +108,10 @@ def numeric_by_class(df: pd.DataFrame, numeric: list[str], target: str):
     axes = [axes] if len(numeric) == 1 else axes
     order = sorted(df[target].unique())
     for ax, col in zip(axes, numeric, strict=True):
+        ax.set_title(f"{col} by {target}")
+        if not has_values(df[col]):
+            _no_values(ax, col)
+            continue
         sns.boxplot(
             data=df,
             x=target,
@@ -94,7 +123,6 @@ def numeric_by_class(df: pd.DataFrame, numeric: list[str], target: str):
             legend=False,
             palette="viridis",
         )
-        ax.set_title(f"{col} by {target}")
     return fig
 
 
@@ -107,16 +135,20 @@ def categorical_by_class(df: pd.DataFrame, categorical: list[str], target: str, 
     axes = [axes] if len(categorical) == 1 else axes
     order = sorted(df[target].unique())
     for ax, col in zip(axes, categorical, strict=True):
+        ax.set_title(f"{target} by {col}")
+        if not has_values(df[col]):
+            _no_values(ax, col)
+            continue
         keep = df[col].value_counts().index[:top]
         sub = df[df[col].isin(keep)]
         sns.countplot(data=sub, x=col, hue=target, hue_order=order, ax=ax, palette="viridis")
-        ax.set_title(f"{target} by {col}")
         ax.legend(fontsize=7, title=None)
     return fig
 
 
 def relationships(df: pd.DataFrame, numeric: list[str], target: str):
     sns = _sns()
+    numeric = [c for c in numeric if has_values(df[c])]
     if len(numeric) < 2:
         return None
     grid = sns.pairplot(
@@ -134,7 +166,7 @@ def relationships(df: pd.DataFrame, numeric: list[str], target: str):
 
 
 def correlations(df: pd.DataFrame, numeric: list[str]):
-    numeric = _first(numeric)
+    numeric = _first([c for c in numeric if has_values(df[c])])
     sns = _sns()
     if len(numeric) < 2:
         return None
@@ -152,13 +184,15 @@ def missing_values(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"missing": counts, "missing_%": (100 * counts / len(df)).round(2)})
 
 
-def confusion_heatmap(matrix: list[list[int]], labels: list[str], title: str):
+def confusion_heatmap(matrix: list[list[int]], labels: list[str], title: str, target: str | None = None):
+    """Rows: the actual `target`, columns: the predicted one."""
     sns = _sns()
     fig, ax = _subplots(1, 1, (0.55 * len(labels) + 2.6, 0.45 * len(labels) + 1.8))
     sns.heatmap(
         matrix, annot=True, fmt="d", cmap="Blues", cbar=False, xticklabels=labels, yticklabels=labels, ax=ax
     )
-    ax.set(title=title, xlabel="predicted", ylabel="actual")
+    what = f" {target}" if target else ""
+    ax.set(title=title, xlabel=f"predicted{what}", ylabel=f"actual{what}")
     return fig
 
 
@@ -173,7 +207,11 @@ def per_class_f1(scores: dict[str, dict], title: str = "Per-class F1 on the hold
         if metrics
         for label, v in metrics["per_class"].items()
     ]
-    fig, ax = _subplots(1, 1, (7, 3.4))
+    fig, ax = _subplots(1, 1, (7, 3.8))
     sns.barplot(data=pd.DataFrame(rows), x="class", y="f1", hue="model", ax=ax, palette="Set2")
     ax.set(ylim=(0, 1.05), title=title)
+    # below the axes, not over the bars (an F1 of 1.0 reaches the top of the plot)
+    handles, names = ax.get_legend_handles_labels()
+    ax.get_legend().remove()
+    fig.legend(handles, names, loc="outside lower center", ncol=len(names), frameon=False)
     return fig

@@ -103,21 +103,31 @@ SAFE_ATTRIBUTES = {
     "td": ["colspan", "rowspan", "class"],
     "th": ["colspan", "rowspan", "class"],
 }
+SAFE_URL_SCHEMES = frozenset({"http", "https", "mailto"})
 _STYLE_BLOCK = re.compile(r"<style\b[^>]*>.*?</style>", re.IGNORECASE | re.DOTALL)
+_TAG_START = re.compile(r"<(?=/?([A-Za-z][A-Za-z0-9:-]*))")
+
+
+def _escape_unsafe_tags(text: str) -> str:
+    """`<` of every tag not in SAFE_TAGS as `&lt;`: a `<script>` in a label is read as text."""
+    return _TAG_START.sub(lambda m: "<" if m.group(1).lower() in SAFE_TAGS else "&lt;", text)
 
 
 def clean_html(element) -> str:
-    """Sanitise HTML with bleach and SAFE_TAGS. pandas' `<style scoped>` blocks are dropped
-    first (cosmetic only: bleach, after it, is what keeps markup from running)."""
-    import bleach
+    """Sanitise HTML with nh3 (ammonia) and SAFE_TAGS: nbconvert's `clean_html` filter.
+
+    Before nh3, pandas' `<style scoped>` blocks are dropped and tags outside SAFE_TAGS escaped,
+    so they show as text rather than vanish; both are cosmetic. nh3, after them, is what keeps
+    markup from running: it drops every attribute not in SAFE_ATTRIBUTES and links whose scheme
+    is not in SAFE_URL_SCHEMES, whatever the escaping step missed."""
+    import nh3
 
     text = element.decode() if isinstance(element, bytes) else str(element)
-    return bleach.clean(
-        _STYLE_BLOCK.sub("", text),
-        tags=SAFE_TAGS,
-        attributes=SAFE_ATTRIBUTES,
-        protocols={"http", "https", "mailto"},
-        strip=False,
+    return nh3.clean(
+        _escape_unsafe_tags(_STYLE_BLOCK.sub("", text)),
+        tags=set(SAFE_TAGS),
+        attributes={tag: set(names) for tag, names in SAFE_ATTRIBUTES.items()},
+        url_schemes=set(SAFE_URL_SCHEMES),
         strip_comments=True,
     )
 
@@ -167,10 +177,16 @@ VERDICT_ICON = {"promote": "✅", "keep champion": "⏸️", "reject": "❌", "n
 
 
 def summary_markdown(
-    evaluation: dict | None, failure=None, statuses: dict | None = None, link_prefix: str = ""
+    evaluation: dict | None,
+    failure=None,
+    statuses: dict | None = None,
+    link_prefix: str = "",
+    commit: str | None = None,
 ) -> str:
-    """The PR-comment body: verdict first, then metrics, per-class F1, confusion, params diff."""
+    """The PR-comment body: verdict first, then metrics, per-class F1, confusion, params diff,
+    data and commit."""
     lines = [SUMMARY_MARKER]
+    at = f"Commit: {md_escape(commit)}" if commit else ""
     links = " · ".join(
         f"[{TITLES[s]}]({link_prefix}{s}.html)"
         for s in TITLES
@@ -187,11 +203,17 @@ def summary_markdown(
             "",
             "No alias was moved. The executed notebook, with the failing cell, is in the reports.",
             "",
+            *([at, ""] if at else []),
             f"Reports: {links}" if links else "",
         ]
         return cap_markdown("\n".join(lines).rstrip() + "\n")
     if evaluation is None:
-        lines += ["## Pipeline ran without an evaluation step", "", f"Reports: {links}"]
+        lines += [
+            "## Pipeline ran without an evaluation step",
+            "",
+            *([at, ""] if at else []),
+            f"Reports: {links}",
+        ]
         return cap_markdown("\n".join(lines) + "\n")
 
     name = md_escape(evaluation["model_name"])
@@ -257,6 +279,8 @@ def summary_markdown(
         f"Data: {md_escape(data['source'])}{kind} · sha256 {md_escape(str(data['hash'])[:12])} · "
         f"{data['holdout_rows']} held-out rows",
     ]
+    if at:
+        lines += ["", at]
     if links:
         lines += ["", f"Reports: {links} · [index]({link_prefix}index.html)"]
     return cap_markdown("\n".join(lines) + "\n")
@@ -264,8 +288,131 @@ def summary_markdown(
 
 # ------------------------------------------------------------------ index.html
 
+METRICS = ("accuracy", "macro_f1", "weighted_f1")
 
-def index_html(statuses: dict[str, str], evaluation: dict | None, failure) -> str:
+
+def run_facts(plan: Plan, statuses: dict[str, str], evaluation: dict | None) -> dict:
+    """What this run trained, on what, at which commit, from the plan and the build products:
+    the model and hyperparameters, the registered version (when 02_train ran or was current),
+    the data file, its row count and whether it is synthetic, and the other reports."""
+    from nbops.products import read_json
+
+    model = plan.params.model
+    root = plan.root
+    data_path = plan.data_path
+    facts = {
+        "model": {"name": model.name, "params": dict(model.params), "cv_folds": model.cv_folds},
+        "registered": None,
+        "data": {
+            "path": str(data_path.relative_to(root) if data_path.is_relative_to(root) else data_path),
+            "synthetic": bool(plan.synthetic),
+            "hash": plan.data_hash,
+            "rows": None,
+            "train_rows": None,
+            "holdout_rows": None,
+        },
+        "commit": getattr(plan, "git_commit", "unknown"),
+        "links": other_reports(plan.reports),
+    }
+    train = plan.build / "02_train"
+    if statuses.get("02_train") in ("ran", "skipped") and (train / "model.json").is_file():
+        registered = read_json(train / "model.json")
+        facts["registered"] = {
+            "name": registered["model_name"],
+            "version": str(registered["version"]),
+            "run_id": registered.get("run_id"),
+        }
+        train_rows = registered.get("schema", {}).get("rows")
+        if evaluation:
+            holdout_rows = evaluation["data"]["holdout_rows"]
+        elif (train / "holdout.json").is_file():
+            holdout_rows = len(read_json(train / "holdout.json")["holdout_ids"])
+        else:
+            holdout_rows = None
+        if train_rows is not None and holdout_rows is not None:
+            facts["data"].update(
+                rows=train_rows + holdout_rows, train_rows=train_rows, holdout_rows=holdout_rows
+            )
+    return facts
+
+
+def other_reports(reports: Path) -> list[tuple[str, str]]:
+    """(text, relative link) of the drift report (`make drift`) and every sweep report
+    (`make sweep`) that exist beside this index."""
+    from urllib.parse import quote
+
+    links = [("drift report", "drift.html")] if (reports / "drift.html").is_file() else []
+    links += [
+        (f"sweep {index.parent.name}", f"sweep/{quote(index.parent.name)}/index.html")
+        for index in sorted((reports / "sweep").glob("*/index.html"))
+    ]
+    return links
+
+
+def _facts_html(facts: dict) -> str:
+    esc = html.escape
+    model = facts["model"]
+    params = ", ".join(f"{k}={v}" for k, v in model["params"].items()) or "default hyperparameters"
+    rows = [
+        (
+            "model",
+            f"<code>{esc(model['name'])}</code> ({esc(params)}), {esc(str(model['cv_folds']))}-fold CV",
+        )
+    ]
+    reg = facts["registered"]
+    rows.append(
+        (
+            "registered",
+            f"{esc(reg['name'])} v{esc(reg['version'])}"
+            + (f" (run <code>{esc(str(reg['run_id']))}</code>)" if reg.get("run_id") else "")
+            if reg
+            else "nothing registered by this run",
+        )
+    )
+    data = facts["data"]
+    kind = "<strong class='synthetic'>SYNTHETIC</strong>" if data["synthetic"] else "real"
+    rows_text = (
+        f"{data['rows']} rows ({data['train_rows']} train, {data['holdout_rows']} held out)"
+        if data["rows"] is not None
+        else "rows not counted (no training in this run)"
+    )
+    rows.append(
+        (
+            "data",
+            f"<code>{esc(data['path'])}</code> · {kind} · {esc(rows_text)} · "
+            f"sha256 <code>{esc(str(data['hash'])[:12])}</code>",
+        )
+    )
+    rows.append(("commit", f"<code>{esc(str(facts['commit']))}</code>"))
+    return (
+        "<table class='facts'>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
+    )
+
+
+def _metrics_html(evaluation: dict) -> str:
+    esc = html.escape
+    chal = evaluation["challenger"]
+    champ = evaluation.get("champion") or {}
+    cm, pm = chal["metrics"], champ.get("metrics")
+    champ_col = f"champion v{champ['version']}" if champ.get("version") else "champion (none)"
+    head = (
+        f"<tr><th>metric</th><th>challenger v{esc(str(chal['version']))}</th>"
+        f"<th>{esc(champ_col)}</th><th>Δ</th></tr>"
+    )
+    body = []
+    for metric in METRICS:
+        p = pm[metric] if pm else None
+        body.append(
+            f"<tr><td>{metric}</td><td class='num'>{_fmt(cm[metric])}</td><td class='num'>{_fmt(p)}</td>"
+            f"<td class='num'>{_delta(None if p is None else cm[metric] - p)}</td></tr>"
+        )
+    note = f"<p>Champion not scored: {esc(str(champ['error']))}</p>" if champ.get("error") else ""
+    return f"<table class='metrics'>{head}{''.join(body)}</table>{note}"
+
+
+def index_html(statuses: dict[str, str], evaluation: dict | None, failure, facts: dict | None = None) -> str:
+    """The reports' front page: the verdict, what was trained (run_facts), the headline metrics
+    of challenger and champion, and links to every report."""
     esc = html.escape
     rows = []
     for step, title in TITLES.items():
@@ -289,15 +436,27 @@ def index_html(statuses: dict[str, str], evaluation: dict | None, failure) -> st
         verdict += "<ul>" + "".join(f"<li>{esc(r)}</li>" for r in d["reasons"]) + "</ul>"
     else:
         verdict = "No evaluation in this run."
+    sections = ""
+    if facts:
+        sections += f"<h2>What was trained</h2>{_facts_html(facts)}"
+    if evaluation:
+        sections += f"<h2>Held-out metrics</h2>{_metrics_html(evaluation)}"
+    more = [f'<a href="{esc(href)}">{esc(text)}</a>' for text, href in (facts or {}).get("links", [])]
+    more += ['<a href="summary.md">summary.md</a>']
+    more += ['<a href="metrics.json">metrics.json</a>'] if evaluation else []
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>nbops reports</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:54rem;margin:2rem auto;padding:0 1rem;color:#222}}
-table{{border-collapse:collapse;width:100%}}
+table{{border-collapse:collapse;width:100%;margin-bottom:1rem}}
 td,th{{border-bottom:1px solid #ddd;padding:.4rem;text-align:left}}
+.facts th{{width:8rem}}.num{{text-align:right;font-variant-numeric:tabular-nums}}
+.synthetic{{color:#b06000}}
 .failed{{color:#b00020;font-weight:600}}.ran{{color:#137333}}.skipped{{color:#555}}</style></head>
 <body><h1>nbops reports</h1><div class="verdict">{verdict}</div>
+{sections}
+<h2>Steps</h2>
 <table><tr><th>step</th><th>status</th><th>views</th></tr>{"".join(rows)}</table>
-<p><a href="summary.md">summary.md</a> · <a href="metrics.json">metrics.json</a></p></body></html>
+<p>{" · ".join(more)}</p></body></html>
 """
 
 
@@ -359,8 +518,12 @@ def render_reports(plan: Plan, result: RunResult) -> Path:
         write_json(reports / "metrics.json", evaluation)
     else:
         (reports / "metrics.json").unlink(missing_ok=True)
+    commit = getattr(plan, "git_commit", "unknown")  # Plan.git_commit: the runner's provenance
     (reports / "summary.md").write_text(
-        summary_markdown(evaluation, result.failure, statuses), encoding="utf-8"
+        summary_markdown(evaluation, result.failure, statuses, commit=commit), encoding="utf-8"
     )
-    (reports / "index.html").write_text(index_html(statuses, evaluation, result.failure), encoding="utf-8")
+    facts = run_facts(plan, statuses, evaluation)
+    (reports / "index.html").write_text(
+        index_html(statuses, evaluation, result.failure, facts), encoding="utf-8"
+    )
     return reports

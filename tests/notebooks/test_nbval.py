@@ -9,18 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_project, nbops
-
 HERE = Path(__file__).parent
 STEPS = ("01_eda", "02_train", "03_evaluate")
-
-
-@pytest.fixture(scope="module")
-def smoke_project(tmp_path_factory):
-    root = make_project(tmp_path_factory.mktemp("nbval") / "project")
-    res = nbops(root, "run", "--params", "params/smoke.yaml")
-    assert res.returncode == 0, res.stderr
-    return root
 
 
 @pytest.mark.parametrize("step", STEPS)

@@ -144,3 +144,124 @@ def test_rendered_html_keeps_headings_paragraphs_and_tables_as_markup(tmp_path):
     body = render_notebook_html(src, tmp_path / "out.html", with_code=False).read_text()
     assert re.search(r"<h1[^>]*>Evaluate", body) and "<strong>bold</strong>" in body
     assert "<th>accuracy</th>" in body and "&lt;th" not in body and "&lt;h1" not in body
+
+
+def test_clean_html_sanitises_with_nh3_without_bleach(monkeypatch):
+    import sys
+
+    from nbops.report import clean_html
+
+    monkeypatch.setitem(sys.modules, "bleach", None)  # archived: any import of it fails here
+    dirty = (
+        '<p class="x" onclick="alert(1)">hi <a href="javascript:alert(1)">j</a>'
+        f"{HOSTILE}<script>alert(2)</script></p><style>p{{}}</style><!-- c -->"
+    )
+    assert clean_html(dirty) == (
+        '<p class="x">hi <a rel="noopener noreferrer">j</a>'
+        "&lt;img src=x onerror=alert(1)&gt;&lt;script&gt;alert(2)&lt;/script&gt;</p>"
+    )
+    table = b"<table><tr><th colspan=2 style=x>a &lt; b</th></tr></table>"
+    assert clean_html(table) == '<table><tbody><tr><th colspan="2">a &lt; b</th></tr></tbody></table>'
+
+
+def test_report_code_does_not_use_bleach():
+    from pathlib import Path
+
+    import nbops.report
+
+    assert "bleach" not in Path(nbops.report.__file__).read_text()
+
+
+def fake_plan(tmp_path, commit="3f2a9c1d0e4b-dirty", **model_json):
+    """A Plan as render_reports reads it: params, data, build products (model.json, holdout)."""
+    from types import SimpleNamespace
+
+    from nbops.params import load_params
+    from nbops.products import write_json
+    from tests.conftest import REPO
+
+    root = tmp_path / "project"
+    build, reports = root / "build", root / "reports"
+    registered = {
+        "model_name": "drug-classifier",
+        "version": "7",
+        "run_id": "abc123",
+        "schema": {"rows": 96},
+        **model_json,
+    }
+    write_json(build / "02_train" / "model.json", registered)
+    write_json(build / "02_train" / "holdout.json", {"holdout_ids": list(range(24)), "seed": 42})
+    reports.mkdir(parents=True)
+    plan = SimpleNamespace(
+        root=root,
+        params=load_params(REPO / "params" / "smoke.yaml"),
+        data_path=root / "data" / "raw" / "drug-smoke-synthetic.csv",
+        synthetic=True,
+        data_hash="b0e797f5ec1e0123",
+        build=build,
+        reports=reports,
+    )
+    if commit is not None:
+        plan.git_commit = commit
+    return plan
+
+
+RAN = {"01_eda": "ran", "02_train": "ran", "03_evaluate": "ran"}
+
+
+def test_index_says_what_was_trained_on_what_at_which_commit(tmp_path):
+    from nbops.report import index_html, run_facts
+
+    plan = fake_plan(tmp_path)
+    (plan.reports / "drift.html").write_text("drift")
+    (plan.reports / "sweep" / "trees").mkdir(parents=True)
+    (plan.reports / "sweep" / "trees" / "index.html").write_text("sweep")
+    ev = evaluation()
+    ev["data"]["holdout_rows"] = 24
+    page = index_html(RAN, ev, None, run_facts(plan, RAN, ev))
+    assert "<code>decision_tree</code> (max_depth=6, random_state=42), 3-fold CV" in page
+    assert "drug-classifier v7 (run <code>abc123</code>)" in page
+    data = "<code>data/raw/drug-smoke-synthetic.csv</code> · <strong class='synthetic'>SYNTHETIC</strong>"
+    assert data in page
+    assert "120 rows (96 train, 24 held out)" in page
+    assert "<code>3f2a9c1d0e4b-dirty</code>" in page
+    assert "<th>challenger v2</th><th>champion v1</th><th>Δ</th>" in page
+    assert (
+        "<tr><td>accuracy</td><td class='num'>0.8000</td><td class='num'>0.7000</td>"
+        "<td class='num'>+0.1000</td></tr>"
+    ) in page
+    assert '<a href="drift.html">drift report</a>' in page
+    assert '<a href="sweep/trees/index.html">sweep trees</a>' in page
+
+
+def test_index_without_champion_commit_or_other_reports(tmp_path):
+    from nbops.report import index_html, run_facts
+
+    plan = fake_plan(tmp_path, commit=None)  # a Plan from before git_commit was a field
+    ev = evaluation()
+    ev["champion"] = {"version": None, "metrics": None, "error": None, "run_id": None}
+    facts = run_facts(plan, RAN, None)
+    assert facts["commit"] == "unknown" and facts["links"] == []
+    assert facts["data"]["rows"] == 120  # 96 trained on + 24 ids in holdout.json
+    page = index_html(RAN, ev, None, facts)
+    assert "<td class='num'>–</td><td class='num'>–</td>" in page and "None" not in page
+    assert "drift.html" not in page and "sweep/" not in page
+
+
+def test_index_registers_nothing_when_training_did_not_run(tmp_path):
+    from nbops.report import index_html, run_facts
+
+    plan = fake_plan(tmp_path)
+    statuses = {"01_eda": "ran", "02_train": "failed", "03_evaluate": "not run"}
+    facts = run_facts(plan, statuses, None)
+    assert facts["registered"] is None and facts["data"]["rows"] is None
+    page = index_html(statuses, None, StepError("02_train", 3, "ValueError", "x"), facts)
+    assert "nothing registered by this run" in page and "drug-classifier v7" not in page
+
+
+def test_summary_names_the_commit():
+    body = summary_markdown(evaluation(), statuses=RAN, commit="3f2a9c1d0e4b")
+    assert "\nCommit: 3f2a9c1d0e4b\n" in body
+    failed = summary_markdown(None, StepError("02_train", 1, "E", "x"), {"02_train": "failed"}, commit="abc")
+    assert "\nCommit: abc\n" in failed
+    assert "Commit:" not in summary_markdown(evaluation())

@@ -158,7 +158,10 @@ def build_evaluation(
         },
         "champion": champion,
         "decision": decision.to_dict(),
-        "champion_after": challenger_info["version"] if decision.promote else champion["version"],
+        # the evaluate step decides; the runner moves `champion` once every step of the run has
+        # succeeded, and then records "applied" or "withheld" and the champion after
+        "promotion": "pending" if decision.promote else "none",
+        "champion_after": champion["version"],
         "params_diff": diff,
         "data": {
             "hash": data_hash,

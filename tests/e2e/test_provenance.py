@@ -4,12 +4,13 @@ to the training run, a reviewer's HTML free of MLflow's log lines, a console tha
 is true, and a failed run that moves no alias."""
 
 import json
+import shutil
 import subprocess
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import make_project, nbops, write_params
+from tests.conftest import REPO, make_project, nbops, write_params
 
 pytestmark = pytest.mark.e2e
 MODEL = "drug-classifier"
@@ -24,8 +25,12 @@ def git(root, *args) -> str:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     root = make_project(tmp_path_factory.mktemp("provenance") / "project")
+    # what `make space` copies from
+    shutil.copytree(REPO / "deploy", root / "deploy")
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(REPO / "requirements.txt", root / "requirements.txt")
     write_params(root, "deep", lambda p: p["model"]["params"].update(max_depth=5))
-    (root / ".gitignore").write_text("build/\nreports/\nmlflow/\ndata/\n")
+    (root / ".gitignore").write_text("build/\nreports/\nmlflow/\ndata/\n__pycache__/\n")
     git(root, "init", "-q")
     git(root, "add", ".")
     git(root, "commit", "-q", "-m", "project")
@@ -90,7 +95,10 @@ def test_the_reviewers_notebooks_carry_no_mlflow_log_lines_on_a_fresh_store(repo
     # the first run created the store, registered the model and wrote its conda.yaml
     for step in ("02_train", "03_evaluate"):
         assert stderr_outputs(repo / "build" / step / f"{step}.ipynb") == [], step
-        assert "application/vnd.jupyter.stderr" not in (repo / "reports" / f"{step}.html").read_text()
+        assert (
+            'data-mime-type="application/vnd.jupyter.stderr"'
+            not in (repo / "reports" / f"{step}.html").read_text()
+        )
 
 
 def test_no_kernel_warns_about_unencrypted_transport(repo):
@@ -148,6 +156,7 @@ def test_a_run_that_fails_in_another_step_moves_no_alias(tmp_path):
     assert any(
         "a warning of the user's own" in e for e in stderr_outputs(root / "build" / "01_eda" / "01_eda.ipynb")
     )
+    assert 'data-mime-type="application/vnd.jupyter.stderr"' in (root / "reports" / "01_eda.html").read_text()
     assert champion(root) is None  # evaluate said promote; the run failed, so nothing moved
     summary = (root / "reports" / "summary.md").read_text()
     assert "No alias was moved" in summary
@@ -162,5 +171,6 @@ def test_a_run_that_fails_in_another_step_moves_no_alias(tmp_path):
     res = nbops(root, "run", "--params", "params/smoke.yaml")
     assert res.returncode == 0, res.stderr
     assert "▶ 03_evaluate" in res.stdout
-    assert champion(root) == "1"
-    assert "champion: drug-classifier v1" in res.stdout
+    trained = json.loads((root / "build" / "02_train" / "model.json").read_text())["version"]
+    assert champion(root) == str(trained)  # v1 (v2 if the package changed between the runs)
+    assert f"champion: drug-classifier v{trained}" in res.stdout

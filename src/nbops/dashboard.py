@@ -13,12 +13,15 @@ import base64
 import html
 import io
 import json
+import numbers
 import os
+import re
 import sys
 import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +108,10 @@ class Champion:
     @property
     def features(self) -> list[str]:
         return [*self.schema["numeric"], *self.schema["categorical"]]
+
+    @cached_property
+    def tolerance(self) -> ModelTolerance:
+        return read_tolerance(self.model, self.schema)
 
 
 def model_card(model_version, run, holdout: dict[str, Any]) -> dict[str, Any]:
@@ -219,12 +226,15 @@ def check_schema(schema: Any, where: Any) -> None:
 # ---------------------------------------------------------------- one prediction
 
 
-def build_inputs(schema: dict[str, Any]) -> dict[str, Any]:
-    """One bounded number box per numeric column (training range), one dropdown per categorical."""
+def build_inputs(schema: dict[str, Any], most_frequent: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One bounded number box per numeric column (training range, starting at the median), one
+    dropdown per categorical (starting at its most frequent value when `most_frequent` names it,
+    else at the first). Each label sits above its input (STYLE), so a long column name fits."""
     import ipywidgets as w
 
+    most_frequent = most_frequent or {}
     inputs: dict[str, Any] = {}
-    style = {"description_width": "9em"}
+    style = {"description_width": "initial"}  # the label's own width: nothing cut off
     for col, info in schema["numeric"].items():
         low, high = float(info["min"]), float(info["max"])
         median = round(float(info.get("median", low)), 2)
@@ -235,17 +245,17 @@ def build_inputs(schema: dict[str, Any]) -> dict[str, Any]:
         else:
             # step=None: any decimal is accepted (the arrows move by 1)
             box = w.BoundedFloatText(value=median, min=low, max=high, step=None, description=col, style=style)
-        box.layout.width = "22em"
-        box.add_class("nbops-input")
-        box.add_class(f"nbops-input-{_css_name(col)}")
         inputs[col] = box
     for col, values in schema["categorical"].items():
         options = [str(v) for v in values]
-        dd = w.Dropdown(options=options, value=options[0], description=col, style=style)
-        dd.layout.width = "22em"
-        dd.add_class("nbops-input")
-        dd.add_class(f"nbops-input-{_css_name(col)}")
-        inputs[col] = dd
+        start = str(most_frequent.get(col, options[0]))
+        inputs[col] = w.Dropdown(
+            options=options, value=start if start in options else options[0], description=col, style=style
+        )
+    for col, widget in inputs.items():
+        widget.layout.width = "16em"
+        widget.add_class("nbops-input")
+        widget.add_class(f"nbops-input-{_css_name(col)}")
     return inputs
 
 
@@ -355,6 +365,10 @@ def confusion_html(labels: list[str], matrix: list[list[int]]) -> str:
 
 # ---------------------------------------------------------------- batch scoring
 
+# C0 control characters other than tab, newline, vertical tab, form feed, carriage return: a
+# text CSV has none of them, a binary file (image, zip, Excel) has them within a few bytes.
+_BINARY = re.compile(rb"[\x00-\x08\x0e-\x1f]")
+
 
 @dataclass
 class RowProblem:
@@ -363,16 +377,30 @@ class RowProblem:
     value: str
     problem: str
 
+    def text(self) -> str:
+        """One line: `sex (empty) is missing`, `Age '500' is outside the training range 15 to 74`."""
+        if not self.column:
+            return self.problem
+        return f"{self.column} {repr(self.value) if self.value else '(empty)'} {self.problem}"
+
 
 @dataclass
 class BatchResult:
-    scored: pd.DataFrame  # input columns + prediction + p_<class>, index = spreadsheet row
+    """`scored`: input columns + prediction + p_<class> + warnings, index = spreadsheet row.
+    `problems`: cells the model cannot take (their rows are not scored); `warnings`: cells it
+    takes though they are outside its training data (their rows are scored, and say so)."""
+
+    scored: pd.DataFrame
     problems: list[RowProblem] = field(default_factory=list)
     rows: int = 0
+    warnings: list[RowProblem] = field(default_factory=list)
 
     def summary(self) -> str:
         bad = len({p.row for p in self.problems})
+        warned = len({w.row for w in self.warnings})
         text = f"{len(self.scored)} of {self.rows} row{'s' if self.rows != 1 else ''} scored"
+        if warned:
+            text += f" ({warned} with warnings, listed below)"
         if bad:
             text += f"; {bad} row{'s' if bad != 1 else ''} with problems not scored (listed below)"
         return text
@@ -381,8 +409,77 @@ class BatchResult:
         return self.scored.rename_axis("row").to_csv(float_format="%.4f")
 
 
-def read_batch(content: bytes, name: str, schema: dict[str, Any]) -> pd.DataFrame:
-    """Read an uploaded CSV as text; index = spreadsheet row (header is row 1)."""
+@dataclass
+class ModelTolerance:
+    """What the champion's own pipeline does with a cell unlike its training data, read from its
+    fitted steps. Empty (nothing tolerated) for a model whose steps are not recognised."""
+
+    fills: dict[str, Any] = field(default_factory=dict)  # column -> the value its imputer fills in
+    imputed: set[str] = field(default_factory=set)  # columns whose missing cells are filled in
+    unknown_ok: set[str] = field(default_factory=set)  # categorical columns ignoring unseen values
+    modes: dict[str, Any] = field(default_factory=dict)  # column -> most frequent training value
+
+
+# An unseen category is encoded as "none of the known ones" by these settings (scikit-learn's own).
+_UNKNOWN_OK = {
+    "OneHotEncoder": {"ignore", "infrequent_if_exist", "warn"},
+    "OrdinalEncoder": {"use_encoded_value"},
+}
+
+
+def _column_steps(model) -> dict[str, list[tuple[Any, int]]]:
+    """Input column -> the fitted steps applied to it, each with the column's position among the
+    columns of its branch, for a Pipeline with a ColumnTransformer step (as nbops.models makes)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    steps: dict[str, list[tuple[Any, int]]] = {}
+    for _, step in getattr(model, "steps", []):
+        if not isinstance(step, ColumnTransformer):
+            continue
+        for _, branch, columns in getattr(step, "transformers_", []):
+            if isinstance(branch, str):  # "drop" / "passthrough"
+                continue
+            parts = [s for _, s in branch.steps] if isinstance(branch, Pipeline) else [branch]
+            for pos, column in enumerate([columns] if isinstance(columns, str) else list(columns)):
+                steps.setdefault(str(column), []).extend((part, pos) for part in parts)
+    return steps
+
+
+def read_tolerance(model, schema: dict[str, Any]) -> ModelTolerance:
+    """Which columns the pipeline imputes (with what: a most-frequent imputer's fill is the
+    column's most frequent training value), and where an unseen category is ignored."""
+    tolerance = ModelTolerance()
+    for column, steps in _column_steps(model).items():
+        for step, pos in steps:
+            kind = type(step).__name__
+            if type(step).__module__.startswith("sklearn.impute"):
+                tolerance.imputed.add(column)
+                stats = getattr(step, "statistics_", None)
+                if stats is not None and pos < len(stats):
+                    tolerance.fills[column] = stats[pos]
+                if getattr(step, "strategy", "") == "most_frequent" and column in tolerance.fills:
+                    tolerance.modes[column] = tolerance.fills[column]
+            elif kind in _UNKNOWN_OK and column in schema["categorical"]:
+                if getattr(step, "handle_unknown", "error") in _UNKNOWN_OK[kind]:
+                    tolerance.unknown_ok.add(column)
+    return tolerance
+
+
+def _shown(value: Any) -> str:
+    """A fill value as a message shows it: 198, 'Male'."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return f"{float(value):g}"
+    return repr(str(value))
+
+
+def read_batch(content: bytes, name: str, schema: dict[str, Any]) -> tuple[pd.DataFrame, list[RowProblem]]:
+    """Read an uploaded CSV as text: (the rows, index = spreadsheet row with the header as row 1;
+    one problem per row whose number of fields differs from the header's, those rows left out).
+
+    nbops.data's reader is not reused: it reads a file path and requires the target column."""
+    import csv
+
     import pandas as pd
 
     if len(content) > MAX_UPLOAD_BYTES:
@@ -392,15 +489,34 @@ def read_batch(content: bytes, name: str, schema: dict[str, Any]) -> pd.DataFram
         )
     if not content.strip():
         raise BatchError(f"{name}: the file is empty")
-    if b"\x00" in content[:4096]:
+    if _BINARY.search(content):
         raise BatchError(f"{name}: not a CSV text file (binary content)")
     try:
         text = content.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise BatchError(f"{name}: not a CSV text file (not UTF-8 text)") from None
+    except UnicodeDecodeError as exc:
+        line = content[: exc.start].count(b"\n") + 1
+        raise BatchError(
+            f"{name}: not a CSV text file (not UTF-8 text: byte 0x{content[exc.start]:02x} on line {line}; "
+            "save it as CSV UTF-8)"
+        ) from None
+    # Fields per record, counted as pandas will split them: pandas fills a short row with NaN
+    # (which would pass for missing values) and takes a long row's first field as the index.
+    try:
+        records = list(csv.reader(io.StringIO(text), skipinitialspace=True))
+    except csv.Error as exc:
+        raise BatchError(f"{name}: not a well-formed CSV: {exc}") from None
+    header = [h.strip() for h in records[0]] if records else []
+    if not any(header):
+        raise BatchError(f"{name}: line 1 (the header) is blank")
+    duplicated = sorted({h for h in header if h and header.count(h) > 1})
+    if duplicated:
+        raise BatchError(f"{name}: the header names {', '.join(map(repr, duplicated))} more than once")
     try:
         df = pd.read_csv(
             io.StringIO(text),
+            header=None,
+            names=list(range(max(len(r) for r in records))),  # no row is ever taken as an index
+            usecols=list(range(len(header))),
             dtype=str,
             skip_blank_lines=False,
             skipinitialspace=True,
@@ -410,9 +526,11 @@ def read_batch(content: bytes, name: str, schema: dict[str, Any]) -> pd.DataFram
     except pd.errors.ParserError as exc:
         detail = str(exc).split("C error: ")[-1].strip()
         raise BatchError(f"{name}: not a well-formed CSV: {detail}") from None
-    except pd.errors.EmptyDataError:
-        raise BatchError(f"{name}: the file is empty") from None
-    df.columns = [str(c).strip() for c in df.columns]
+    if len(df) != len(records):  # both readers must agree on the records, or row numbers lie
+        raise BatchError(f"{name}: not a well-formed CSV (quotes that do not pair up?)")
+    df.columns = header
+    df.index = pd.RangeIndex(1, len(df) + 1, name="row")
+    df = df.iloc[1:]
     wanted = [*schema["numeric"], *schema["categorical"]]
     missing = [c for c in wanted if c not in df.columns]
     if missing:
@@ -421,17 +539,29 @@ def read_batch(content: bytes, name: str, schema: dict[str, Any]) -> pd.DataFram
             f"{name}: missing column{'s' if len(missing) > 1 else ''} {listed}; "
             f"the header must name {', '.join(wanted)}"
         )
-    df.index = pd.RangeIndex(2, len(df) + 2, name="row")
-    df = df[wanted].dropna(how="all")
-    if df.empty:
+    # A row is cut short if it lacks a named column's field, too long if it has values beyond
+    # the header (empty trailing fields, as some exports write them, are no problem).
+    named = len(header) - next((i for i, h in enumerate(reversed(header)) if h), 0)
+    ragged = []
+    for row, record in enumerate(records[1:], start=2):
+        if not record or (len(record) == 1 and not record[0].strip()):
+            continue  # a blank line
+        if len(record) < named:
+            ragged.append(RowProblem(row, "", "", f"has {len(record)} fields; the header has {named}"))
+        elif any(v.strip() for v in record[len(header) :]):
+            ragged.append(RowProblem(row, "", "", f"has {len(record)} fields; the header has {len(header)}"))
+    df = df.drop(index=[p.row for p in ragged])[wanted].dropna(how="all")
+    if df.empty and not ragged:
         raise BatchError(f"{name}: has a header but no data rows")
-    if len(df) > MAX_BATCH_ROWS:
-        raise BatchError(f"{name}: {len(df)} rows, more than the {MAX_BATCH_ROWS} scored at once")
-    return df
+    if len(df) + len(ragged) > MAX_BATCH_ROWS:
+        raise BatchError(
+            f"{name}: {len(df) + len(ragged)} rows, more than the {MAX_BATCH_ROWS} scored at once"
+        )
+    return df, ragged
 
 
 def _batch_schema(schema: dict[str, Any]):
-    """pandera schema of the model's features: finite numbers in the training range, known categories."""
+    """pandera schema of the training data: finite numbers in its range, known categories."""
     import numpy as np
     import pandera.pandas as pa
 
@@ -446,25 +576,39 @@ def _batch_schema(schema: dict[str, Any]):
     return pa.DataFrameSchema(columns, strict=False)
 
 
-def _problem_text(check: str, column: str, schema: dict[str, Any]) -> str:
+def _judge(check: str, column: str, schema: dict[str, Any], tolerance: ModelTolerance) -> tuple[bool, str]:
+    """(scored anyway?, what to say) for a cell failing `check` of the training data's schema."""
     if check == "not_nullable":
-        return "is missing"
+        if column in tolerance.imputed:
+            fill = tolerance.fills.get(column)
+            return True, "is missing" + (f"; the model fills in {_shown(fill)}" if fill is not None else "")
+        return False, "is missing"
     if check == "finite":
-        return "is not a finite number"
+        return False, "is not a finite number"
     if check.startswith("in_range"):
-        info = schema["numeric"][column]
-        return f"is outside the training range {_range_text(info)}"
+        return True, f"is outside the training range {_range_text(schema['numeric'][column])}"
     if check.startswith("isin"):
-        return "is not one of " + ", ".join(str(v) for v in schema["categorical"][column])
-    return f"fails {check}"
+        known = ", ".join(str(v) for v in schema["categorical"][column])
+        if column in tolerance.unknown_ok:
+            return True, f"is not one of {known}; the model scores it as none of them"
+        return False, f"is not one of {known}"
+    return False, f"fails {check}"
 
 
-def validate_batch(df: pd.DataFrame, schema: dict[str, Any]) -> tuple[pd.DataFrame, list[RowProblem]]:
-    """Split a read batch into rows fit to score (typed) and one problem per bad cell."""
+def validate_batch(
+    df: pd.DataFrame, schema: dict[str, Any], tolerance: ModelTolerance | None = None
+) -> tuple[pd.DataFrame, list[RowProblem], list[RowProblem]]:
+    """Type a read batch and check it against the training data's schema. Returns (rows to
+    score, problems, warnings): a problem is a cell the model cannot take (a non-number, an
+    infinite number; a missing value or an unseen category unless `tolerance` says the pipeline
+    takes it), and its row is not scored; a warning is a cell the model takes though its
+    training data had nothing like it (missing, out of range, unseen), and its row is scored."""
     import pandas as pd
     import pandera.errors
 
+    tolerance = tolerance or ModelTolerance()
     problems: dict[tuple[int, str], RowProblem] = {}
+    warnings: dict[tuple[int, str], RowProblem] = {}
     raw_text = df
     df = df.copy()
     for col in schema["numeric"]:
@@ -485,54 +629,90 @@ def validate_batch(df: pd.DataFrame, schema: dict[str, Any]) -> tuple[pd.DataFra
             if case.index is None or case.index != case.index:  # a column-level failure
                 continue
             key = (int(case.index), str(case.column))
-            if key in problems:
+            if key in problems or key in warnings:
                 continue
             value = raw_text.at[key[0], key[1]]
-            value = "" if value != value else str(value)  # NaN: the cell was empty
-            problems[key] = RowProblem(key[0], key[1], value, _problem_text(str(case.check), key[1], schema))
-    ordered = sorted(problems.values(), key=lambda p: (p.row, list(df.columns).index(p.column)))
-    bad_rows = {p.row for p in ordered}
+            value = "" if value != value else str(value).strip()  # NaN: the cell was empty
+            scored, text = _judge(str(case.check), key[1], schema, tolerance)
+            (warnings if scored else problems)[key] = RowProblem(key[0], key[1], value, text)
+    order = list(df.columns)
+    bad_rows = {row for row, _ in problems}
     good = df.loc[[i for i in df.index if i not in bad_rows]]
-    return good, ordered
+    kept = [w for (row, _), w in warnings.items() if row not in bad_rows]
+    return (
+        good,
+        sorted(problems.values(), key=lambda p: (p.row, order.index(p.column))),
+        sorted(kept, key=lambda w: (w.row, order.index(w.column))),
+    )
 
 
 def score_batch(champion: Champion, content: bytes, name: str) -> BatchResult:
-    """Validate an uploaded CSV with the model's schema and score the good rows."""
+    """Check an uploaded CSV against the model's schema; score every row the model can take,
+    with a `warnings` column naming what in it is unlike the training data."""
     from nbops.models import predict_table
 
-    df = read_batch(content, name, champion.schema)
-    good, problems = validate_batch(df, champion.schema)
+    df, ragged = read_batch(content, name, champion.schema)
+    good, problems, warnings = validate_batch(df, champion.schema, champion.tolerance)
     if len(good):
         scored = good.join(predict_table(champion.model, good[champion.features]))
     else:
         scored = good.assign(prediction=[])
-    return BatchResult(scored, problems, rows=len(df))
+    notes: dict[int, list[str]] = {}
+    for w in warnings:
+        notes.setdefault(w.row, []).append(w.text())
+    scored["warnings"] = [("; ".join(notes[row]) if row in notes else "") for row in scored.index]
+    problems = sorted([*ragged, *problems], key=lambda p: p.row)  # stable: a row's cells stay in order
+    return BatchResult(scored, problems, rows=len(df) + len(ragged), warnings=warnings)
+
+
+def _value_text(p: RowProblem) -> str:
+    if not p.column:  # a whole row (its number of fields)
+        return ""
+    return repr(p.value) if p.value else "(empty)"
+
+
+def _cells_table(items: list[RowProblem], css: str, caption: str, what: str) -> str:
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{p.row}</td><td>{e(p.column)}</td><td>{e(_value_text(p))}</td><td>{e(p.problem)}</td></tr>"
+        for p in items[:SHOWN_PROBLEMS]
+    )
+    more = f"<div>… and {len(items) - SHOWN_PROBLEMS} more</div>" if len(items) > SHOWN_PROBLEMS else ""
+    return (
+        f'<table class="{css}"><caption>{e(caption)}</caption>'
+        f"<thead><tr><th>row</th><th>column</th><th>value</th><th>{e(what)}</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>{more}"
+    )
 
 
 def batch_html(result: BatchResult, name: str) -> str:
-    """Summary, the problems (row, column, value, what is wrong) and the first scored rows."""
+    """Summary, the problems and the warnings (row, column, value, what), the first scored rows."""
     e = html.escape
     parts = [f'<div class="nbops-batch-summary">{e(name)}: {e(result.summary())}</div>']
     if result.problems:
-        rows = "".join(
-            f"<tr><td>{p.row}</td><td>{e(p.column)}</td><td>{e(repr(p.value) if p.value else '(empty)')}</td>"
-            f"<td>{e(p.problem)}</td></tr>"
-            for p in result.problems[:SHOWN_PROBLEMS]
-        )
-        more = (
-            f"<div>… and {len(result.problems) - SHOWN_PROBLEMS} more problems</div>"
-            if len(result.problems) > SHOWN_PROBLEMS
-            else ""
-        )
         parts.append(
-            '<table class="nbops-problems"><caption>Rows not scored (row 1 is the header)</caption>'
-            f"<thead><tr><th>row</th><th>column</th><th>value</th><th>problem</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>{more}"
+            _cells_table(
+                result.problems, "nbops-problems", "Rows not scored (row 1 is the header)", "problem"
+            )
+        )
+    if result.warnings:
+        parts.append(
+            _cells_table(
+                result.warnings,
+                "nbops-warnings",
+                "Scored, but unlike the training data: read these predictions with care",
+                "warning",
+            )
         )
     if len(result.scored):
         shown = result.scored.head(SHOWN_RESULT_ROWS).rename_axis("row").reset_index()
         table = shown.to_html(
-            index=False, float_format=lambda v: f"{v:.3f}", classes="nbops-scored", border=0, escape=True
+            index=False,
+            float_format=lambda v: f"{v:.3f}",
+            na_rep="",
+            classes="nbops-scored",
+            border=0,
+            escape=True,
         )
         payload = base64.b64encode(result.to_csv().encode()).decode()
         parts.append(
@@ -541,7 +721,7 @@ def batch_html(result: BatchResult, name: str) -> str:
         )
         if len(result.scored) > SHOWN_RESULT_ROWS:
             parts.append(f"<div>first {SHOWN_RESULT_ROWS} rows shown</div>")
-        parts.append(table)
+        parts.append(f'<div class="nbops-scroll">{table}</div>')
     return "".join(parts)
 
 
@@ -574,15 +754,31 @@ STYLE = """<style>
 .nbops-confusion { border-collapse: collapse; margin-top: 8px; }
 .nbops-confusion td, .nbops-confusion th { padding: 3px 8px; text-align: center; border: 1px solid #e2e8f0; }
 .nbops-confusion caption { color: #64748b; font-size: 0.85em; text-align: left; }
-.nbops-problems, .nbops-scored { border-collapse: collapse; margin: 8px 0; font-size: 0.9em; }
-.nbops-problems td, .nbops-problems th, .nbops-scored td, .nbops-scored th { padding: 3px 8px;
-  border: 1px solid #e2e8f0; }
+.nbops-problems, .nbops-warnings, .nbops-scored { border-collapse: collapse; margin: 8px 0;
+  font-size: 0.9em; }
+.nbops-scroll { overflow-x: auto; max-width: 100%; }
+.nbops-scored td:last-child { min-width: 24em; }
+.nbops-problems td, .nbops-problems th, .nbops-warnings td, .nbops-warnings th, .nbops-scored td,
+.nbops-scored th { padding: 3px 8px; border: 1px solid #e2e8f0; }
 .nbops-problems caption { text-align: left; color: #b91c1c; font-weight: 600; }
 .nbops-message { padding: 12px 16px; border-radius: 8px; margin: 6px 0; }
 .nbops-error { background: #fef2f2; color: #991b1b; border: 1px solid #fecaca; }
 .nbops-info { background: #eff6ff; color: #1e3a8a; border: 1px solid #bfdbfe; }
-.nbops-download { display: inline-block; margin: 8px 0; }
-.nbops-hint { color: #94a3b8; font-size: 0.85em; margin-left: 6px; }
+.nbops-warnings caption { text-align: left; color: #92400e; font-weight: 600; }
+.nbops-download { display: inline-block; margin: 8px 0; padding: 7px 16px; border-radius: 6px;
+  background: #2563eb; color: #fff !important; font-weight: 600; text-decoration: none; }
+.nbops-download:hover, .nbops-download:focus { background: #1d4ed8; }
+.nbops-hint { color: #94a3b8; font-size: 0.85em; margin: 0 0 15px 6px; }
+/* each input's label above it, at its full width */
+.nbops-input.widget-inline-hbox { flex-direction: column; align-items: stretch; height: auto;
+  margin-bottom: 8px; }
+.nbops-input .widget-label { width: auto; max-width: none; height: auto; text-align: left;
+  overflow: visible; white-space: normal; overflow-wrap: anywhere; line-height: 1.4; margin: 0 0 2px 0; }
+.nbops-input > input, .nbops-input > select { flex: 0 0 auto; height: var(--jp-widgets-inline-height, 28px); }
+/* FileUpload's own text, "Upload CSV (0)", hidden; the button says what it does */
+.nbops-upload.widget-upload { font-size: 0; }
+.nbops-upload.widget-upload::after { content: "Upload CSV"; font-size: var(--jp-widgets-font-size, 13px); }
+.nbops-upload.nbops-upload-again::after { content: "Upload another CSV"; }
 .nbops-predict button, button.nbops-predict { font-size: 1.05em; }
 </style>"""
 
@@ -611,13 +807,22 @@ class Dashboard:
         import ipywidgets as w
 
         self.champion = champion
-        self.inputs = build_inputs(champion.schema)
+        self.inputs = build_inputs(champion.schema, champion.tolerance.modes)
+        # the icon's font is fontawesome's, bundled with Voila and served by it (voila-style.js)
         self.predict_button = w.Button(description="Predict", button_style="primary", icon="play")
         self.predict_button.add_class("nbops-predict")
         self.predict_button.on_click(self._on_predict)
         self.result = w.HTML(message_html("Describe a case and press Predict.", "info"))
         self.result.add_class("nbops-result-box")
-        self.upload = w.FileUpload(accept=".csv,text/csv", multiple=False, description="Upload CSV")
+        # Its label is drawn by STYLE: FileUpload writes "<description> (<files held>)", and it holds
+        # none again once a file is read (see _on_upload), so it would always say "(0)".
+        self.upload = w.FileUpload(
+            accept=".csv,text/csv",
+            multiple=False,
+            description="Upload CSV",
+            icon="",
+            tooltip="Choose a CSV file",
+        )
         self.upload.add_class("nbops-upload")
         self.upload.observe(self._on_upload, names="value")
         self.batch = w.HTML("")
@@ -639,7 +844,10 @@ class Dashboard:
         schema = self.champion.schema
         target = schema.get("target", "label")
         numeric = [
-            w.HBox([self.inputs[c], w.HTML(f'<span class="nbops-hint">{_range_text(info)}</span>')])
+            w.HBox(
+                [self.inputs[c], w.HTML(f'<span class="nbops-hint">{_range_text(info)}</span>')],
+                layout=w.Layout(align_items="flex-end"),  # the hint beside the box, below the label
+            )
             for c, info in schema["numeric"].items()
         ]
         categorical = [self.inputs[c] for c in schema["categorical"]]
@@ -660,8 +868,9 @@ class Dashboard:
             [
                 w.HTML(
                     "<h3>Score a CSV file</h3><div>One row per case with the columns "
-                    f"<code>{html.escape(columns)}</code>; other columns are ignored. Rows with problems "
-                    "are listed and the others are scored.</div>"
+                    f"<code>{html.escape(columns)}</code>; other columns are ignored. Every row the "
+                    "model can take is scored, with a warning where a value is missing or unlike the "
+                    "training data; the rows it cannot take are listed.</div>"
                 ),
                 self.upload,
                 self.batch,
@@ -728,6 +937,7 @@ class Dashboard:
             self.upload.unobserve(self._on_upload, names="value")
             self.upload.value = ()
             self.upload.observe(self._on_upload, names="value")
+            self.upload.add_class("nbops-upload-again")
 
 
 def status_page(text: str, title: str, kind: str = "info"):

@@ -150,6 +150,27 @@ def space_server(champion_project, space_dir):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def penguins(tmp_path_factory):
+    """(training table, model, exported champion folder) of tests/browser/penguins.py."""
+    from tests.browser.penguins import fit_penguins, penguins_table, write_exported_champion
+
+    table = penguins_table()
+    model, schema = fit_penguins(table)
+    folder = write_exported_champion(tmp_path_factory.mktemp("penguins") / "champion", model, schema)
+    return table, model, folder
+
+
+@pytest.fixture(scope="session")
+def penguins_server(penguins):
+    """`make dashboard` on the penguins champion folder (as the Space serves its exported one)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NBOPS_", "MLFLOW_"))}
+    env["NBOPS_MODEL_DIR"] = str(penguins[2])
+    server = start("penguins", ["dashboard", "PORT={port}"], env, penguins[2].parent)
+    yield server
+    server.stop()
+
+
 @pytest.fixture(params=["dashboard", "space"])
 def server(request):
     return request.getfixturevalue(f"{request.param}_server")

@@ -833,8 +833,6 @@ def settle_promotion(plan: Plan, result: RunResult) -> None:
         decision.challenger_version if decision.promote else record["champion"]["version"]
     )
     write_json(path, record)
-    if decision.promote:
-        _say(f"✓ champion     {record['model_name']} v{decision.challenger_version}")
 
 
 def withdraw_pending_promotion(plan: Plan) -> None:

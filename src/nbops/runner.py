@@ -49,6 +49,8 @@ RUNNER_PARAMETERS = {
     "git_commit": "the project's commit",
     "parent_run_id": "MLflow run to nest this run under (sweeps), or None",
     "run_tags": "extra tags for the MLflow run (sweeps: the point's overrides)",
+    "interactive": "False here; True (the notebooks' default) in a hand run, which the pipeline never reads",
+    "register": "True here; a hand run registers its model only when the notebook sets it True",
 }
 # Provenance, not inputs: injected where declared but never part of a cache key.
 PROVENANCE_PARAMETERS = ("git_commit", "params_hash", "parent_run_id", "run_tags")
@@ -229,6 +231,8 @@ def make_plan(
             "git_commit": commit,
             "parent_run_id": None,
             "run_tags": {},
+            "interactive": False,
+            "register": True,
             **(provenance or {}),
         }
         values = {n: flat[n] for n in declared if n in flat}

@@ -49,6 +49,39 @@ def default_tracking_uri(root: Path) -> str:
     return f"sqlite:///{(root / 'mlflow' / 'mlflow.db').resolve()}"
 
 
+ENV_ROOT = "NBOPS_ROOT"  # the project root, set by `make lab` (and `make dashboard`)
+
+
+def find_project_root(start: Path | None = None) -> Path | None:
+    """NBOPS_ROOT when set, else the nearest folder at or above `start` (the working folder)
+    holding both `params/` and `notebooks/`: a notebook run from notebooks/ finds its project."""
+    if os.environ.get(ENV_ROOT):
+        return Path(os.environ[ENV_ROOT]).resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params").is_dir() and (folder / "notebooks").is_dir():
+            return folder
+    return None
+
+
+def use_project_store() -> str:
+    """The tracking URI every function here talks to: the one already chosen (the env var the
+    runner exports, or mlflow.set_tracking_uri), else the project's store, found from the
+    project root. Never MLflow's own default, `sqlite:///mlflow.db` in whatever folder a
+    notebook happens to run in: that would be a second store."""
+    from mlflow.tracking._tracking_service.utils import get_tracking_uri, is_tracking_uri_set
+
+    if is_tracking_uri_set():
+        return get_tracking_uri()
+    root = find_project_root()
+    if root is None:
+        raise ModelError(
+            f"no nbops project at or above {Path.cwd()} (a folder with params/ and notebooks/): "
+            f"set {ENV_ROOT} or MLFLOW_TRACKING_URI"
+        )
+    return configure_tracking(root)
+
+
 # MLflow 3 reports usage from every process that imports it: a thread fetches a config from
 # the internet and a queue posts events (timeouts of 1 s each). Nothing here talks to anything
 # but the tracking store, so it is off unless a user's own environment turns it on.
@@ -97,7 +130,7 @@ def ensure_experiment(name: str) -> str:
     import mlflow
 
     quiet_routine_logs()
-    uri = mlflow.get_tracking_uri()
+    uri = use_project_store()
     with store_lock(uri, "init"):  # two processes creating a fresh sqlite store corrupt it
         client = mlflow.MlflowClient(uri)
         exp = client.get_experiment_by_name(name)
@@ -200,11 +233,14 @@ def log_training(
     reference=None,
     parent_run_id: str | None = None,
     run_tags: dict[str, str] | None = None,
+    register: bool = True,
 ) -> dict[str, Any]:
     """Log params, metrics, artifacts and the model in one run; register it as `challenger`.
 
-    The run is closed FAILED by MLflow if anything in here raises; the registry is touched
-    last, after everything else was logged.
+    With `register=False` (a hand run in Lab) the run and its logged model are kept but the
+    registry is not touched: no version, no alias; `version` is None and `model_uri` names
+    the logged model. The run is closed FAILED by MLflow if anything in here raises; the
+    registry is touched last, after everything else was logged.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -241,6 +277,14 @@ def log_training(
                 signature=signature,
                 input_example=X_example.head(3),
             )
+        if not register:
+            return {
+                "run_id": run.info.run_id,
+                "version": None,
+                "model_name": model_name,
+                "model_uri": info.model_uri,
+                "experiment": experiment,
+            }
         version = register_version(client, model_name, info, run.info.run_id)
         for key, value in tags.items():
             client.set_model_version_tag(model_name, version, TAG_PREFIX + key, value)
@@ -253,6 +297,19 @@ def log_training(
             "model_uri": f"models:/{model_name}/{version}",
             "experiment": experiment,
         }
+
+
+def training_line(registered: dict[str, Any]) -> str:
+    """What log_training did, in one markdown line for the train notebook."""
+    if registered["version"] is None:
+        return (
+            f"Logged run `{registered['run_id']}`; not registered (a hand run: set `register = True` "
+            f"in the parameters cell to register it as `challenger`)."
+        )
+    return (
+        f"Registered **{registered['model_name']} v{registered['version']}** as `challenger` "
+        f"(run `{registered['run_id']}`)."
+    )
 
 
 def register_version(client, model_name: str, info, run_id: str) -> str:
@@ -277,6 +334,7 @@ def log_reports(run_id: str, files: list[Path]) -> None:
     `reports/`), so a registered version leads to the reports it came with."""
     import mlflow
 
+    use_project_store()
     client = mlflow.MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         for file in files:
@@ -288,6 +346,7 @@ def log_holdout_metrics(run_id: str, metrics: dict[str, Any]) -> None:
     """Attach the held-out scores to the training run (model card, dashboard, comparisons)."""
     import mlflow
 
+    use_project_store()
     client = mlflow.MlflowClient()
     for name in ("accuracy", "macro_f1", "weighted_f1"):
         client.log_metric(run_id, f"holdout_{name}", float(metrics[name]))
@@ -299,6 +358,8 @@ def get_alias_version(model_name: str, alias: str, client=None):
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    if client is None:
+        use_project_store()
     client = client or mlflow.MlflowClient()
     try:
         return client.get_model_version_by_alias(model_name, alias)
@@ -316,6 +377,7 @@ def load_model(model_uri: str, dst: Path | None = None):
     """
     import mlflow
 
+    use_project_store()
     target = str(dst) if dst else tempfile.mkdtemp(prefix="nbops-model-")
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=target))
     return load_model_dir(local, model_uri)
@@ -350,6 +412,7 @@ def load_model_dir(local: Path, label: str = ""):
 def run_artifact_json(run_id: str, path: str) -> dict:
     import mlflow
 
+    use_project_store()
     return mlflow.artifacts.load_dict(f"runs:/{run_id}/{path}")
 
 
@@ -384,12 +447,14 @@ def promote_if_better(
     known: dict[str, dict | None] | None = None,
     client=None,
     move_alias: bool = True,
+    record: bool = True,
 ) -> Decision:
     """Read the champion, compare, record, and move `champion` only if the gate says so.
 
     With `move_alias=False` the decision is made and recorded but the alias stays: the
     pipeline's evaluate step decides, and the runner moves `champion` (apply_decision) once
-    every step of the run has succeeded.
+    every step of the run has succeeded. With `record=False` (a hand run in Lab) nothing at
+    all is written: the decision is only shown.
 
     MLflow has no compare-and-set for aliases, so the whole read-compare-set holds a lock on
     the store: a second evaluation waits, then compares against whatever is champion by
@@ -400,6 +465,8 @@ def promote_if_better(
 
     from nbops.gate import decide_promotion
 
+    if client is None:
+        use_project_store()
     client = client or mlflow.MlflowClient()
     with store_lock(mlflow.get_tracking_uri(), "promote"):
         current = get_alias_version(model_name, CHAMPION, client)
@@ -423,7 +490,8 @@ def promote_if_better(
             decision.reasons.append(
                 f"champion moved to v{champion_version} during evaluation: compared with it"
             )
-        _record_decision(client, model_name, decision, move_alias)
+        if record:
+            _record_decision(client, model_name, decision, move_alias)
     return decision
 
 
@@ -432,6 +500,8 @@ def apply_decision(model_name: str, decision: Decision, client=None) -> Decision
     `champion` moved since the decision was made (the runner after a run, the sweep aggregator)."""
     import mlflow
 
+    if client is None:
+        use_project_store()
     client = client or mlflow.MlflowClient()
     with store_lock(mlflow.get_tracking_uri(), "promote"):
         current = get_alias_version(model_name, CHAMPION, client)
@@ -452,6 +522,8 @@ def rollback_champion(model_name: str, client=None) -> tuple[str, str]:
     """Move `champion` back to the version it replaced. Returns (from_version, to_version)."""
     import mlflow
 
+    if client is None:
+        use_project_store()
     client = client or mlflow.MlflowClient()
     current = get_alias_version(model_name, CHAMPION, client)
     if current is None:
@@ -467,9 +539,9 @@ def rollback_champion(model_name: str, client=None) -> tuple[str, str]:
 
 def fail_runs_tagged(key: str, value: str) -> list[str]:
     """Mark FAILED every RUNNING run tagged nbops.<key>=<value> (left behind by a dead kernel)."""
+    uri = use_project_store()
     import mlflow
 
-    uri = mlflow.get_tracking_uri()
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return []  # no store yet, so no runs; creating one here would race a step that is creating it
     client = mlflow.MlflowClient()

@@ -61,15 +61,23 @@ test: setup ## all tests: unit, data, model, notebooks (nbval), end to end
 lint: setup ## ruff on code and notebooks; no notebook outputs committed
 	$(VENV)/bin/ruff check src tests notebooks
 	$(VENV)/bin/ruff format --check src tests
-	git ls-files -z '*.ipynb' | xargs -0 -r $(VENV)/bin/nbstripout --verify
+	@# what git would commit (the staged blob, after the nbstripout filter), not the working file Lab saved
+	@git ls-files -z '*.ipynb' | while IFS= read -r -d '' nb; do \
+	  git show ":$$nb" | $(VENV)/bin/nbstripout --verify >/dev/null \
+	    || { echo "$$nb: the staged notebook has outputs or execution counts" >&2; exit 1; }; done
 
 format: setup ## ruff format and autofix
 	$(VENV)/bin/ruff format src tests
 	$(VENV)/bin/ruff check --fix src tests notebooks
 
-lab: setup ## JupyterLab for editing the notebooks, with an `nbops` kernel
-	$(PY) -m ipykernel install --sys-prefix --name nbops --display-name "Python (nbops)"
-	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks
+# JupyterLab's port: PORT when given on the command line (`make lab PORT=8888`), else 8888
+LAB_PORT ?= $(if $(filter command line,$(origin PORT)),$(PORT),8888)
+
+lab: setup ## JupyterLab on 127.0.0.1:LAB_PORT, PARAMS' values injected into each notebook; hand runs write build/lab/
+	NBOPS_ROOT=$(CURDIR) NBOPS_PARAMS=$(abspath $(PARAMS)) $(VENV)/bin/jupyter lab --no-browser \
+	  --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) --ServerApp.port_retries=0 \
+	  --ServerApp.root_dir=$(CURDIR) --ServerApp.contents_manager_class=nbops.lab.ParamsContentsManager \
+	  --LabApp.default_url=/lab/tree/notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 mlflow-ui: setup ## MLflow UI on 127.0.0.1:5000 for the local store
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow/mlflow.db --host 127.0.0.1 --port 5000 --workers 1

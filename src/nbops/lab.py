@@ -151,7 +151,7 @@ class ParamsContentsManager(AsyncLargeFileManager):
             return model
         root, params_file = self._project()
         if params_file is None:
-            source = f"# {ENV_PARAMS} is not set: the parameters cell's defaults apply (`make lab PARAMS=...`)"
+            source = f"# {ENV_PARAMS} is not set: the parameters cell's defaults apply (make lab PARAMS=...)"
         else:
             try:
                 source = injected_source(lab_parameters(root, params_file, step))

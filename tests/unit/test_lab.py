@@ -78,7 +78,8 @@ def test_save_writes_what_git_would_commit(manager, project):
             cell["metadata"]["execution"] = {"iopub.status.idle": "2026-12-01T00:00:00Z"}
     nb["metadata"]["kernelspec"] = {"display_name": "Other", "language": "python", "name": "other"}
     nb["metadata"]["language_info"] = {"name": "python", "version": "3.11.9", "mimetype": "text/x-python"}
-    run_coroutine(manager.save({"type": "notebook", "format": "json", "content": nb}, "notebooks/02_train.ipynb"))
+    saved = {"type": "notebook", "format": "json", "content": nb}
+    run_coroutine(manager.save(saved, "notebooks/02_train.ipynb"))
     assert path.read_bytes() == before
 
 

@@ -1,0 +1,127 @@
+"""Notebooks run by hand, as in `make lab`, after a pipeline run: the notebook Lab opens
+(nbops.lab injects the params file's values) executed with nbclient in notebooks/, with the
+environment `make lab` sets. No error, and nothing the pipeline made or the registry holds
+changes: no new version, aliases as they were, build/ byte-identical, no store in notebooks/."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.browser.penguins import CATEGORICAL, NUMERIC, TARGET, penguins_table
+from tests.conftest import nbops, run_coroutine, write_params
+
+HAND_STEPS = ("01_eda", "02_train", "03_evaluate")
+
+
+def penguins_params(root: Path) -> Path:
+    """A non-drug table: numeric and categorical columns, missing values, a string target."""
+    penguins_table().to_csv(root / "data" / "raw" / "penguins.csv", index=False)
+
+    def edit(raw):
+        raw["data"] = {
+            "path": "data/raw/penguins.csv",
+            "target": TARGET,
+            "numeric": NUMERIC,
+            "categorical": CATEGORICAL,
+        }
+        raw["registry"] = {"model_name": "penguin-classifier", "experiment": "penguins"}
+        raw["gate"] = {"min_macro_f1": 0.5, "min_accuracy": 0.5, "tolerance": 0.0}
+
+    return write_params(root, "penguins", edit)
+
+
+def build_digest(root: Path) -> dict[str, str]:
+    build = root / "build"
+    return {
+        str(f.relative_to(build)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(build.rglob("*"))
+        if f.is_file() and f.relative_to(build).parts[0] != "lab"
+    }
+
+
+def registry_state(root: Path) -> dict:
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    return {
+        m.name: (sorted(v.version for v in client.search_model_versions(f"name='{m.name}'")), dict(m.aliases))
+        for m in client.search_registered_models()
+    }
+
+
+def lab_runs(root: Path) -> list:
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments, filter_string="tags.`nbops.source` = 'lab'")
+
+
+def run_as_in_lab(root: Path, params_file: Path, step: str, monkeypatch) -> None:
+    """Open the notebook through Lab's contents manager, run every cell in notebooks/."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from nbops.lab import ENV_PARAMS, ParamsContentsManager
+
+    # what `make lab` exports; the kernel inherits it. No MLFLOW_TRACKING_URI: the store
+    # must be found from the project root
+    monkeypatch.setenv("NBOPS_ROOT", str(root))
+    monkeypatch.setenv(ENV_PARAMS, str(params_file))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    manager = ParamsContentsManager(root_dir=str(root))
+    model = run_coroutine(manager.get(f"notebooks/{step}.ipynb"))
+    nb = nbformat.from_dict(model["content"])
+    client = NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(root / "notebooks")}}
+    )
+    run_coroutine(client.async_execute())
+
+
+@pytest.mark.parametrize("which", ["smoke", "penguins"])
+def test_hand_runs_leave_the_pipeline_and_registry_alone(project, monkeypatch, which):
+    params_file = project / "params" / "smoke.yaml" if which == "smoke" else penguins_params(project)
+    first = nbops(project, "run", "--params", str(params_file.relative_to(project)))
+    assert first.returncode == 0, first.stdout + first.stderr
+    before_build, before_registry = build_digest(project), registry_state(project)
+    assert before_registry  # the pipeline registered a version
+
+    for step in HAND_STEPS:
+        run_as_in_lab(project, params_file, step, monkeypatch)
+
+    assert registry_state(project) == before_registry  # no new version, aliases unchanged
+    assert build_digest(project) == before_build  # the pipeline's products, byte for byte
+    assert (project / "build" / "lab" / "02_train" / "model.json").is_file()
+    assert (project / "build" / "lab" / "03_evaluate" / "metrics.json").is_file()
+    leftovers = {p.name for p in (project / "notebooks").iterdir()} - {
+        p.name for p in (Path(__file__).parents[2] / "notebooks").iterdir()
+    }
+    assert not leftovers - {".ipynb_checkpoints"}, leftovers  # no mlflow.db, artifacts/, locks
+    [run] = lab_runs(project)  # the hand-trained run, tagged, in the project's store
+    assert run.data.tags["nbops.source"] == "lab"
+
+
+def test_register_true_registers_on_purpose(project, monkeypatch):
+    params_file = project / "params" / "smoke.yaml"
+    assert nbops(project, "run", "--params", "params/smoke.yaml").returncode == 0
+    path = project / "notebooks" / "02_train.ipynb"
+    path.write_text(path.read_text().replace("register = False", "register = True"))
+    versions, aliases = registry_state(project)["drug-classifier"]
+    run_as_in_lab(project, params_file, "02_train", monkeypatch)
+    after_versions, after_aliases = registry_state(project)["drug-classifier"]
+    assert len(after_versions) == len(versions) + 1
+    assert after_aliases["champion"] == aliases["champion"]  # challenger moves, champion never
+
+
+def test_drift_by_hand_says_what_to_run_first(project, monkeypatch):
+    from nbclient.exceptions import CellExecutionError
+
+    assert nbops(project, "run", "--params", "params/smoke.yaml").returncode == 0
+    with pytest.raises(CellExecutionError, match=r"no drift check yet: run `make drift` first"):
+        run_as_in_lab(project, project / "params" / "smoke.yaml", "04_drift", monkeypatch)
+    assert "mlflow.db" not in os.listdir(project / "notebooks")

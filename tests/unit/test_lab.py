@@ -91,3 +91,30 @@ def test_strip_keeps_a_users_edit(project):
     inject_then_strip = lab.strip_notebook(lab.inject_parameters(nb, "x = 1"))
     assert not injected_cells(inject_then_strip)
     assert inject_then_strip.cells[2].source.endswith("print('mine')")
+
+
+@pytest.fixture
+def no_tracking_uri(monkeypatch):
+    from mlflow.tracking._tracking_service import utils
+
+    for name in ("MLFLOW_TRACKING_URI", "NBOPS_ROOT"):  # set, then removed: restored afterwards
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(utils, "_tracking_uri", None)
+
+
+def test_a_notebook_finds_the_projects_store_from_notebooks(project, monkeypatch, no_tracking_uri):
+    from nbops import tracking
+
+    monkeypatch.chdir(project / "notebooks")
+    assert tracking.use_project_store() == f"sqlite:///{project / 'mlflow' / 'mlflow.db'}"
+
+
+def test_no_project_no_store(tmp_path, monkeypatch, no_tracking_uri):
+    from nbops import tracking
+    from nbops.exceptions import ModelError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelError, match="no nbops project at or above .*: set NBOPS_ROOT"):
+        tracking.use_project_store()
+    assert not (tmp_path / "mlflow.db").exists()

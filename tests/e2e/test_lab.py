@@ -125,3 +125,42 @@ def test_drift_by_hand_says_what_to_run_first(project, monkeypatch):
     with pytest.raises(CellExecutionError, match=r"no drift check yet: run `make drift` first"):
         run_as_in_lab(project, project / "params" / "smoke.yaml", "04_drift", monkeypatch)
     assert "mlflow.db" not in os.listdir(project / "notebooks")
+
+
+def test_make_lab_answers_on_its_port_and_stops_by_pid():
+    """`make lab` in the repository (as root here: --allow-root), a free port, stopped by PID."""
+    import signal
+    import socket
+    import subprocess
+    import time
+    import urllib.error
+    import urllib.request
+
+    repo = Path(__file__).parents[2]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        ["make", "-s", "lab", "PARAMS=params/smoke.yaml", f"PORT={port}"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline, status = time.monotonic() + 60, None
+        while time.monotonic() < deadline and status is None:
+            try:
+                status = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2).status
+            except urllib.error.HTTPError as exc:
+                status = exc.code  # 403 without the token: the server answers
+            except OSError:
+                time.sleep(0.5)
+        assert status in (200, 403), f"no answer on {port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert f"http://127.0.0.1:{port}/lab" in out and "token=" in out, out[-2000:]
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0  # stopped

@@ -35,6 +35,11 @@ KEYS: dict[str, tuple[str, str]] = {
     "predict_p95_ms": ("ms", "click Predict → label shown, p95 of 50"),
     "setup_cold_s": ("s", "`make setup`, empty venv and uv cache"),
     "pip_setup_cold_s": ("s", "same pins with pip, --no-cache-dir"),
+    "validate_rss_per_mb_1e5": ("×", "read + validate 1e5 rows: peak RSS above the imports, per MB of CSV"),
+    "validate_rss_per_mb_1e6": ("×", "the same for 1e6 rows (28 MB)"),
+    "validate_peak_rss_mb_1e6": ("", "peak RSS (MB) of that process, imports included"),
+    "refuse_big_params_s": ("s", "`nbops run` on a 48 MB params file → one line, exit 1 (1 MB cap)"),
+    "refuse_big_csv_s": ("s", "`nbops run` on a 2 GB CSV → one line, exit 1 (data.max_mb)"),
 }
 
 

@@ -2,7 +2,7 @@
 
     python -m benchmarks.run              # everything (BENCH_ROUNDS=N to change the rounds)
     BENCH_QUICK=1 python -m benchmarks.run  # 3 rounds, scale up to 1e5 rows, for iterating
-    python -m benchmarks.run --only pipeline scale   # some parts: pipeline scale dashboard setup sweep
+    python -m benchmarks.run --only pipeline scale   # some parts: pipeline scale dashboard setup sweep bounds
 
 Each round builds fresh temp projects (notebooks/ and params/ copied from the repo, data
 generated and MLflow store initialised before the clock starts) and runs the variants in a
@@ -37,7 +37,7 @@ from benchmarks.project import (
 
 PARAMS = "params/default.yaml"
 STEPS = ("01_eda", "02_train", "03_evaluate")
-PARTS = ("pipeline", "scale", "dashboard", "setup", "sweep")
+PARTS = ("pipeline", "scale", "dashboard", "setup", "sweep", "bounds")
 
 
 def say(msg: str) -> None:
@@ -312,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
             "dashboard_tti_s predict_ms setup_cold_s pip_setup_cold_s"
         ).split()
     }
+    from benchmarks.bench_bounds import BOUNDS_KEYS
+
+    samples.update({k: [] for k in BOUNDS_KEYS})
     notes: list[str] = []
     if quick:
         notes.append(f"BENCH_QUICK: {rounds} rounds, scale up to {sizes[-1]:,} rows")
@@ -346,6 +349,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
         if "sweep" in parts:
             sweep = bench_sweep(notes)
+        if "bounds" in parts:
+            from benchmarks.bench_bounds import bench_bounds
+
+            say(f"bounds: {rounds} rounds of RSS per MB of CSV (1e5, 1e6 rows) and two refusals")
+            bench_bounds(rounds, work, samples)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from nbops.params import DataParams, Params
 
 MAX_COLUMNS = 10_000
-WIDE_TABLE = 256
+HEAD_BYTES = 1 << 20  # the header (and the first rows) are read from this much of the file
+BLOCK_BYTES = 2 << 20  # the field counts stream the file in blocks of this size (~6 of them in memory)
 _SHOWN_VALUES = 5
 _SHOWN_LINES = 8
 
@@ -37,6 +38,7 @@ def resolve_data_path(params: Params, root: Path, source: str = "params") -> Pat
     data = params.data
     path = root / data.path
     if path.is_file():
+        check_size(path, data.max_mb, f"{source}: key 'data.path': {data.path} is")
         return path
     if path.exists():
         raise ParamsError(f"{source}: key 'data.path': {data.path} is not a file")
@@ -48,35 +50,56 @@ def resolve_data_path(params: Params, root: Path, source: str = "params") -> Pat
     return write_synthetic_table(root / syn.path, syn.rows, syn.seed, syn.label_noise)
 
 
+def check_size(path: Path, max_mb: int, what: str) -> None:
+    """`data.max_mb`, before a byte is read (hashing a file reads it all). `what` names the file
+    in the message."""
+    mb = path.stat().st_size / 2**20
+    if mb > max_mb:
+        size = f"{mb:,.0f}" if mb >= 10 else f"{mb:.1f}"
+        raise DataError(f"{what} {size} MB, more than data.max_mb={max_mb} (raise it to read this file)")
+
+
 def is_synthetic(params: Params, root: Path) -> bool:
     return not (root / params.data.path).is_file() and params.data.synthetic is not None
 
 
 def file_hash(path: Path) -> str:
-    """sha256 of a file's bytes (streamed, so a 1e6-row CSV costs ~0.1 s)."""
+    """sha256 of a regular file's bytes (streamed, so a 1e6-row CSV costs ~0.1 s). Anything else
+    (a FIFO, /dev/zero: read forever) raises OSError; opening does not wait for a FIFO's writer."""
+    import os
+    import stat
+
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise OSError(f"{path}: not a regular file")
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
 def _read_header(path: Path, delimiter: str, shown) -> list[str]:
+    """The header's names, from the first HEAD_BYTES of the file (bounded whatever the file is:
+    a header with no line end, a file of NULs)."""
+    import codecs
+
+    with open(path, "rb") as fh:
+        head = fh.read(HEAD_BYTES)
     try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            first = fh.readline(1 << 20)
-            if not first.strip():
-                rest = fh.read(1 << 16)
-                raise DataError(
-                    f"{shown}: file is empty"
-                    if not rest.strip()
-                    else f"{shown}: line 1 (the header) is blank"
-                )
-            has_rows = bool(fh.readline().strip())
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < HEAD_BYTES)
     except UnicodeDecodeError:
         raise DataError(f"{shown}: not a UTF-8 text CSV file") from None
-    if "\x00" in first:
+    if "\x00" in text:
         raise DataError(f"{shown}: not a text CSV file (binary content)")
+    end = text.find("\n")
+    if end < 0 and len(head) == HEAD_BYTES:
+        raise DataError(f"{shown}: line 1 (the header) is longer than {HEAD_BYTES >> 20} MB")
+    first, rest = (text, "") if end < 0 else (text[: end + 1], text[end + 1 :])
+    if not first.strip():
+        raise DataError(
+            f"{shown}: file is empty" if not rest.strip() else f"{shown}: line 1 (the header) is blank"
+        )
+    has_rows = bool(rest.split("\n", 1)[0].strip())
     header = next(csv.reader([first], delimiter=delimiter))
     header = [h.strip() for h in header]
     if len(header) > MAX_COLUMNS:
@@ -85,12 +108,17 @@ def _read_header(path: Path, delimiter: str, shown) -> list[str]:
     for pos, name in enumerate(header, start=1):
         if name in seen:
             raise DataError(
-                f"{shown}: duplicate column name {name!r} in the header (columns {seen[name]} and {pos})"
+                f"{shown}: duplicate column name {_short(name)!r} in the header "
+                f"(columns {seen[name]} and {pos})"
             )
         seen[name] = pos
     if not has_rows:
         raise DataError(f"{shown}: has a header but no data rows")
     return header
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _close_column(col: str, header: list[str]) -> str | None:
@@ -117,69 +145,112 @@ def _missing_columns_problem(path: Path, missing: list[str], header: list[str], 
     return line
 
 
-def _field_counts(path: Path, delimiter: str, shown):
-    """(line numbers, field counts) of every data line as numpy arrays, blank lines left out.
+_BLANK = b" \t\r\n\x0b\x0c"  # what a blank line is made of
 
-    Unquoted files (the common, large case) are counted with numpy: delimiters between newlines,
-    ~0.2 s for 1e6 rows. A file with a quote character goes through the csv module, which knows
-    that a delimiter inside quotes splits nothing."""
+
+def _field_counts(path: Path, delimiter: str, expected: int, shown) -> dict[int, tuple[list[int], int]]:
+    """The data lines whose field count is not `expected`, blank lines left out, as
+    {field count: (its first _SHOWN_LINES line numbers, how many lines have it)}.
+
+    Unquoted files (the common, large case) are counted with numpy in BLOCK_BYTES blocks:
+    delimiters and non-blank bytes between newlines, ~0.2 s and a few blocks of memory for 1e6
+    rows. A file with a quote character goes through the csv module, which knows that a
+    delimiter inside quotes splits nothing."""
     import numpy as np
 
     sep = delimiter.encode()
-    raw = np.fromfile(path, dtype=np.uint8)
-    if len(sep) > 1 or b'"' == sep or (raw == ord('"')).any():
-        return _field_counts_csv(path, delimiter, shown)
-    ends = np.flatnonzero(raw == ord("\n"))
-    if len(raw) and raw[-1] != ord("\n"):
-        ends = np.append(ends, len(raw))  # the last line has no newline
-    fields = np.diff(np.searchsorted(np.flatnonzero(raw == sep[0]), ends), prepend=0) + 1
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    lines = np.arange(1, len(ends) + 1)
-    # a line without a delimiter may be blank (or spaces, or a CRLF's lone '\r')
-    one = np.flatnonzero(fields[1:] == 1) + 1
-    blank = [i for i in one.tolist() if not raw[starts[i] : ends[i]].tobytes().strip()]
-    keep = np.ones(len(ends), dtype=bool)
-    keep[0] = False  # the header
-    keep[blank] = False
-    return lines[keep], fields[keep]
+    if len(sep) > 1 or sep == b'"':
+        return _field_counts_csv(path, delimiter, expected, shown)
+    not_blank = np.ones(256, dtype=bool)
+    not_blank[list(_BLANK)] = False
+    bad: dict[int, tuple[list[int], int]] = {}
+    line = 0  # lines finished before this block
+    carry_sep, carry_text = 0, False  # delimiters in, and text of, the line the last block cut
+    quoted = False  # then the csv module counts, after this pass has looked for NULs
+    with open(path, "rb") as fh:
+        while block := fh.read(BLOCK_BYTES):
+            raw = np.frombuffer(block, dtype=np.uint8)
+            ends = np.flatnonzero(raw == ord("\n"))
+            nul = np.flatnonzero(raw == 0)
+            if len(nul):
+                at = line + 1 + int(np.searchsorted(ends, nul[0]))
+                raise DataError(f"{shown}: not a text CSV file (binary content at line {at})")
+            quoted = quoted or bool((raw == ord('"')).any())
+            if quoted:
+                line += len(ends)
+                continue
+            # per segment: each line the block ends, then the part of one it cuts (if any)
+            starts = np.concatenate(([0], ends + 1))
+            starts = starts[starts < len(raw)]
+            fields = np.add.reduceat(raw == sep[0], starts, dtype=np.int32).astype(np.int64) + 1
+            filled = np.logical_or.reduceat(not_blank[raw], starts)
+            if len(ends) < len(starts):  # the block ends inside a line
+                tail_sep, tail_text = int(fields[-1]) - 1, bool(filled[-1])
+                fields, filled = fields[:-1], filled[:-1]
+            else:
+                tail_sep, tail_text = 0, False
+            if len(ends):
+                fields[0] += carry_sep
+                filled[0] |= carry_text
+                carry_sep, carry_text = tail_sep, tail_text
+            else:
+                carry_sep, carry_text = carry_sep + tail_sep, carry_text or tail_text
+            numbers = np.arange(line + 1, line + 1 + len(ends))
+            _tally(bad, numbers, fields, filled, expected)
+            line += len(ends)
+    if quoted:
+        return _field_counts_csv(path, delimiter, expected, shown)
+    if carry_text or carry_sep:  # the last line has no newline
+        _tally(bad, np.array([line + 1]), np.array([carry_sep + 1]), np.array([carry_text]), expected)
+    return bad
 
 
-def _field_counts_csv(path: Path, delimiter: str, shown):
+def _tally(bad: dict, numbers, fields, filled, expected: int) -> None:
+    """Add the lines (not the header, not blank) whose field count is not `expected` to `bad`."""
     import numpy as np
 
-    lines, fields = [], []
+    wrong = (fields != expected) & ((fields > 1) | (filled > 0)) & (numbers > 1)
+    if not wrong.any():
+        return
+    numbers, fields = numbers[wrong], fields[wrong]
+    for found in np.unique(fields).tolist():
+        at = numbers[fields == found]
+        first, total = bad.get(found, ([], 0))
+        bad[found] = (first + at[: _SHOWN_LINES - len(first)].tolist(), total + len(at))
+
+
+def _field_counts_csv(path: Path, delimiter: str, expected: int, shown) -> dict[int, tuple[list[int], int]]:
+    bad: dict[int, tuple[list[int], int]] = {}
     try:
         with open(path, encoding="utf-8", newline="") as fh:
             reader = csv.reader(fh, delimiter=delimiter, skipinitialspace=True)
             next(reader, None)
             start = reader.line_num + 1
             for row in reader:
-                if len(row) > 1 or (row and row[0].strip()):
-                    lines.append(start)
-                    fields.append(len(row))
+                if len(row) != expected and (len(row) > 1 or (row and row[0].strip())):
+                    first, total = bad.get(len(row), ([], 0))
+                    bad[len(row)] = (first + [start] if len(first) < _SHOWN_LINES else first, total + 1)
                 start = reader.line_num + 1
     except UnicodeDecodeError:
         raise DataError(f"{shown}: not a UTF-8 text CSV file") from None
     except csv.Error as exc:
         raise DataError(f"{shown}: malformed CSV at line {reader.line_num}: {exc}") from None
-    return np.array(lines, dtype=int), np.array(fields, dtype=int)
+    return bad
 
 
 def _ragged_rows_problems(path: Path, delimiter: str, expected: int, shown) -> list[str]:
     """One line per field count that differs from the header's, with the file lines that have it.
     pandas would take a row's extra first field as the index (shifting every column by one) or
     fill a short row with NaN, silently either way."""
-    lines, fields = _field_counts(path, delimiter, shown)
-    bad = fields != expected
-    by_count: dict[int, list[int]] = {}
-    for line, found in zip(lines[bad].tolist(), fields[bad].tolist(), strict=True):
-        by_count.setdefault(found, []).append(line)
     problems = []
-    for found, at in sorted(by_count.items(), key=lambda item: item[1][0]):
+    bad = _field_counts(path, delimiter, expected, shown)
+    for found, (first, total) in sorted(bad.items(), key=lambda item: item[1][0][0]):
         hint = ""
         if found == expected + 1 and delimiter == ",":
             hint = " (a decimal comma such as 14,5? write 14.5, or quote the value)"
-        problems.append(f"{shown}: {_lines(at)}: expected {expected} fields, found {found}{hint}")
+        problems.append(
+            f"{shown}: {_lines_of(first, total)}: expected {expected} fields, found {found}{hint}"
+        )
     return problems
 
 
@@ -189,9 +260,11 @@ def read_table(path: Path, data: DataParams, shown: Path | str | None = None) ->
     import pandas as pd
 
     shown = shown or path
+    check_size(path, data.max_mb, f"{shown}:")
     header = _read_header(path, data.delimiter, shown)
     wanted = [*data.numeric, *data.categorical, data.target]
-    missing = [c for c in wanted if c not in header]
+    names = set(header)
+    missing = [c for c in wanted if c not in names]
     if missing:
         raise DataError(_missing_columns_problem(shown, missing, header, data.delimiter))
     # Checked here for both read paths below: pandas accepts short rows silently on either,
@@ -199,13 +272,15 @@ def read_table(path: Path, data: DataParams, shown: Path | str | None = None) ->
     ragged = _ragged_rows_problems(path, data.delimiter, len(header), shown)
     if ragged:
         raise DataError(ragged)
-    text_cols = {c: "str" for c in [*data.categorical, data.target]}
+    # Memory in proportion to the data: only the declared columns, and text columns as
+    # categories (a code per row, each distinct value once) until validate_table normalises them
+    wanted_set = set(wanted)
+    text_cols = {c: "category" for c in [*data.categorical, data.target]}
     try:
         df = pd.read_csv(
             path,
             sep=data.delimiter,
-            # wide tables: read only the declared columns
-            usecols=(lambda c: c.strip() in wanted) if len(header) > WIDE_TABLE else None,
+            usecols=lambda c: c.strip() in wanted_set,
             index_col=False,  # never take a first column as the index
             dtype=text_cols,
             skip_blank_lines=False,
@@ -214,33 +289,44 @@ def read_table(path: Path, data: DataParams, shown: Path | str | None = None) ->
         )
     except pd.errors.ParserError as exc:
         # pandas says e.g. "Error tokenizing data. C error: Expected 6 fields in line 12, saw 7"
-        detail = str(exc).split("C error: ")[-1].strip()
+        detail = _short(str(exc).split("C error: ")[-1].strip(), 200)
         raise DataError(f"{shown}: malformed CSV: {detail}") from None
     except UnicodeDecodeError:
         raise DataError(f"{shown}: not a UTF-8 text CSV file") from None
     df.columns = [c.strip() for c in df.columns]
     df.index = pd.RangeIndex(2, len(df) + 2, name="line")
-    df = df.dropna(how="all")
+    blank = df.isna().all(axis=1)
+    if blank.any():  # blank lines (a copy of the table only when there are some)
+        df = df[~blank]
     if df.empty:
         raise DataError(f"{shown}: has a header but no data rows")
-    return df[wanted]
+    return df if list(df.columns) == wanted else df[wanted]
 
 
 # ---------------------------------------------------------------- validating
 
 
 def _canonical(series: pd.Series, allowed: list[str] | None) -> pd.Series:
-    """Strip and match labels case-insensitively: 'DrugY' -> 'drugY'."""
-    s = series.str.strip()
+    """Strip and match labels case-insensitively: 'DrugY' -> 'drugY'. Done on the distinct
+    values and mapped back by code, so a column of 1e6 rows costs an integer per row, not a
+    string per row per step. Returns a `str` column (missing values stay missing)."""
+    import numpy as np
+    import pandas as pd
+
+    codes, uniques = pd.factorize(series)  # a missing value has code -1
+    spelled = pd.Series(np.asarray(uniques, dtype=object), dtype="str").str.strip()
     if allowed:
         lookup = {a.lower(): a for a in allowed}
     else:  # unify case variants on the most frequent spelling
-        counts = s.value_counts()
+        rows = np.bincount(codes[codes >= 0], minlength=len(spelled))
+        counts = pd.Series(rows, index=spelled.to_numpy()).groupby(level=0, sort=False).sum()
         lookup = {}
-        for spelling in counts.index:
+        for spelling in counts.sort_values(ascending=False, kind="stable").index:
             lookup.setdefault(spelling.lower(), spelling)
-    lowered = s.str.lower()
-    return lowered.map(lookup).where(lowered.isin(list(lookup)), s)
+    lowered = spelled.str.lower()
+    canon = lowered.map(lookup).where(lowered.isin(list(lookup)), spelled)
+    values = np.append(canon.to_numpy(dtype=object), np.nan)  # code -1 -> the last: missing
+    return pd.Series(values[codes], index=series.index, name=series.name, dtype="str")
 
 
 def build_pandera_schema(data: DataParams, classes=None, categories=None, ranges=None):
@@ -285,9 +371,14 @@ def build_pandera_schema(data: DataParams, classes=None, categories=None, ranges
 
 def _lines(index_values) -> str:
     lines = sorted({int(i) for i in index_values if i == i})  # drop NaN
-    shown = ", ".join(str(i) for i in lines[:_SHOWN_LINES])
-    more = f" (+{len(lines) - _SHOWN_LINES} more)" if len(lines) > _SHOWN_LINES else ""
-    return f"line{'s' if len(lines) > 1 else ''} {shown}{more}"
+    return _lines_of(lines[:_SHOWN_LINES], len(lines))
+
+
+def _lines_of(first: list[int], total: int) -> str:
+    """'lines 2, 5, 9 (+4 more)': the first line numbers of `total`."""
+    shown = ", ".join(str(i) for i in first[:_SHOWN_LINES])
+    more = f" (+{total - _SHOWN_LINES} more)" if total > _SHOWN_LINES else ""
+    return f"line{'s' if total > 1 else ''} {shown}{more}"
 
 
 def _values(values) -> str:
@@ -356,10 +447,10 @@ def validate_table(df: pd.DataFrame, data: DataParams, path: Path | str, schema=
     """Normalise labels and validate; raise DataError listing every problem found."""
     import pandera.errors
 
-    df = df.copy()
+    df = df.copy(deep=False)  # columns are replaced, never written into: the caller's stays as it was
     for col in data.categorical:
-        df[col] = _canonical(df[col].astype("str").where(df[col].notna()), data.categories.get(col))
-    df[data.target] = _canonical(df[data.target].astype("str").where(df[data.target].notna()), data.classes)
+        df[col] = _canonical(df[col], data.categories.get(col))
+    df[data.target] = _canonical(df[data.target], data.classes)
     problems = _empty_columns_problems(df, data, path)
     stale = _stale_classes_problem(df, data, path)
     if stale:  # one line for it, not pandera's isin failure on every row as well
@@ -367,7 +458,7 @@ def validate_table(df: pd.DataFrame, data: DataParams, path: Path | str, schema=
         data = data.model_copy(update={"classes": None})
     schema = schema or build_pandera_schema(data)
     try:
-        df = schema.validate(df, lazy=True)
+        df = schema.validate(df, lazy=True, inplace=True)  # coerces df, our own copy
     except pandera.errors.SchemaErrors as exc:
         problems += describe_schema_errors(exc, path)
     if problems:

@@ -76,6 +76,24 @@ def make_estimator(name: str, params: dict[str, Any], source: str = "params"):
     return estimator
 
 
+# Hyperparameters that multiply the training time, and the value past which a run is warned
+# before it starts: 100000 trees train for hours. (The run itself is bounded by run.timeout_s.)
+SIZE_BOUNDS = {"n_estimators": 5000, "max_iter": 100_000}
+
+
+def size_warnings(params: dict[str, Any], source: str = "params", timeout_s: int | None = None) -> list[str]:
+    """One line per hyperparameter over its SIZE_BOUNDS value (the estimator accepts it)."""
+    stop = f"; the run stops at run.timeout_s={timeout_s}" if timeout_s else ""
+    return [
+        f"{source}: key 'model.params.{key}': {params[key]} is more than {bound}, training may take "
+        f"very long{stop}"
+        for key, bound in SIZE_BOUNDS.items()
+        if isinstance(params.get(key), (int, float))
+        and not isinstance(params[key], bool)
+        and params[key] > bound
+    ]
+
+
 def make_model(
     name: str, params: dict[str, Any], numeric: list[str], categorical: list[str], source: str = "params"
 ):

@@ -63,6 +63,7 @@ VALIDATE_PARAMETERS = {
     "data_categories",
     "data_ranges",
     "data_classes",
+    "data_max_mb",
 }
 
 
@@ -298,6 +299,10 @@ def preflight(plan: Plan, to_run: list[str]) -> None:
             else plan.params_file
         )
         make_estimator(plan.params.model.name, plan.params.model.params, source)
+        from nbops.models import size_warnings
+
+        for line in size_warnings(plan.params.model.params, source, plan.params.run.timeout_s):
+            print(f"warning: {line}", file=sys.stderr, flush=True)
 
 
 class Progress:
@@ -647,6 +652,7 @@ def remember_run(plan: Plan) -> None:
         "data_path": str(plan.data_path),
         "real_data_path": str(plan.root / plan.params.data.path),
         "synthetic": plan.synthetic,
+        "sizes": _sizes(plan.params_file, plan.data_path),
     }
     record["fingerprint"] = inputs_fingerprint(plan.params_file, plan.root, plan.build, plan.reports, record)
     write_json(plan.build / LAST_RUN, record)
@@ -657,6 +663,10 @@ def unchanged_since_last_run(params_file: Path, root: Path, build: Path, reports
     every step's stamp is still the one it left; None otherwise (then the full plan decides)."""
     try:
         record = read_json(build / LAST_RUN)
+        # sizes before hashes: a params file that became a FIFO, /dev/zero or 100 GB is never
+        # read here (make_plan then says what it is)
+        if record["sizes"] != _sizes(params_file, Path(record["data_path"])):
+            return None
         if record["fingerprint"] != inputs_fingerprint(params_file, root, build, reports, record):
             return None
         stamps = {step: read_json(build / step / ".stamp.json")["key"] for step in record["keys"]}
@@ -676,6 +686,19 @@ def unchanged_since_last_run(params_file: Path, root: Path, build: Path, reports
     if metrics.exists():
         result.evaluation = read_json(metrics)
     return result
+
+
+def _sizes(*files: Path) -> list[int]:
+    """Byte sizes of regular files; OSError for anything else (a FIFO, a device: never hashed)."""
+    import stat
+
+    sizes = []
+    for file in files:
+        info = os.stat(file)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{file}: not a regular file")
+        sizes.append(info.st_size)
+    return sizes
 
 
 def _say_data(data_path: Path, root: Path, real_path, synthetic: bool) -> None:
@@ -728,7 +751,27 @@ def _run(
                 names.update(n for n in step.needs if n != VALIDATE)
         wanted = [s for s in STEPS if s.name in names]
     _say_data(plan.data_path, root, plan.params.data.path, plan.synthetic)
+    with RunBudget(plan.params.run.timeout_s, t0) as budget:
+        kernels = _run_steps(plan, wanted, result, force, jobs, keep_warm_s, user_env, budget)
 
+    from nbops.report import render_reports
+
+    result.reports = render_reports(plan, result)
+    if "02_train" in result.ran:
+        attach_reports(plan, result)
+    eval_path = plan.build / "03_evaluate" / "metrics.json"
+    if result.ok and eval_path.exists():
+        result.evaluation = read_json(eval_path)
+    if kernels is not None and keep_warm_s:
+        kernels.keep_warm_for_next_run(result)
+    _say(f"done in {time.perf_counter() - t0:.1f}s")
+    return result
+
+
+def _run_steps(plan, wanted, result, force, jobs, keep_warm_s, user_env, budget) -> Kernels | None:
+    """Validate, then run the steps that are not current, within the run's budget; returns the
+    steps' kernels (None when no step ran)."""
+    root = plan.root
     # validate
     if force or not plan.is_current(VALIDATE) or not (plan.build / VALIDATE / "table.parquet").exists():
         t = time.perf_counter()
@@ -751,6 +794,13 @@ def _run(
             _say(f"- {step.name:<12}  skipped (unchanged)")
             result.skipped.append(step.name)
 
+    if to_run and budget.expired.is_set():  # spent while validating: no kernel starts
+        result.failure = StepError(VALIDATE, None, "RunTimeoutError", budget.reason)
+        for name in to_run:
+            _say(f"✗ {name:<12}  not run ({budget.reason})")
+            result.not_run.append(name)
+        return None
+    kernels = None
     if to_run:
         preflight(plan, to_run)  # params and data are valid: kernels may start now
         steps = [s for s in wanted if s.name in to_run]
@@ -761,27 +811,16 @@ def _run(
 
             tracking.configure_tracking(root)
         kernels = Kernels(plan, steps, keep_warm_s, user_env or dict(os.environ))
+        budget.watch(kernels.warm)
         try:
-            _execute_all(plan, steps, result, jobs, kernels.warm)
+            _execute_all(plan, steps, result, jobs, kernels.warm, budget)
             settle_promotion(plan, result)
         except BaseException:
             withdraw_pending_promotion(plan)  # interrupted before the alias could move
             raise
         finally:
             kernels.shutdown()  # steps that never ran (upstream failed, store down)
-
-    from nbops.report import render_reports
-
-    result.reports = render_reports(plan, result)
-    if "02_train" in result.ran:
-        attach_reports(plan, result)
-    eval_path = plan.build / "03_evaluate" / "metrics.json"
-    if result.ok and eval_path.exists():
-        result.evaluation = read_json(eval_path)
-    if to_run and keep_warm_s:
-        kernels.keep_warm_for_next_run(result)
-    _say(f"done in {time.perf_counter() - t0:.1f}s")
-    return result
+    return kernels
 
 
 EVALUATION = Path("03_evaluate") / "metrics.json"
@@ -914,15 +953,65 @@ class Kernels:
             )
 
 
-def _execute_all(plan: Plan, steps: list[Step], result: RunResult, jobs: int, warm) -> None:
+class RunBudget:
+    """`run.timeout_s`: the wall-clock budget of the whole run, counted from its start. Once it
+    is spent, the run's kernels are stopped as an interrupt stops them (`stop_children`, until
+    the run is over: a step that was starting its kernel is stopped too); the steps they ran fail
+    with `reason`, no step starts after, and the run ends with its failed-run report. In-process
+    work (reading the CSV) is not interrupted: it is bounded by `data.max_mb`."""
+
+    def __init__(self, seconds: float, started: float):
+        self.seconds, self.started = seconds, started
+        self.reason = f"run exceeded run.timeout_s={seconds}"
+        self.expired = threading.Event()
+        self._over = threading.Event()
+        self._warm: dict = {}
+        self._timer: threading.Timer | None = None
+
+    def watch(self, warm: dict) -> None:
+        """The run's warm kernels: cancelled when the budget is spent (a step waiting for one
+        must not start a kernel of its own)."""
+        self._warm = warm
+        if self.expired.is_set():
+            self._cancel()
+
+    def _cancel(self) -> None:
+        for kernel in list(self._warm.values()):
+            kernel.cancel()
+
+    def _expire(self) -> None:
+        if self._over.is_set():
+            return
+        self.expired.set()
+        _say(f"! {self.reason}: stopping kernels")
+        self._cancel()
+        while not self._over.is_set():
+            stop_children(grace_s=2.0)
+            self._over.wait(1.0)
+
+    def __enter__(self) -> RunBudget:
+        left = max(0.0, self.seconds - (time.perf_counter() - self.started))
+        self._timer = threading.Timer(left, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._over.set()
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def _execute_all(plan: Plan, steps: list[Step], result: RunResult, jobs: int, warm, budget=None) -> None:
     """Run steps as their upstream steps finish, up to `jobs` at a time, each in its warm kernel."""
     with Progress() as progress:
-        _schedule(plan, steps, result, jobs, progress, warm)
+        _schedule(plan, steps, result, jobs, progress, warm, budget=budget)
 
 
-def _schedule(plan, steps, result, jobs, progress, warm, execute=None, render=None) -> None:
+def _schedule(plan, steps, result, jobs, progress, warm, execute=None, render=None, budget=None) -> None:
     """Start each step once its upstream steps are done. A finished step's report renders after
-    the steps waiting for it have started, so rendering is never on their path."""
+    the steps waiting for it have started, so rendering is never on their path. Once the run's
+    `budget` is spent, no step starts and the ones it stopped fail with its reason."""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     from nbops.report import render_step
@@ -936,7 +1025,11 @@ def _schedule(plan, steps, result, jobs, progress, warm, execute=None, render=No
 
     def start_ready(pool) -> None:
         for step in list(pending):
-            if any(n in failed for n in step.needs):
+            if budget is not None and budget.expired.is_set():
+                pending.remove(step)
+                result.not_run.append(step.name)
+                _say(f"✗ {step.name:<12}  not run ({budget.reason})")
+            elif any(n in failed for n in step.needs):
                 pending.remove(step)
                 result.not_run.append(step.name)
                 upstream = ", ".join(n for n in step.needs if n in failed)
@@ -960,6 +1053,8 @@ def _schedule(plan, steps, result, jobs, progress, warm, execute=None, render=No
                     try:
                         seconds = fut.result()
                     except StepError as exc:
+                        if budget is not None and budget.expired.is_set():  # stopped by the budget
+                            exc = StepError(step.name, exc.cell_index, "RunTimeoutError", budget.reason)
                         failed.add(step.name)
                         result.failure = result.failure or exc
                         _say(f"✗ {step.name:<12}  {exc}")

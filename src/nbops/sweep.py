@@ -44,7 +44,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nbops.exceptions import NbopsError, _one_line, print_problems
-from nbops.params import params_hash, parse_params, safe_yaml
+from nbops.params import params_hash, parse_params, read_yaml
 from nbops.products import read_json, write_json
 
 # Keys a point may not override: the sweep decides promotion, and every point must be scored on
@@ -173,7 +173,7 @@ def load_sweep(path: str | Path, root: str | Path = ".") -> Sweep:
     file = path if path.is_absolute() else root / path
     shown = str(path)
     try:
-        raw = safe_yaml(file.read_text(encoding="utf-8"))
+        raw = read_yaml(file, shown)  # bounded: a regular file of at most 1 MB, no aliases
     except FileNotFoundError:
         raise SweepError(f"{shown}: sweep file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -198,7 +198,7 @@ def load_sweep(path: str | Path, root: str | Path = ".") -> Sweep:
     base = Path(spec.base)
     base_file = base if base.is_absolute() else root / base
     try:
-        base_raw = safe_yaml(base_file.read_text(encoding="utf-8"))
+        base_raw = read_yaml(base_file, spec.base)
     except FileNotFoundError:
         raise SweepError(f"{shown}: key 'base': params file not found: {spec.base}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:

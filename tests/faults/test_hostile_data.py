@@ -220,3 +220,45 @@ def test_table_that_would_train_a_wrong_model_is_refused_before_any_kernel(tmp_p
     assert "started" not in res.stdout, "no step may start on such a table"
     assert not (root / "mlflow").exists(), "nothing may reach the registry"
     assert not (root / "build" / "02_train").exists()
+
+
+# ------------------------------------------------------------------ bounded reading (issue 14)
+
+
+def _nul_past_the_first_mb(df):
+    text = df.to_csv(index=False)
+    rows = text.splitlines()
+    body = "\n".join(rows[1:])
+    lines = [rows[0]] + [body] * (1 + (1 << 20) // len(body))  # well past the header's first MB
+    lines.append("23,F,HIGH,HIGH,2\x005.355,drugY")
+    return "\n".join(lines) + "\n", len("\n".join(lines).splitlines())
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda df: ("Age," * (1 << 19), None), "data/raw/bad.csv: line 1 (the header) is longer than 1 MB"),
+        (_nul_past_the_first_mb, "data/raw/bad.csv: not a text CSV file (binary content at line {line})"),
+    ],
+    ids=["header-without-end", "nul-past-the-first-mb"],
+)
+def test_unbounded_lines_and_late_nuls_are_one_line_in_bounded_memory(tmp_path, make, expected):
+    import pandas as pd
+
+    from nbops.synthetic import write_synthetic_table
+    from tests.faults.test_bounds import nbops_bounded, nothing_registered
+
+    root = make_project(tmp_path / "project")
+    base = pd.read_csv(write_synthetic_table(root / "data" / "raw" / "base.csv", 120, 42, 0.0))
+    text, line = make(base)
+    (root / "data" / "raw" / "bad.csv").write_text(text)
+
+    def edit(p):
+        p["data"]["path"] = "data/raw/bad.csv"
+        del p["data"]["synthetic"]
+
+    write_params(root, "bad", edit)
+    res = nbops_bounded(root, "run", "--params", "params/bad.yaml", mem_mb=2048, timeout=120)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert res.stderr.splitlines() == [f"error: {expected.format(line=line)}"]
+    assert "started" not in res.stdout and nothing_registered(root)

@@ -203,3 +203,131 @@ def test_target_as_a_feature_names_the_key_and_dumps_no_section(tmp_path):
         "remove it from data.numeric"
     ]
     assert not (root / "mlflow").exists(), "nothing may reach the registry"
+
+
+# ------------------------------------------------------------------ bounds (issue 14)
+# Each row of the issue's table, through the CLI in a child that bounds itself (tests/faults/
+# test_bounds.py: RLIMIT_AS, a timeout that kills its process group): one clear line, exit 1,
+# nothing built or registered.
+
+ALIAS = "YAML alias '*a0' refused: write the value out (aliases can expand a small file into gigabytes)"
+
+
+def alias_bomb(indent: str, levels: int = 12) -> str:
+    """~1.4 KB: each level lists the one before nine times (9**12 strings once expanded)."""
+    lines = [f"{indent}a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"{indent}a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines)
+
+
+BOMB_SITES = {
+    "model.params.class_weight": (
+        "    random_state: 42\n",
+        "    random_state: 42\n    class_weight:\n",
+        "      ",
+    ),
+    "registry.experiment": ("  experiment: drug-classifier\n", "  experiment:\n", "    "),
+    "data.target": ("  target: Drug\n", "  target:\n", "    "),
+    "promote": ("promote: true\n", "promote:\n", "  "),
+}
+
+
+def _bomb_file(root: Path, site: str) -> tuple[str, int]:
+    """params/bomb.yaml with the bomb at `site`; returns its name and the line of the first alias."""
+    old, new, indent = BOMB_SITES[site]
+    smoke = (root / "params" / "smoke.yaml").read_text()
+    assert smoke.count(old) == 1
+    text = smoke.replace(old, new + alias_bomb(indent) + "\n")
+    assert len(text) - len(smoke) < 1600
+    (root / "params" / "bomb.yaml").write_text(text)
+    return "params/bomb.yaml", text.splitlines().index(f"{indent}a1: &a1 [{', '.join(['*a0'] * 9)}]") + 1
+
+
+@pytest.fixture
+def fresh(tmp_path) -> Path:
+    return make_project(tmp_path / "project")
+
+
+@pytest.mark.parametrize("site", BOMB_SITES)
+def test_nested_aliases_are_refused_before_they_expand(fresh, site):
+    from tests.faults.test_bounds import nbops_bounded, nothing_registered
+
+    name, line = _bomb_file(fresh, site)
+    res = nbops_bounded(fresh, "run", "--params", name, mem_mb=1024, timeout=60)
+    assert (res.returncode, res.stderr.splitlines()) == (1, [f"error: {name}: line {line}: {ALIAS}"])
+    assert res.seconds < 20
+    assert not (fresh / "build").exists() and nothing_registered(fresh)
+
+
+def test_sweep_check_refuses_aliases_in_its_base_and_in_the_sweep_file(fresh):
+    from tests.faults.test_bounds import nbops_bounded
+
+    name, line = _bomb_file(fresh, "model.params.class_weight")
+    sweeps = fresh / "params" / "sweeps"
+    (sweeps / "bomb-base.yaml").write_text(f"base: {name}\ngrid:\n  model.params.max_depth: [2, 3]\n")
+    res = nbops_bounded(
+        fresh, "sweep", "--sweep", "params/sweeps/bomb-base.yaml", "--check", mem_mb=1024, timeout=60
+    )
+    assert (res.returncode, res.stderr.splitlines()) == (1, [f"error: {name}: line {line}: {ALIAS}"])
+    text = (
+        "base: params/smoke.yaml\nanchors:\n"
+        + alias_bomb("  ")
+        + "\npoints:\n  - {model.params.max_depth: *a11}\n"
+    )
+    (sweeps / "bomb.yaml").write_text(text)
+    res = nbops_bounded(
+        fresh, "sweep", "--sweep", "params/sweeps/bomb.yaml", "--check", mem_mb=1024, timeout=60
+    )
+    assert (res.returncode, res.stderr.splitlines()) == (
+        1,
+        [f"error: params/sweeps/bomb.yaml: line 4: {ALIAS}"],
+    )
+    assert not (fresh / "build").exists()
+
+
+def test_a_duplicate_key_names_both_lines_instead_of_the_last_winning(fresh):
+    from tests.faults.test_bounds import nbops_bounded
+
+    smoke = (fresh / "params" / "smoke.yaml").read_text()
+    text = smoke.replace("promote: true\n", "promote: true\nmodel:\n  name: random_forest\n")
+    (fresh / "params" / "dup.yaml").write_text(text)
+    first, second = smoke.splitlines().index("model:") + 1, text.splitlines().index("model:", 30) + 1
+    res = nbops_bounded(fresh, "run", "--params", "params/dup.yaml", mem_mb=1024, timeout=60)
+    assert res.stderr.splitlines() == [
+        f"error: params/dup.yaml: line {second}: duplicate key 'model' (first at line {first}): keep one"
+    ]
+    assert res.returncode == 1 and not (fresh / "build").exists()
+
+
+def test_an_oversized_params_file_is_refused_in_one_line(fresh):
+    """The issue's 48 MB `data.numeric` list took minutes to validate; 9 MB of names here."""
+    from tests.faults.test_bounds import nbops_bounded
+
+    names = ", ".join(f"column_{i:07d}" for i in range(600_000))
+    smoke = (fresh / "params" / "smoke.yaml").read_text()
+    path = fresh / "params" / "long.yaml"
+    path.write_text(smoke.replace("numeric: [Age, Na_to_K]", f"numeric: [{names}]"))
+    mb = path.stat().st_size / 2**20
+    assert mb > 8
+    res = nbops_bounded(fresh, "run", "--params", "params/long.yaml", mem_mb=1024, timeout=60)
+    assert (res.returncode, res.stderr.splitlines()) == (
+        1,
+        [f"error: params/long.yaml: {mb:.1f} MB, more than the 1 MB a params file may have"],
+    )
+    assert res.seconds < 10 and not (fresh / "build").exists()
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo"])
+def test_params_that_are_not_a_regular_file_are_refused_unread(fresh, kind):
+    import os
+
+    from tests.faults.test_bounds import nbops_bounded
+
+    if kind == "fifo":
+        os.mkfifo(fresh / "params" / "fifo.yaml")
+        arg, line = "params/fifo.yaml", "error: params/fifo.yaml: not a regular file (a FIFO)"
+    else:
+        arg, line = "/dev/zero", "error: /dev/zero: not a regular file (a character device)"
+    res = nbops_bounded(fresh, "run", "--params", arg, mem_mb=1024, timeout=60)
+    assert (res.returncode, res.stderr.splitlines()) == (1, [line])
+    assert res.seconds < 10 and not (fresh / "build").exists()

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from nbops.data import WIDE_TABLE, load_table
+from nbops.data import load_table
 from nbops.exceptions import DataError, ParamsError
 from nbops.params import load_params
 
@@ -201,13 +201,13 @@ def test_rows_too_long_and_too_short_are_one_line_each(tmp_path, params):
     ]
 
 
-def test_wide_table_read_path_refuses_ragged_rows_too(tmp_path, params):
-    """Tables wider than WIDE_TABLE are read with usecols, which accepts ragged rows silently."""
-    extra = [f"x{i}" for i in range(WIDE_TABLE)]
+def test_undeclared_columns_refuse_ragged_rows_too(tmp_path, params):
+    """Only the declared columns are read (usecols), which accepts ragged rows silently."""
+    extra = [f"x{i}" for i in range(300)]
     rows = [r + "," + ",".join("0" for _ in extra) for r in GOOD]
     rows[4] = rows[4].rsplit(",", 2)[0]  # two fields short, in the undeclared part
     text = csv(*rows, header=",".join([HEADER, *extra]))
-    expected = rf"^data/t\.csv: line 6: expected {6 + WIDE_TABLE} fields, found {4 + WIDE_TABLE}$"
+    expected = r"^data/t\.csv: line 6: expected 306 fields, found 304$"
     refused(tmp_path, params, text, expected)
 
 
@@ -306,3 +306,90 @@ def test_missing_feature_values_are_allowed(tmp_path, params):
     rows[0] = ",F,HIGH,,25.355,drugY"
     df, _ = load(tmp_path, params, csv(*rows))
     assert df["Age"].isna().sum() == 1 and df["Cholesterol"].isna().sum() == 1
+
+
+# ------------------------------------------------------------------ bounds (issue 14)
+
+
+def test_a_file_over_data_max_mb_is_refused_before_it_is_read(tmp_path, params, monkeypatch):
+    path = tmp_path / "data" / "big.csv"
+    path.parent.mkdir()
+    with open(path, "wb") as fh:
+        fh.write((csv(*GOOD)).encode())
+        fh.truncate(3 << 20)  # sparse: NULs after the rows, no disk
+    params.data.path, params.data.max_mb = "data/big.csv", 2
+    opened = []
+    monkeypatch.setattr("builtins.open", lambda *a, **k: opened.append(a) or pytest.fail("read"))
+    with pytest.raises(DataError) as exc:
+        load_table(params, tmp_path, "params/smoke.yaml")
+    assert exc.value.problems == [
+        "params/smoke.yaml: key 'data.path': data/big.csv is 3.0 MB, more than data.max_mb=2 "
+        "(raise it to read this file)"
+    ]
+
+
+def test_a_nul_after_the_header_is_refused_in_the_first_chunk(tmp_path, params):
+    line = refused(tmp_path, params, (csv(*GOOD[:3]) + "\x00" * 5000 + csv(*GOOD[3:])).encode(), "^")
+    assert line == "data/t.csv: not a text CSV file (binary content)"
+
+
+def test_a_nul_far_into_the_file_names_its_line(tmp_path, params, monkeypatch):
+    import nbops.data
+
+    monkeypatch.setattr(nbops.data, "HEAD_BYTES", 64)  # the streamed pass finds it, not the header's
+    monkeypatch.setattr(nbops.data, "BLOCK_BYTES", 50)
+    text = csv(*GOOD).replace("61,F,LOW", "61,F,L\x00W")
+    line = refused(tmp_path, params, text, "^")
+    assert line == "data/t.csv: not a text CSV file (binary content at line 6)"
+
+
+def test_a_header_without_a_line_end_in_the_first_mb_is_refused(tmp_path, params):
+    line = refused(tmp_path, params, "a" * (2 << 20), "^")
+    assert line == "data/t.csv: line 1 (the header) is longer than 1 MB"
+
+
+def test_an_all_nul_file_is_refused_at_once(tmp_path, params):
+    assert (
+        refused(tmp_path, params, b"\x00" * (3 << 20), "^")
+        == "data/t.csv: not a text CSV file (binary content)"
+    )
+
+
+@pytest.mark.parametrize("block", [7, 64, 1 << 20])
+def test_ragged_rows_are_found_across_block_boundaries(tmp_path, params, monkeypatch, block):
+    import nbops.data
+
+    monkeypatch.setattr(nbops.data, "BLOCK_BYTES", block)
+    rows = list(GOOD)
+    rows[2] += ",extra"
+    rows[6] = rows[6].rsplit(",", 1)[0]
+    assert problems(tmp_path, params, csv(*rows[:5], "", "  ", *rows[5:])) == [
+        "data/t.csv: line 4: expected 6 fields, found 7 (a decimal comma such as 14,5? write 14.5, "
+        "or quote the value)",
+        "data/t.csv: line 10: expected 6 fields, found 5",
+    ]
+
+
+def test_many_ragged_rows_are_counted_not_listed(tmp_path, params):
+    rows = [*GOOD, *["1,2"] * 5000]
+    (line,) = problems(tmp_path, params, csv(*rows))
+    assert line == "data/t.csv: lines 12, 13, 14, 15, 16, 17, 18, 19 (+4992 more): expected 6 fields, found 2"
+
+
+def test_labels_are_normalised_to_the_most_frequent_spelling_without_data_classes(tmp_path, params):
+    params.data.classes = None
+    rows = [r.replace("drugY", "DrugY") if i == 0 else r for i, r in enumerate(GOOD)]
+    rows[1] = rows[1].replace("drugC", " drugc ")
+    df, _ = load(tmp_path, params, csv(*rows))
+    assert sorted(df["Drug"].unique()) == ["drugC", "drugX", "drugY"]
+    assert str(df["Drug"].dtype) == "str" and str(df["Sex"].dtype) == "str"
+
+
+def test_data_file_hash_refuses_a_fifo_without_waiting(tmp_path):
+    import os
+
+    from nbops.data import file_hash
+
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(OSError, match="not a regular file"):
+        file_hash(tmp_path / "fifo")

@@ -1,3 +1,5 @@
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -147,3 +149,117 @@ def test_every_params_key_is_declared_by_a_notebook():
     unused = sorted(k for k in set(flat) - declared - VALIDATE_PARAMETERS if not k.startswith("drift_"))
     assert unused == []
     assert declared <= set(flat) | set(RUNNER_PARAMETERS)
+
+
+# ------------------------------------------------------------------ bounded reading (issue 14)
+
+
+def refused(path, shown=None) -> list[str]:
+    with pytest.raises(ParamsError) as exc:
+        load_params(path, shown)
+    return exc.value.problems
+
+
+def test_a_yaml_alias_is_refused_naming_file_and_line(tmp_path):
+    text = smoke_text().replace("  experiment: drug-classifier", "  experiment: &name drug-classifier")
+    text = text.replace("  model_name: drug-classifier", "  model_name: *name")
+    assert "*name" in text
+    path = write(tmp_path, text)
+    line = text.splitlines().index("  model_name: *name") + 1
+    assert refused(path, "params/p.yaml") == [
+        f"params/p.yaml: line {line}: YAML alias '*name' refused: write the value out "
+        "(aliases can expand a small file into gigabytes)"
+    ]
+
+
+def test_nested_aliases_are_refused_before_anything_expands_them(tmp_path):
+    """The 1.4 KB file that grew to 21 GB: each level refers nine times to the one before."""
+    levels = ["    a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"    a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 12)]
+    text = smoke_text().replace(
+        "    random_state: 42", "    random_state: 42\n    class_weight:\n" + "\n".join(levels)
+    )
+    path = write(tmp_path, text)
+    assert path.stat().st_size < 3000
+    (line,) = refused(path)
+    assert line.startswith(f"{path}: line ") and "YAML alias '*a0' refused" in line
+
+
+def test_duplicate_keys_name_both_lines(tmp_path):
+    text = smoke_text().replace("    max_depth: 6", "    max_depth: 6\n    random_state: 1\n    max_depth: 9")
+    path = write(tmp_path, text)
+    lines = text.splitlines()
+    first, second = lines.index("    max_depth: 6") + 1, lines.index("    max_depth: 9") + 1
+    assert refused(path) == [
+        f"{path}: line {second}: duplicate key 'max_depth' (first at line {first}): keep one"
+    ]
+
+
+def test_a_duplicate_section_is_not_last_wins(tmp_path):
+    text = smoke_text() + "split:\n  test_size: 0.5\n"
+    (line,) = refused(write(tmp_path, text))
+    assert "duplicate key 'split' (first at line" in line
+
+
+def test_deep_nesting_is_refused(tmp_path):
+    text = smoke_text().replace(
+        "    random_state: 42", "    random_state: 42\n    class_weight: " + "[" * 200 + "]" * 200
+    )
+    (line,) = refused(write(tmp_path, text))
+    assert line.endswith("nested more than 32 levels deep")
+
+
+def test_a_params_file_over_one_mb_is_refused_unread(tmp_path):
+    path = tmp_path / "big.yaml"
+    with open(path, "wb") as fh:
+        fh.truncate(48 << 20)  # sparse: 48 MB that cost no disk
+    assert refused(path, "params/big.yaml") == [
+        "params/big.yaml: 48.0 MB, more than the 1 MB a params file may have"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (lambda p: os.mkfifo(p), "a FIFO"),
+        (lambda p: p.mkdir(), "a directory"),
+        (lambda p: p.symlink_to("/dev/zero"), "a character device"),
+    ],
+    ids=["fifo", "directory", "dev-zero"],
+)
+def test_params_must_be_a_regular_file(tmp_path, make, kind):
+    path = tmp_path / "p.yaml"
+    make(path)
+    assert refused(path) == [f"{path}: not a regular file ({kind})"]
+
+
+def test_quoted_values_are_cut_to_eighty_characters(tmp_path):
+    text = smoke_text().replace("test_size: 0.2", "test_size: '" + "x" * 100_000 + "'")
+    (line,) = refused(write(tmp_path, text))
+    assert line.startswith(
+        f"{tmp_path / 'p.yaml'}: key 'split.test_size': Input should be a valid number (got 'xxx"
+    )
+    assert len(line) < 250 and "…" in line
+
+
+def test_a_long_list_of_problems_is_cut(tmp_path):
+    names = ", ".join(f"c{i % 50}" for i in range(100))
+    text = smoke_text().replace("numeric: [Age, Na_to_K]", f"numeric: [{names}]")
+    problems = refused(write(tmp_path, text))
+    assert len(problems) == 21 and problems[-1].endswith("… and 32 more problems")
+
+
+def test_validation_is_linear_in_the_length_of_a_column_list(tmp_path):
+    """100k names (0.8 MB): the duplicate check took minutes when it was a list lookup per name."""
+    names = ", ".join(f"c{i}" for i in range(100_000))
+    text = smoke_text().replace("numeric: [Age, Na_to_K]", f"numeric: [{names}, c7]")
+    text = text.split("  ranges:")[0] + "split:" + text.split("split:")[1]
+    start = time.monotonic()
+    problems = refused(write(tmp_path, text))
+    assert time.monotonic() - start < 10
+    assert problems == [f"{tmp_path / 'p.yaml'}: key 'data.numeric': column 'c7' is listed twice"]
+
+
+def test_new_bounds_keys_have_generous_defaults():
+    params = load_params(REPO / "params" / "smoke.yaml")
+    assert (params.data.max_mb, params.run.timeout_s, params.run.cell_timeout_s) == (1024, 3600, 600)

@@ -154,3 +154,67 @@ def test_champion_line_says_whether_the_champion_moved():
     assert champion_line(record("1", "3", "applied")) == "champion is now drug-classifier v3"
     assert champion_line(record("1", "1", "withheld")) == "champion stays drug-classifier v1"
     assert champion_line(record("1", "1", "none")) == "champion stays drug-classifier v1"
+
+
+# ------------------------------------------------------------------ many classes (issue 14)
+
+
+def many_classes(n=600, rows_per_class=4, seed=0):
+    """A confusion matrix of `n` classes, `rows_per_class` actual rows each, half of them right."""
+    rng = np.random.default_rng(seed)
+    matrix = np.zeros((n, n), dtype=int)
+    for i in range(n):
+        for _ in range(rows_per_class):
+            matrix[i, i if rng.random() < 0.5 else rng.integers(n)] += 1
+    matrix[7, 7] += 50  # one class with far more rows than the others
+    return matrix, [f"class-{i:03d}" for i in range(n)]
+
+
+def test_top_confusion_keeps_the_biggest_classes_and_sums_the_rest_into_other():
+    matrix, labels = many_classes()
+    shown, names = plots.top_confusion(matrix.tolist(), labels)
+    assert shown.shape == (31, 31) and len(names) == 31
+    assert "class-007" in names and names[-1] == "other (570 classes)"
+    assert names[:-1] == sorted(names[:-1])  # in the labels' order
+    assert shown.sum() == matrix.sum()
+    keep = [labels.index(n) for n in names[:-1]]
+    assert shown[:30].sum(axis=1).tolist() == matrix[keep].sum(axis=1).tolist()  # rows: actual counts
+    assert shown[:, :30].sum(axis=0).tolist() == matrix[:, keep].sum(axis=0).tolist()
+    small = [[2, 0], [1, 3]]
+    assert plots.top_confusion(small, ["a", "b"])[0].tolist() == small
+
+
+def test_the_confusion_heatmap_of_600_classes_shows_31_without_numbers_in_cells():
+    matrix, labels = many_classes()
+    fig = plots.confusion_heatmap(matrix.tolist(), labels, "challenger v2", "Drug")
+    ax = fig.axes[0]
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert len(ticks) == 31 and ticks[-1] == "other (570 classes)"
+    assert len(ax.texts) == 0  # no per-cell annotation past ANNOTATED_CLASSES
+    assert "the 30 of 600 classes with most rows" in ax.get_title()
+    assert max(fig.get_size_inches()) < 25
+    small = plots.confusion_heatmap([[2, 0], [1, 3]], ["a", "b"], "t")
+    assert [t.get_text() for t in small.axes[0].texts] == ["2", "0", "1", "3"]
+
+
+def test_long_class_names_are_cut_in_tick_labels():
+    fig = plots.confusion_heatmap([[1, 0], [0, 1]], ["x" * 5000, "b"], "t")
+    assert [len(t.get_text()) for t in fig.axes[0].get_xticklabels()] == [30, 1]
+
+
+def test_eda_plots_lump_classes_past_the_top_thirty():
+    rng = np.random.default_rng(0)
+    labels = [f"k{i:03d}" for i in range(600)]
+    df = pd.DataFrame({"a": rng.normal(size=2400), "b": rng.normal(size=2400), "y": np.repeat(labels, 4)})
+    df = pd.concat([df, df.head(40).assign(y="k999")])  # the most frequent class
+    lumped = plots.lump_classes(df, "y")
+    assert lumped["y"].nunique() == 31 and (lumped["y"] == "other (571 classes)").sum() == 571 * 4
+    fig = plots.class_balance(df, "y")
+    names = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert len(names) == 31 and names[-1] == "other (571 classes)" and "k999" in names
+    assert len(plots.numeric_by_class(df, ["a", "b"], "y").axes[0].get_xticklabels()) == 31
+    scores = {"per_class": {label: {"f1": 0.5, "support": 4 + (label == "k007")} for label in labels}}
+    fig = plots.per_class_f1({"challenger v1": scores})
+    assert len(fig.axes[0].get_xticklabels()) == 30 and "k007" in [
+        t.get_text() for t in fig.axes[0].get_xticklabels()
+    ]

@@ -10,6 +10,13 @@ artifact a PR's CI run uploaded. That artifact is untrusted, so:
 - the body is cut below GitHub's 65,536-character limit, with a note and a link to the run's
   artifacts (`report.cap_markdown`).
 
+A run that stopped before writing `summary.md` (the artifact holds only `pr-number.txt`) still
+gets a comment: "the pipeline stopped before any report", linking the run, so the last push's
+verdict does not stay up as if it were this one's.
+
+The run's link is `--run-url`, or else built from `--run-id` (default: env `WORKFLOW_RUN_ID`)
+with the env `GITHUB_SERVER_URL` and `GITHUB_REPOSITORY` every Actions job has.
+
 Standard library only: the comment job installs nothing.
 
     python -m nbops.comment --summary reports/summary.md --pr-number-file pr-number.txt \\
@@ -19,6 +26,7 @@ Standard library only: the comment job installs nothing.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -30,6 +38,9 @@ GITHUB_COMMENT_LIMIT = 65_536  # GitHub answers 422 above this
 _PR_NUMBER = re.compile(r"[1-9][0-9]{0,9}")
 _URL = re.compile(r"https://[A-Za-z0-9.-]+(/[A-Za-z0-9._~/%#?=&+-]*)?")
 _COMMIT = re.compile(r"[0-9a-f]{7,64}")
+_RUN_ID = re.compile(r"[1-9][0-9]{0,19}")
+_REPOSITORY = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+RUN_ID_ENV = "WORKFLOW_RUN_ID"
 _RELATIVE_LINK = re.compile(r"(?<!\\)\[([^\]\n]*)\]\((?![a-z]+://)[^)\s]*\)")
 
 
@@ -70,6 +81,50 @@ def point_relative_links(markdown: str, run_url: str | None) -> str:
     return _RELATIVE_LINK.sub(lambda m: m.group(1), markdown)
 
 
+def run_url_from_env(run_id: str | None, env=None) -> str | None:
+    """https://github.com/<owner>/<repo>/actions/runs/<id> from an Actions job's environment."""
+    env = os.environ if env is None else env
+    run_id = (run_id or env.get(RUN_ID_ENV) or "").strip()
+    server = env.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+    repository = env.get("GITHUB_REPOSITORY", "")
+    if not run_id or not repository:
+        return None
+    if not _RUN_ID.fullmatch(run_id):
+        raise CommentError(f"run id must be a positive integer, got {run_id[:40]!r}")
+    if not _REPOSITORY.fullmatch(repository):
+        raise CommentError(f"GITHUB_REPOSITORY must be owner/name, got {repository[:80]!r}")
+    return _checked_url(f"{server}/{repository}/actions/runs/{run_id}", "run URL")
+
+
+def _footer(run_url: str | None, commit: str | None, link_text: str) -> str:
+    bits = []
+    if commit:
+        bits.append(f"commit {md_escape(commit[:12])}")
+    if run_url:
+        bits.append(f"[{link_text}]({run_url})")
+    return ("\n\n---\n<sub>" + " · ".join(bits) + "</sub>\n") if bits else "\n"
+
+
+def _checked_commit(commit: str | None) -> str | None:
+    if commit is not None and not _COMMIT.fullmatch(commit):
+        raise CommentError(f"commit must be a hex SHA, got {commit[:80]!r}")
+    return commit
+
+
+def stopped_comment(*, run_url: str | None = None, commit: str | None = None) -> str:
+    """The body when the run left no summary: it stopped before any report."""
+    run_url = _checked_url(run_url, "run URL")
+    commit = _checked_commit(commit)
+    where = f"see the [run]({run_url}) for the step that failed" if run_url else "see the CI run's log"
+    return (
+        SUMMARY_MARKER
+        + "\n## Pipeline stopped\n\n"
+        + f"The pipeline stopped before any report: {where}. "
+        + "No gate verdict or metrics for this commit; an earlier verdict no longer applies."
+        + _footer(run_url, commit, "workflow run")
+    )
+
+
 def build_comment(
     summary: str,
     *,
@@ -81,18 +136,12 @@ def build_comment(
     if not 0 < limit <= GITHUB_COMMENT_LIMIT:
         raise ValueError(f"limit must be between 1 and {GITHUB_COMMENT_LIMIT}, got {limit}")
     run_url = _checked_url(run_url, "run URL")
-    if commit is not None and not _COMMIT.fullmatch(commit):
-        raise CommentError(f"commit must be a hex SHA, got {commit[:80]!r}")
+    commit = _checked_commit(commit)
     text = summary.replace("\r\n", "\n").strip("\n")
     text = text.removeprefix(SUMMARY_MARKER).lstrip("\n")
     if not text.strip():
         raise CommentError("the summary is empty: the CI run wrote no reports/summary.md")
-    footer_bits = []
-    if commit:
-        footer_bits.append(f"commit {md_escape(commit[:12])}")
-    if run_url:
-        footer_bits.append(f"[workflow run and reports artifact]({run_url})")
-    footer = ("\n\n---\n<sub>" + " · ".join(footer_bits) + "</sub>\n") if footer_bits else "\n"
+    footer = _footer(run_url, commit, "workflow run and reports artifact")
     body = SUMMARY_MARKER + "\n" + point_relative_links(neutralise_html(text), run_url)
     return cap_markdown(body, limit - len(footer), link=run_url) + footer
 
@@ -103,17 +152,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pr-number-file", required=True, help="file holding the PR number")
     parser.add_argument("--out", required=True, help="where to write the comment body")
     parser.add_argument("--run-url", help="the CI run's page (its artifacts are listed there)")
+    parser.add_argument(
+        "--run-id",
+        help=f"the CI run's id, for its link when --run-url is not given (default: env {RUN_ID_ENV}; "
+        "with GITHUB_SERVER_URL and GITHUB_REPOSITORY)",
+    )
     parser.add_argument("--commit", help="the commit CI ran on")
     args = parser.parse_args(argv)
     try:
+        run_url = args.run_url or run_url_from_env(args.run_id)
         try:
             number = validate_pr_number(Path(args.pr_number_file).read_text(encoding="utf-8"))
-            summary = Path(args.summary).read_text(encoding="utf-8")
         except FileNotFoundError as exc:
             raise CommentError(f"{exc.filename}: not found in the CI artifact") from None
         except UnicodeDecodeError:
             raise CommentError("the CI artifact holds a file that is not UTF-8 text") from None
-        body = build_comment(summary, run_url=args.run_url, commit=args.commit)
+        try:
+            summary = Path(args.summary).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            summary = ""  # the run stopped before any report
+        except UnicodeDecodeError:
+            raise CommentError("the CI artifact holds a file that is not UTF-8 text") from None
+        if summary.replace(SUMMARY_MARKER, "").strip():
+            body = build_comment(summary, run_url=run_url, commit=args.commit)
+        else:
+            body = stopped_comment(run_url=run_url, commit=args.commit)
     except CommentError as exc:
         print_problems(exc)
         return 1

@@ -5,9 +5,14 @@
 1. `champion` is resolved to a version in the registry;
 2. the Space folder (`make space`) must carry a `model_card.json` naming that same version,
    so what is uploaded is exactly what was promoted;
-3. the folder is uploaded with `huggingface_hub.HfApi.upload_folder` (token from `HF_TOKEN`);
-4. the Space URL is polled, in a bounded loop, until it answers with that version (the Space
-   rebuilds after the upload; until then it serves the previous one, or nothing).
+3. the folder's content hash is compared with the one in the `.nbops-space` marker the Space
+   holds: equal means nothing to upload and no commit; otherwise the folder is uploaded with
+   `huggingface_hub.HfApi.upload_folder` (token from `HF_TOKEN`) as one commit;
+4. in one bounded loop, the Space's runtime is polled until it runs that commit (stage RUNNING
+   on that sha: the old container keeps serving the same version while the new one builds, so
+   the page alone cannot tell), and the Space URL (asked all along: a request wakes a sleeping
+   Space) until, then, it answers with that version. Both requests carry the token, so a
+   private Space can be polled.
 
 The HfApi, the HTTP getter, the clock and sleep are parameters, so the tests touch no network.
 """
@@ -15,10 +20,12 @@ The HfApi, the HTTP getter, the clock and sleep are parameters, so the tests tou
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,14 +33,22 @@ from pathlib import Path
 from typing import Any
 
 from nbops.exceptions import NbopsError, print_problems
+from nbops.space import MARKER, UPLOAD_IGNORED, content_hash
 
 MODEL_CARD = "model_card.json"
 TOKEN_ENV = "HF_TOKEN"
-UPLOAD_IGNORED = ["__pycache__/**", "*.pyc", ".ipynb_checkpoints/**", ".DS_Store"]
 _SPACE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 
 # (url) -> (HTTP status, body text); raises OSError when the host cannot be reached.
 Getter = Callable[[str], tuple[int, str]]
+# () -> None when the Space runs the commit just made, else what it is doing; DeployError when
+# it never will (a build error on that commit, a paused Space).
+Readiness = Callable[[], str | None]
+
+# Space runtime stages (huggingface_hub.SpaceStage): on the way, failed on this commit, or stuck.
+STAGE_RUNNING = "RUNNING"
+STAGES_FAILED = {"BUILD_ERROR", "RUNTIME_ERROR", "CONFIG_ERROR", "NO_APP_FILE"}
+STAGES_STUCK = {"PAUSED", "DELETING"}
 
 
 class DeployError(NbopsError):
@@ -44,9 +59,43 @@ class DeployError(NbopsError):
 class Deployment:
     space_id: str
     version: str
-    commit_url: str | None
+    commit_url: str | None  # None when the Space already held this content: no commit made
     url: str
     seconds_to_live: float | None
+    content_hash: str = ""
+    revision: str | None = None  # the Space commit that serves it
+
+
+def hub_errors() -> tuple[type[BaseException], ...]:
+    """What huggingface_hub and its HTTP client raise for a refused, failed or unreachable call.
+
+    A connection error of httpx (or httpx2, which huggingface_hub 2 uses) is not an OSError."""
+    errors: list[type[BaseException]] = [OSError, http.client.HTTPException]
+    for module in ("httpx", "httpx2"):
+        try:
+            errors.append(__import__(module).HTTPError)
+        except ImportError:
+            pass
+    try:
+        from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+    except ImportError:
+        pass
+    else:
+        errors += [HfHubHTTPError, HFValidationError]
+    return tuple(errors)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+def hub_call(what: str, call: Callable[[], Any]) -> Any:
+    """One Hub request; its failure is one line naming what was asked (never the token)."""
+    try:
+        return call()
+    except hub_errors() as exc:
+        raise DeployError(f"{what} failed: {_first_line(exc)}") from None
 
 
 def validate_space_id(space_id: str) -> str:
@@ -102,26 +151,91 @@ def check_space_folder(space_dir: Path, model_name: str, champion: str) -> dict[
     return card
 
 
-def upload_space(space_dir: Path, space_id: str, token: str, message: str, api=None) -> str | None:
-    """Upload the folder as one commit to the Space; returns the commit URL."""
+def hub_api(token: str, api=None):
     if not token:
         raise DeployError(f"{TOKEN_ENV} is not set: add it as a secret of the `production` environment")
     if api is None:
         from huggingface_hub import HfApi
 
         api = HfApi(token=token)
-    try:
-        info = api.upload_folder(
+    return api
+
+
+def space_head(api, space_id: str) -> str | None:
+    """The Space repository's current commit."""
+    info = hub_call(f"reading Space {space_id}", lambda: api.space_info(space_id))
+    return getattr(info, "sha", None)
+
+
+def served_content_hash(api, space_id: str, revision: str | None) -> str | None:
+    """The content hash in the marker the Space holds at `revision`; None without one."""
+    from huggingface_hub.errors import EntryNotFoundError
+
+    with tempfile.TemporaryDirectory(prefix="nbops-deploy-") as tmp:
+        try:
+            path = api.hf_hub_download(
+                repo_id=space_id, filename=MARKER, repo_type="space", revision=revision, local_dir=tmp
+            )
+        except EntryNotFoundError:  # a Space not made by `make space` (yet): nothing to compare
+            return None
+        except hub_errors() as exc:
+            raise DeployError(f"reading {MARKER} of Space {space_id} failed: {_first_line(exc)}") from None
+        try:
+            marker = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None
+    value = marker.get("content_hash") if isinstance(marker, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def upload_space(
+    space_dir: Path, space_id: str, token: str, message: str, api=None
+) -> tuple[str | None, str | None]:
+    """Upload the folder as one commit to the Space; returns (commit URL, commit sha)."""
+    api = hub_api(token, api)
+    info = hub_call(
+        f"upload to Space {space_id}",
+        lambda: api.upload_folder(
             repo_id=space_id,
             repo_type="space",
             folder_path=str(space_dir),
             commit_message=message,
             ignore_patterns=UPLOAD_IGNORED,
-        )
-    except OSError as exc:  # HfHubHTTPError (401, 404, ...) and connection errors are OSErrors
-        detail = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise DeployError(f"upload to Space {space_id} failed: {detail}") from None
-    return getattr(info, "commit_url", None) or (str(info) if info else None)
+        ),
+    )
+    url = getattr(info, "commit_url", None) or (str(info) if info else None)
+    sha = getattr(info, "oid", None)
+    if not sha and url:
+        sha = url.rstrip("/").rsplit("/", 1)[-1]
+    return url, sha
+
+
+def runtime_readiness(api, space_id: str, revision: str | None) -> Readiness:
+    """A check that the Space's runtime runs `revision` (stage RUNNING on that sha)."""
+
+    def check() -> str | None:
+        try:
+            runtime = api.get_space_runtime(space_id)
+        except hub_errors() as exc:  # the Hub hiccups while a Space builds: ask again
+            return f"runtime: {_first_line(exc)}"
+        stage = str(getattr(runtime.stage, "value", runtime.stage))
+        raw = getattr(runtime, "raw", None) or {}
+        sha = raw.get("sha") if isinstance(raw, dict) else None
+        this_commit = not revision or not sha or sha == revision
+        if this_commit and stage in STAGES_FAILED:
+            raise DeployError(
+                f"Space {space_id} stopped at {stage} on commit {(sha or revision or '?')[:12]}: "
+                f"see its logs at https://huggingface.co/spaces/{space_id}?logs=build"
+            )
+        if stage in STAGES_STUCK:
+            raise DeployError(f"Space {space_id} is {stage}: restart it in its settings, then deploy again")
+        if stage == STAGE_RUNNING and this_commit:
+            return None
+        if stage == STAGE_RUNNING:
+            return f"still running commit {sha[:12]}, not {revision[:12]}"
+        return f"stage {stage}" + (f" on {sha[:12]}" if sha else "")
+
+    return check
 
 
 def served_version(status: int, text: str, model_name: str) -> str | None:
@@ -138,14 +252,29 @@ def served_version(status: int, text: str, model_name: str) -> str | None:
     return found[-1] if found else None
 
 
-def http_get(url: str, timeout: float = 15.0) -> tuple[int, str]:
-    """GET with the standard library; an HTTP error status is an answer, not an exception."""
+def http_get(url: str, timeout: float = 15.0, token: str | None = None) -> tuple[int, str]:
+    """GET with the standard library; an HTTP error status is an answer, not an exception.
+
+    With a token (a private Space), it goes as `Authorization: Bearer`, and never to another
+    host a redirect points at."""
     import urllib.error
     import urllib.request
+    from urllib.parse import urlsplit
 
-    request = urllib.request.Request(url, headers={"User-Agent": "nbops-deploy", "Cache-Control": "no-cache"})
+    class SameHostAuth(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            new = super().redirect_request(req, fp, code, msg, headers, newurl)
+            if new is not None and urlsplit(newurl).hostname != urlsplit(req.full_url).hostname:
+                new.remove_header("Authorization")
+            return new
+
+    headers = {"User-Agent": "nbops-deploy", "Cache-Control": "no-cache"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, headers=headers)
+    opener = urllib.request.build_opener(SameHostAuth)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with opener.open(request, timeout=timeout) as response:
             return response.status, response.read(1 << 20).decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         return exc.code, ""
@@ -162,23 +291,30 @@ def wait_for_version(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     say: Callable[[str], None] = print,
+    ready: Readiness | None = None,
 ) -> float:
-    """Poll `url` until it names `version`; returns the seconds it took, DeployError on timeout."""
+    """Poll until `ready()` (the runtime runs the new commit, when given) and then `url` names
+    `version`; returns the seconds it took, DeployError on timeout."""
     if not url.startswith("https://") and not url.startswith("http://127.0.0.1"):
         raise DeployError(f"refusing to poll {url!r}: https only")
     start = clock()
     attempt, last = 0, "no answer yet"
+    running = ready is None  # once the runtime runs the commit, it is not asked again
     while True:
         attempt += 1
-        try:
+        waiting = None if running else ready()
+        running = waiting is None
+        try:  # asked even while waiting for the runtime: a request wakes a sleeping Space
             status, text = get(url)
-        except OSError as exc:  # DNS, refused, reset, timeout: the Space is still starting
+        except (OSError, http.client.HTTPException) as exc:  # DNS, refused, reset, timeout
             status, text, last = 0, "", f"{exc.__class__.__name__}"
         else:
             seen = served_version(status, text, model_name)
-            if seen == version:
+            if seen == version and running:
                 return clock() - start
             last = f"HTTP {status}" + (f", serving v{seen}" if seen else "")
+        if waiting is not None:
+            last = f"{waiting}; {last}"
         elapsed = clock() - start
         if elapsed + interval_s > timeout_s:
             raise DeployError(
@@ -200,19 +336,27 @@ def deploy(
     version_path: str = "/",
     wait: bool = True,
     api=None,
-    get: Getter = http_get,
+    get: Getter | None = None,
     timeout_s: float = 900.0,
     interval_s: float = 15.0,
     sleep=time.sleep,
     clock=time.monotonic,
     say=print,
 ) -> Deployment:
-    """Check the folder, upload it, wait for the Space to serve the champion."""
+    """Check the folder; upload it unless the Space holds the same content; wait until the
+    Space runs that commit and serves the champion."""
     validate_space_id(space_id)
     check_space_folder(space_dir, model_name, champion)
-    message = f"Deploy {model_name} v{champion} (champion)" + (f" from {commit[:12]}" if commit else "")
-    say(f"uploading {space_dir} to Space {space_id}: {message}")
-    commit_url = upload_space(space_dir, space_id, token, message, api)
+    api = hub_api(token, api)
+    local = content_hash(space_dir)
+    head = space_head(api, space_id)
+    if served_content_hash(api, space_id, head) == local:
+        say(f"Space {space_id} already holds this folder (content {local[:12]}): no commit")
+        commit_url, revision = None, head
+    else:
+        message = f"Deploy {model_name} v{champion} (champion)" + (f" from {commit[:12]}" if commit else "")
+        say(f"uploading {space_dir} (content {local[:12]}) to Space {space_id}: {message}")
+        commit_url, revision = upload_space(space_dir, space_id, token, message, api)
     url = f"{space_url(space_id)}/{version_path.lstrip('/')}"
     seconds = None
     if wait:
@@ -220,15 +364,16 @@ def deploy(
             url,
             champion,
             model_name,
-            get=get,
+            get=get or (lambda u: http_get(u, token=token)),
             timeout_s=timeout_s,
             interval_s=interval_s,
             sleep=sleep,
             clock=clock,
             say=say,
+            ready=runtime_readiness(api, space_id, revision),
         )
         say(f"live: {url} serves {model_name} v{champion} after {seconds:.0f}s")
-    return Deployment(space_id, champion, commit_url, url, seconds)
+    return Deployment(space_id, champion, commit_url, url, seconds, local, revision)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
             name,
             champion,
             os.environ.get(TOKEN_ENV, ""),
-            commit=os.environ.get("GITHUB_SHA", ""),
+            # under workflow_run, GITHUB_SHA is main's head, not the commit the run tested
+            commit=os.environ.get("HEAD_SHA") or os.environ.get("GITHUB_SHA", ""),
             version_path=args.version_path,
             wait=not args.no_wait,
             timeout_s=args.timeout,
@@ -275,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         f"deployed {name} v{done.version} to {done.space_id}"
-        + (f" ({done.commit_url})" if done.commit_url else "")
+        + (f" ({done.commit_url})" if done.commit_url else " (unchanged: no commit)")
     )
     return 0
 

@@ -8,7 +8,10 @@ columns tested (Bonferroni), so `drift.alpha` bounds the false-alarm rate of the
 Columns with fewer than `drift.min_rows` values on either side are not tested.
 
 Verdicts: `drift` (at least one column drifted), `no drift`, `insufficient data` (no column
-could be tested). The exit codes of `python -m nbops drift` are in EXIT_CODES_HELP (its `--help`).
+could be tested). With no champion yet there is nothing to compare: the command says so and
+exits 0, or with `--retrain` runs the pipeline (a registry lost to cache eviction trains a new
+champion instead of failing every scheduled run). The exit codes of `python -m nbops drift` are
+in EXIT_CODES_HELP (its `--help`).
 """
 
 from __future__ import annotations
@@ -38,13 +41,19 @@ _SHOWN_CATEGORIES = 3
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_DRIFT = 3  # only with --fail-on-drift: a scheduler's run turns red
+NO_CHAMPION_LINE = "no champion yet: nothing to compare; run the pipeline"
 EXIT_CODES_HELP = f"""\
 exit codes:
   {EXIT_OK}  the check ran: no drift, insufficient data, or drift without --fail-on-drift
-     (the verdict is printed and written to reports/drift.json)
-  {EXIT_ERROR}  an error: bad params or data, no champion, the report notebook failed, or
-     the retrain (--retrain, --force) failed
+     (the verdict is printed and written to reports/drift.json); or no champion yet
+     (nothing to compare; with --retrain the pipeline ran and passed)
+  {EXIT_ERROR}  an error: bad params or data, the report notebook failed, or
+     the retrain (--retrain, --force, or --retrain with no champion) failed
   {EXIT_DRIFT}  drift found and --fail-on-drift given (after the retrain, if one ran and passed)"""
+
+
+class NoChampionToCompare(ModelError):
+    """The registered model has no champion yet: there is no training sample to compare with."""
 
 
 @dataclass
@@ -239,7 +248,7 @@ def load_reference(model_name: str, client=None, download=None) -> tuple[pd.Data
 
     champion = tracking.get_alias_version(model_name, tracking.CHAMPION, client)
     if champion is None:
-        raise ModelError(
+        raise NoChampionToCompare(
             f"registered model {model_name!r} has no champion: run `make pipeline` to train "
             "and promote one before checking drift"
         )
@@ -364,6 +373,14 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
+def _write_no_champion(root: Path) -> None:
+    """reports/drift.md says why there is no verdict (the workflow shows it in the job summary);
+    no drift.json: there is no verdict to read."""
+    reports = root / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    (reports / "drift.md").write_text(f"## Drift check: not run\n\n{NO_CHAMPION_LINE}.\n", encoding="utf-8")
+
+
 def render_drift_report(root: Path, products: Path, params: Params, timeout_s: int) -> Path:
     """Run notebooks/04_drift.ipynb (papermill) on the products and render reports/drift.html."""
     from nbops.preload import skip_unused_imports
@@ -421,8 +438,13 @@ def main_drift(
     try:
         params = load_params(path)
         tracking.configure_tracking(root_path)
+        no_champion = False
         try:
             report, reference, current = check_drift(params, root_path)
+        except NoChampionToCompare:
+            no_champion, report = True, None
+            _say(NO_CHAMPION_LINE)
+            _write_no_champion(root_path)
         except ModelError as exc:
             if not force:
                 raise
@@ -444,12 +466,9 @@ def main_drift(
         print_problems(exc)
         return EXIT_ERROR
     drifted = report is not None and report.verdict == DRIFT
-    if force or (retrain and drifted):
-        _say(
-            "retrain: "
-            + ("forced" if force else "drift found")
-            + "; running the pipeline (promotion through the gate)"
-        )
+    if force or (retrain and (drifted or no_champion)):
+        why = "forced" if force else ("no champion yet" if no_champion else "drift found")
+        _say(f"retrain: {why}; running the pipeline (promotion through the gate)")
         from nbops.runner import main_run
 
         code = main_run(str(path), str(root_path), True, None, 2)

@@ -6,6 +6,10 @@ dashboard notebook, the Voila config and the package, writes a Dockerfile, the S
 `serve` runs, from that folder, the Dockerfile's own CMD and ENV (only the host and port change),
 so what the tests drive is what the image will run.
 
+Two builds of one champion from one commit are byte-identical (nothing in the folder says when
+it was built), and the folder's `content_hash` is written into its `.nbops-space` marker: the
+deploy compares it with the one the Space holds and makes no commit when they are equal.
+
     python -m nbops.space build --params params/default.yaml --out space
     python -m nbops.space serve space --host 127.0.0.1 --port 7860
 """
@@ -13,6 +17,8 @@ so what the tests drive is what the image will run.
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import hashlib
 import json
 import os
 import re
@@ -28,7 +34,9 @@ from nbops.exceptions import ModelError, NbopsError, print_problems
 
 SPACE_PORT = 7860
 APP_DIR = "/home/user/app"
-MARKER = ".nbops-space"
+MARKER = ".nbops-space"  # what made the folder, and its content hash (uploaded; not in the image)
+# Never uploaded, so never hashed (huggingface_hub's ignore_patterns, matched with fnmatch).
+UPLOAD_IGNORED = ["__pycache__/**", "*.pyc", ".ipynb_checkpoints/**", ".DS_Store"]
 CHAMPION_DIR = "champion"
 NOTEBOOK = "dashboard.ipynb"
 BASE_IMAGE = "python:3.11-slim"
@@ -51,6 +59,20 @@ CONTAINER_ENV = {"HOME", "PATH", "PIP_NO_CACHE_DIR", "PYTHONDONTWRITEBYTECODE", 
 
 class SpaceError(NbopsError):
     """The Space folder cannot be built or served."""
+
+
+def content_hash(folder: Path) -> str:
+    """sha256 over the path and bytes of every file the deploy uploads, except the marker.
+
+    Only what the Space would receive counts: not file times, not the marker that holds the hash."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        if rel == MARKER or any(fnmatch.fnmatch(rel, pattern) for pattern in UPLOAD_IGNORED):
+            continue
+        digest.update(rel.encode("utf-8") + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def _canonical(name: str) -> str:
@@ -173,11 +195,12 @@ def export_champion(model_name: str, dest: Path) -> dict[str, Any]:
     )
     tracking.load_model_dir(model_dir, f"{model_name} v{version.version}")  # refuse what we would not load
     dashboard.check_schema(schema, f"{model_name} v{version.version} schema.json")
-    card = {
-        **card,
-        "registry_uri": f"models:/{model_name}/{version.version}",
-        "exported_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+    # No export time: it would make every build of one champion a new Space commit. The
+    # version's registration time changes only with the champion.
+    card = {**card, "registry_uri": f"models:/{model_name}/{version.version}"}
+    created = getattr(version, "creation_timestamp", None)
+    if created:
+        card["registered_at"] = datetime.fromtimestamp(created / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
     (dest / dashboard.SCHEMA_FILE).write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
     (dest / dashboard.MODEL_CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return card
@@ -226,7 +249,8 @@ def build_space(root: Path, params_path: Path, out: Path, license_id: str = "mit
         if (root / "LICENSE").is_file():  # the license the front matter names, beside the code it covers
             shutil.copy2(root / "LICENSE", work / "LICENSE")
         (work / ".dockerignore").write_text("**/__pycache__\n*.pyc\n.nbops-space\n", encoding="utf-8")
-        (work / MARKER).write_text(json.dumps({"model": card["registry_uri"]}) + "\n", encoding="utf-8")
+        marker = {"model": card["registry_uri"], "content_hash": content_hash(work)}
+        (work / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
         work.chmod(0o755)  # mkdtemp made it private; the image and a web server need to read it
         if out.exists():
             shutil.rmtree(out)
@@ -305,7 +329,11 @@ def main(argv: list[str] | None = None) -> int:
             card = build_space(
                 root, params if params.is_absolute() else root / params, Path(args.out), args.license
             )
-            print(f"space: {args.out}/ serves {card['name']} v{card['version']} ({card['registry_uri']})")
+            out = Path(args.out) if Path(args.out).is_absolute() else root / args.out
+            print(
+                f"space: {args.out}/ serves {card['name']} v{card['version']} ({card['registry_uri']}; "
+                f"content {content_hash(out)[:12]})"
+            )
         else:
             serve(Path(args.folder), args.host, args.port)
     except (NbopsError, ModelError) as exc:

@@ -22,6 +22,12 @@ with `promote: false`. The best point by the gate's metric then goes through the
 
 Executors: a local pool of worker processes bounded by the cores (default), or Dask
 distributed when a scheduler address is given. A worker that dies fails its point only.
+
+The tracking URI can carry credentials (`postgresql://user:password@host/db`), and the sweep's
+folders are uploaded as CI artifacts: no point spec, record, log or report holds it. A local
+worker gets it in its environment; a Dask task gets it as an argument only when it carries no
+credentials, else the worker must have it in its own environment (checked against the
+credential-free form). Reasons and logs are scrubbed of it in case an error message quotes it.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -234,12 +241,40 @@ def load_sweep(path: str | Path, root: str | Path = ".") -> Sweep:
 # ------------------------------------------------------------------ one point (runs on a worker)
 
 
-def run_point(spec: dict) -> dict:
+def redact_uri(uri: str) -> str:
+    """The URI without what can carry a secret: the `user:password@` part and the query."""
+    parts = urlsplit(uri)
+    if not parts.scheme or ("@" not in parts.netloc and not parts.query and not parts.fragment):
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+def uri_secrets(uri: str | None) -> list[str]:
+    """The strings a file must not contain: the URI itself and its password, when it has any."""
+    if not uri or redact_uri(uri) == uri:
+        return []
+    secrets = [uri]
+    parts = urlsplit(uri)
+    if parts.password and len(parts.password) >= 4:  # too short to replace without damage
+        secrets.append(parts.password)
+    return secrets
+
+
+def scrub(text: str, uri: str | None) -> str:
+    """`text` with the URI shown redacted and its password as ***."""
+    for secret in uri_secrets(uri):
+        text = text.replace(secret, redact_uri(uri) if secret == uri else "***")
+    return text
+
+
+def run_point(spec: dict, tracking_uri: str | None = None, store: str | None = None) -> dict:
     """Run one point's train + evaluate through the runner; never raises for a failed step.
 
     Runs wherever the executor puts it (a local worker process or a Dask worker): it needs the
-    project at the same path and the tracking server's address; credentials come from the
-    worker's own environment, never from the spec."""
+    project at the same path and the tracking store. `tracking_uri` (a store without
+    credentials) is used as given; otherwise the worker's own MLFLOW_TRACKING_URI must be the
+    store `store` names (its credential-free form). Never from the spec file."""
     from nbops.runner import run_pipeline
 
     build = Path(spec["build"])
@@ -247,8 +282,14 @@ def run_point(spec: dict) -> dict:
     write_json(
         build / "worker.json", {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
     )
-    if spec.get("tracking_uri"):
-        os.environ["MLFLOW_TRACKING_URI"] = spec["tracking_uri"]
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    elif store and redact_uri(os.environ.get("MLFLOW_TRACKING_URI", "")) != store:
+        return {
+            "status": "failed",
+            "reason": f"this worker's MLFLOW_TRACKING_URI is not the sweep's store {store}: set it in "
+            "the worker's environment (a URI with credentials never travels with a point)",
+        }
     t0 = time.perf_counter()
     try:
         result = run_pipeline(
@@ -261,10 +302,13 @@ def run_point(spec: dict) -> dict:
             provenance=spec["provenance"],
         )
     except NbopsError as exc:
-        return {"status": "failed", "reason": "; ".join(exc.problems), "seconds": time.perf_counter() - t0}
+        reason = scrub("; ".join(exc.problems), os.environ.get("MLFLOW_TRACKING_URI"))
+        return {"status": "failed", "reason": reason, "seconds": time.perf_counter() - t0}
     out = {
         "status": "ok" if result.ok else "failed",
-        "reason": str(result.failure) if result.failure else None,
+        "reason": scrub(str(result.failure), os.environ.get("MLFLOW_TRACKING_URI"))
+        if result.failure
+        else None,
         "ran": result.ran,
         "skipped": result.skipped,
         "seconds": time.perf_counter() - t0,
@@ -283,7 +327,8 @@ def run_point(spec: dict) -> dict:
 
 
 def _point_main(argv: list[str]) -> int:
-    """`python -m nbops.sweep <spec.json>`: one point in its own process (the local pool)."""
+    """`python -m nbops.sweep <spec.json>`: one point in its own process (the local pool), with
+    the tracking URI in its environment."""
     spec_file = Path(argv[0])
     out = run_point(read_json(spec_file))
     write_json(spec_file.with_name("result.json"), out)
@@ -307,8 +352,14 @@ def _death_reason(returncode: int, log: Path) -> str:
     return f"worker process exited with code {returncode}{tail}; log: {log}"
 
 
-def run_local(specs: dict[str, dict], workers: int, on_done: Callable[[str, dict], None]) -> None:
-    """At most `workers` points at once, each in a fresh process of its own.
+def run_local(
+    specs: dict[str, dict],
+    workers: int,
+    on_done: Callable[[str, dict], None],
+    tracking_uri: str | None = None,
+) -> None:
+    """At most `workers` points at once, each in a fresh process of its own, given the tracking
+    URI in its environment (spec.json never holds it).
 
     Not a ProcessPoolExecutor: when one of its workers dies, every pending future fails with
     BrokenProcessPool, and a dead worker must fail its own point only."""
@@ -321,8 +372,8 @@ def run_local(specs: dict[str, dict], workers: int, on_done: Callable[[str, dict
         result_file.unlink(missing_ok=True)
         write_json(spec_file, spec)
         env = dict(os.environ)
-        if spec.get("tracking_uri"):
-            env["MLFLOW_TRACKING_URI"] = spec["tracking_uri"]
+        if tracking_uri:
+            env["MLFLOW_TRACKING_URI"] = tracking_uri
         with open(log, "w", encoding="utf-8") as fh:
             proc = subprocess.run(
                 [sys.executable, "-m", "nbops.sweep", str(spec_file)],
@@ -342,16 +393,49 @@ def run_local(specs: dict[str, dict], workers: int, on_done: Callable[[str, dict
             on_done(futures[fut], fut.result())
 
 
-def run_dask(specs: dict[str, dict], scheduler: str, on_done: Callable[[str, dict], None]) -> None:
+def scrub_folder(folder: Path, uri: str | None) -> list[Path]:
+    """Scrub every text file under `folder` that quotes the URI or its password (a log, an
+    executed notebook's traceback); returns the files changed. Binary files are left as they are."""
+    secrets = [s.encode("utf-8") for s in uri_secrets(uri)]
+    changed = []
+    if not secrets or not folder.is_dir():
+        return changed
+    for path in folder.rglob("*"):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if not any(secret in data for secret in secrets):
+            continue
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        path.write_text(scrub(text, uri), encoding="utf-8")
+        changed.append(path)
+    return changed
+
+
+def run_dask(
+    specs: dict[str, dict],
+    scheduler: str,
+    on_done: Callable[[str, dict], None],
+    tracking_uri: str | None = None,
+) -> None:
     """One Dask task per point on the cluster at `scheduler`. A worker that dies while running a
     point fails that point with Dask's reason (KilledWorker, after the scheduler's
-    `distributed.scheduler.allowed-failures` retries on other workers)."""
+    `distributed.scheduler.allowed-failures` retries on other workers).
+
+    A URI with credentials is not sent over the scheduler: the workers' environment holds it."""
     from distributed import Client
     from distributed import as_completed as dask_completed
 
+    store = redact_uri(tracking_uri) if tracking_uri else None
+    sent = tracking_uri if tracking_uri and store == tracking_uri else None
     with Client(scheduler, timeout="30s") as client:
         futures = {
-            client.submit(run_point, spec, key=f"nbops-sweep-{pid}-{time.time_ns()}", pure=False): pid
+            client.submit(
+                run_point, spec, sent, store, key=f"nbops-sweep-{pid}-{time.time_ns()}", pure=False
+            ): pid
             for pid, spec in specs.items()
         }
         for fut in dask_completed(futures):
@@ -461,7 +545,6 @@ def run_points(
             "params": str(params_file),
             "build": str(build),
             "reports": str(sweep.point_reports(p)),
-            "tracking_uri": uri,
             "provenance": {
                 "parent_run_id": parent_run_id,
                 "run_tags": {
@@ -478,7 +561,11 @@ def run_points(
 
     def on_done(pid: str, out: dict) -> None:
         point = by_id[pid]
-        rec = _record(sweep, point, out, parent_run_id)
+        for folder in (sweep.point_build(point), sweep.point_reports(point)):
+            scrub_folder(folder, uri)
+        rec = _record(
+            sweep, point, {**out, "reason": scrub(out.get("reason") or "", uri) or None}, parent_run_id
+        )
         write_json(sweep.point_build(point) / "point.json", rec)
         records.append(rec)
         if rec["status"] == "ok":
@@ -490,9 +577,9 @@ def run_points(
 
     t0 = time.perf_counter()
     if scheduler:
-        run_dask(specs, scheduler, on_done)
+        run_dask(specs, scheduler, on_done, uri)
     else:
-        run_local(specs, workers, on_done)
+        run_local(specs, workers, on_done, uri)
     _finish_parent(parent_run_id, sweep, records, time.perf_counter() - t0)
     return sorted(records, key=lambda r: r["index"])
 
@@ -595,21 +682,13 @@ def gate_best(sweep: Sweep, best: dict, allow_promotion: bool) -> dict:
         decision.verdict = "not promoted (model not in this registry)"
         decision.reasons.append(
             f"{name} v{best['challenger']['version']} of run {best['challenger']['run_id']} is not in "
-            f"the registry at {_redact(mlflow.get_tracking_uri())}: no alias moved"
+            f"the registry at {redact_uri(mlflow.get_tracking_uri())}: no alias moved"
         )
         return decision.to_dict()
     decision = tracking.apply_decision(name, decision, client)
     client.set_registered_model_alias(name, tracking.CHALLENGER, decision.challenger_version)
     client.set_model_version_tag(name, decision.challenger_version, "nbops.sweep", sweep.name)
     return decision.to_dict()
-
-
-def _redact(uri: str) -> str:
-    """A URI without any user:password@ part."""
-    if "@" in uri and "://" in uri:
-        scheme, rest = uri.split("://", 1)
-        return f"{scheme}://{rest.split('@', 1)[1]}"
-    return uri
 
 
 def run_sweep(

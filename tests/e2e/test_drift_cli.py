@@ -19,13 +19,11 @@ def test_help_says_what_the_exit_codes_mean(project):
     assert "\n  3  drift found and --fail-on-drift given" in result.stdout
 
 
-def test_drift_without_a_champion_says_what_to_run(project):
-    result = nbops(project, "drift", "--params", "params/smoke.yaml")
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == (
-        "error: registered model 'drug-classifier' has no champion: run `make pipeline` to train and promote "
-        "one before checking drift"
-    )
+def test_drift_without_a_champion_says_what_to_run_and_is_not_an_error(project):
+    """A fresh store (a registry lost to cache eviction): a weekly check must not turn red."""
+    result = nbops(project, "drift", "--params", "params/smoke.yaml", "--fail-on-drift")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "no champion yet: nothing to compare; run the pipeline"
     assert not (project / "reports" / "drift.json").exists()
 
 

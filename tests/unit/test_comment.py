@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import mistune
 import pytest
 
@@ -227,3 +229,81 @@ def test_links_to_report_files_point_at_the_run_or_become_text():
 def test_escaped_brackets_from_data_are_not_taken_for_links():
     summary = summary_markdown(evaluation(labels=("drugA", "x[1](y.html)")))
     assert "x\\[1\\](y.html)" in comment.build_comment(summary, run_url=RUN_URL)
+
+
+# ------------------------------------------------------------------ a run that left no summary
+
+
+def cli(tmp_path, *extra, summary=None):
+    """comment.main on an artifact holding pr-number.txt (and summary.md when given)."""
+    artifact = tmp_path / "pr-summary"
+    artifact.mkdir(exist_ok=True)
+    (artifact / "pr-number.txt").write_text("17\n", encoding="utf-8")
+    if summary is not None:
+        (artifact / "summary.md").write_text(summary, encoding="utf-8")
+    out = tmp_path / "comment.md"
+    code = comment.main(
+        [
+            "--summary",
+            str(artifact / "summary.md"),
+            "--pr-number-file",
+            str(artifact / "pr-number.txt"),
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
+    return code, (out.read_text(encoding="utf-8") if out.exists() else None)
+
+
+def test_a_run_that_stopped_before_any_report_replaces_the_old_verdict(tmp_path, capsys):
+    code, body = cli(tmp_path, "--run-url", RUN_URL, "--commit", SHA)
+    assert code == 0 and capsys.readouterr().out == "17\n"
+    assert body.startswith(SUMMARY_MARKER + "\n## Pipeline stopped\n")  # the same sticky comment
+    assert (
+        f"The pipeline stopped before any report: see the [run]({RUN_URL}) for the step that failed." in body
+    )
+    assert body.endswith(f"<sub>commit 0123456789ab · [workflow run]({RUN_URL})</sub>\n")
+    assert set(re.findall(r"<(\w+)", render(body))) <= {"h2", "p", "a", "hr", "sub"}  # Markdown only
+
+
+@pytest.mark.parametrize("summary", ["", "\n\n", f"{SUMMARY_MARKER}\n\n"])
+def test_an_empty_summary_counts_as_no_report(tmp_path, summary):
+    code, body = cli(tmp_path, "--run-url", RUN_URL, summary=summary)
+    assert code == 0 and "stopped before any report" in body
+
+
+def test_the_run_link_is_built_from_the_actions_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("GITHUB_SERVER_URL", "https://github.com")
+    monkeypatch.setenv("GITHUB_REPOSITORY", "acme/nbops")
+    monkeypatch.setenv("WORKFLOW_RUN_ID", "123456")
+    code, body = cli(tmp_path)
+    assert code == 0 and f"see the [run]({RUN_URL})" in body
+    code, body = cli(tmp_path, "--run-id", "99", summary="## Gate: reject\n")
+    assert (
+        code == 0
+        and "[workflow run and reports artifact](https://github.com/acme/nbops/actions/runs/99)" in body
+    )
+
+
+def test_without_any_run_link_the_body_still_says_the_run_stopped(tmp_path, monkeypatch):
+    for name in ("GITHUB_REPOSITORY", "WORKFLOW_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    code, body = cli(tmp_path)
+    assert code == 0
+    assert "The pipeline stopped before any report: see the CI run's log." in body and "](" not in body
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"WORKFLOW_RUN_ID": "12; rm", "GITHUB_REPOSITORY": "a/b"}, "run id must be a positive integer"),
+        ({"WORKFLOW_RUN_ID": "12", "GITHUB_REPOSITORY": "a/b/c d"}, "GITHUB_REPOSITORY must be owner/name"),
+    ],
+)
+def test_a_bad_run_id_or_repository_is_refused(tmp_path, monkeypatch, capsys, env, message):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    code, body = cli(tmp_path)
+    assert code == 1 and body is None
+    assert message in capsys.readouterr().err

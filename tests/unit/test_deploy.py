@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from huggingface_hub.errors import EntryNotFoundError
 
-from nbops import deploy
+from nbops import deploy, space
 from nbops.deploy import DeployError
 
 NAME = "drug-classifier"
+PARAMS = Path(__file__).resolve().parents[2] / "params" / "smoke.yaml"
 
 
 def space_folder(tmp_path, version="4", name=NAME, where="champion"):
@@ -24,15 +27,42 @@ def space_folder(tmp_path, version="4", name=NAME, where="champion"):
 
 
 class FakeApi:
-    def __init__(self, error=None):
-        self.calls = []
+    """HfApi as the deploy uses it. The Space is at commit `head` holding a marker with
+    `served_hash` (None: no marker); an upload makes commit `abc`; the runtime replays
+    `runtimes` ((stage, sha) pairs, the last one repeating)."""
+
+    def __init__(self, error=None, head="0ld", served_hash=None, runtimes=(("RUNNING", "abc"),)):
+        self.calls = []  # uploads
+        self.asked = []  # every other request
         self.error = error
+        self.head = head
+        self.served_hash = served_hash
+        self.runtimes = list(runtimes)
+
+    def space_info(self, repo_id):
+        self.asked.append(("space_info", repo_id))
+        return SimpleNamespace(sha=self.head)
+
+    def hf_hub_download(self, repo_id, filename, repo_type, revision, local_dir):
+        self.asked.append(("download", repo_id, filename, repo_type, revision))
+        if self.served_hash is None:
+            raise EntryNotFoundError(f"{filename} not found")
+        path = Path(local_dir) / filename
+        path.write_text(json.dumps({"model": "models:/x/4", "content_hash": self.served_hash}))
+        return str(path)
 
     def upload_folder(self, **kw):
         self.calls.append(kw)
         if self.error:
             raise self.error
-        return SimpleNamespace(commit_url="https://huggingface.co/spaces/acme/drugs/commit/abc")
+        return SimpleNamespace(commit_url="https://huggingface.co/spaces/acme/drugs/commit/abc", oid="abc")
+
+    def get_space_runtime(self, repo_id):
+        self.asked.append(("runtime", repo_id))
+        stage, sha = self.runtimes.pop(0) if len(self.runtimes) > 1 else self.runtimes[0]
+        if isinstance(stage, Exception):
+            raise stage
+        return SimpleNamespace(stage=stage, raw={"stage": stage, "sha": sha})
 
 
 class FakeClock:
@@ -266,3 +296,210 @@ def test_http_get_reads_status_and_body_from_a_loopback_server():
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ------------------------------------------------------------------ no commit for the same content
+
+
+def test_a_space_holding_the_same_content_gets_no_commit(tmp_path):
+    folder = space_folder(tmp_path)
+    api = FakeApi(head="f00d", served_hash=space.content_hash(folder), runtimes=[("RUNNING", "f00d")])
+    done = run(folder, answers((200, f"{NAME} v4")), api)
+    assert api.calls == []  # nothing uploaded, so no Space commit and no rebuild
+    assert ("download", "acme/drug_app.v2", ".nbops-space", "space", "f00d") in api.asked
+    assert done.commit_url is None and done.revision == "f00d"
+    assert done.content_hash == space.content_hash(folder) and done.seconds_to_live == 0
+
+
+def test_changed_content_is_uploaded_once(tmp_path):
+    folder = space_folder(tmp_path)
+    api = FakeApi(served_hash="0" * 64)
+    done = run(folder, answers((200, f"{NAME} v4")), api)
+    assert len(api.calls) == 1 and done.revision == "abc"
+    (folder / "README.md").write_text("---\nsdk: docker\n---\nnew words\n")
+    assert space.content_hash(folder) != done.content_hash
+
+
+def test_a_space_without_marker_is_uploaded(tmp_path):
+    api = FakeApi(served_hash=None)  # not made by `make space` yet
+    run(space_folder(tmp_path), answers((200, f"{NAME} v4")), api)
+    assert len(api.calls) == 1
+
+
+# ------------------------------------------------------------------ wait for the new build, not the old one
+
+
+def test_the_old_container_serving_the_same_version_is_not_taken_for_the_new_build(tmp_path):
+    """A README push rebuilds the Space with the same champion: the old container answers
+    `v4` all along, so only the runtime running the new commit says the deploy is live."""
+    clock = FakeClock()
+    api = FakeApi(
+        runtimes=[
+            ("RUNNING", "0ld"),  # the Hub has not picked the commit up yet
+            ("RUNNING_BUILDING", "abc"),  # old container still up, new image building
+            ("RUNTIME_ERROR", "0ld"),  # the old one's trouble is not this deploy's
+            ("APP_STARTING", "abc"),
+            ("RUNNING", "abc"),
+        ]
+    )
+    get = answers((200, f"<html>{NAME} v4</html>"))
+    done = run(space_folder(tmp_path), get, api, clock, interval_s=10)
+    assert done.seconds_to_live == 40  # v4 from the old container was not taken for the new build
+    assert len(get.asked) == 5  # asked all along: a request wakes a sleeping Space
+    assert [a for a in api.asked if a[0] == "runtime"] == [("runtime", "acme/drug_app.v2")] * 5
+
+
+def test_a_build_error_on_the_new_commit_stops_the_wait_at_once(tmp_path):
+    clock = FakeClock()
+    api = FakeApi(runtimes=[("BUILDING", "abc"), ("BUILD_ERROR", "abc")])
+    with pytest.raises(DeployError) as exc:
+        run(space_folder(tmp_path), answers((200, "")), api, clock, interval_s=10)
+    assert exc.value.problems == [
+        "Space acme/drug_app.v2 stopped at BUILD_ERROR on commit abc: "
+        "see its logs at https://huggingface.co/spaces/acme/drug_app.v2?logs=build"
+    ]
+    assert clock.now == 10
+
+
+def test_a_paused_space_is_named_not_waited_for(tmp_path):
+    with pytest.raises(DeployError, match=r"acme/drug_app.v2 is PAUSED: restart it in its settings"):
+        run(space_folder(tmp_path), answers((200, "")), FakeApi(runtimes=[("PAUSED", "0ld")]))
+
+
+def test_a_runtime_that_never_runs_the_commit_times_out_saying_so(tmp_path):
+    with pytest.raises(DeployError) as exc:
+        run(
+            space_folder(tmp_path),
+            answers((200, f"{NAME} v4")),
+            FakeApi(runtimes=[("RUNNING", "0ld")]),
+            timeout_s=30,
+            interval_s=15,
+        )
+    assert exc.value.problems[0].endswith(
+        "(3 checks; last: still running commit 0ld, not abc; HTTP 200, serving v4)"
+    )
+
+
+def test_a_hub_hiccup_while_polling_the_runtime_is_retried(tmp_path):
+    import httpx2
+
+    api = FakeApi(runtimes=[(httpx2.ReadTimeout("timed out"), None), ("RUNNING", "abc")])
+    done = run(space_folder(tmp_path), answers((200, f"{NAME} v4")), api, interval_s=5)
+    assert done.seconds_to_live == 5
+
+
+# ------------------------------------------------------------------ a private Space, a network failure
+
+
+def test_the_page_is_polled_with_the_token(tmp_path, monkeypatch):
+    seen = []
+
+    def http_get(url, timeout=15.0, token=None):
+        seen.append((url, token))
+        return 200, f"{NAME} v4"
+
+    monkeypatch.setattr(deploy, "http_get", http_get)
+    deploy.deploy(
+        space_folder(tmp_path), "acme/drugs", NAME, "4", "hf_secret", api=FakeApi(), say=lambda _: None
+    )
+    assert seen == [("https://acme-drugs.hf.space/", "hf_secret")]
+
+
+@pytest.mark.parametrize(
+    "error",
+    ["httpx.ConnectError", "httpx2.ConnectError", "httpx2.ReadTimeout", "OSError"],
+)
+def test_a_network_failure_is_one_line_and_exit_1_not_a_traceback(tmp_path, monkeypatch, capsys, error):
+    import importlib
+
+    import huggingface_hub
+
+    from nbops import tracking
+
+    module, _, name = error.rpartition(".")
+    cls = getattr(importlib.import_module(module), name) if module else OSError
+    api = FakeApi()
+
+    def unreachable(repo_id):
+        raise cls("[Errno -3] Temporary failure in name resolution")
+
+    api.space_info = unreachable
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda token: api)
+    monkeypatch.setattr(tracking, "configure_tracking", lambda root: "sqlite:///unused")
+    monkeypatch.setattr(deploy, "resolve_champion", lambda name: "4")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    folder = space_folder(tmp_path)
+    code = deploy.main(["--params", str(PARAMS), "--space-dir", str(folder), "--space-id", "acme/drugs"])
+    assert code == 1
+    assert capsys.readouterr().err == (
+        "error: reading Space acme/drugs failed: [Errno -3] Temporary failure in name resolution\n"
+    )
+
+
+def test_the_commit_message_names_the_commit_the_run_tested_not_mains_head(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    from nbops import tracking
+
+    api = FakeApi()
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda token: api)
+    monkeypatch.setattr(tracking, "configure_tracking", lambda root: "sqlite:///unused")
+    monkeypatch.setattr(deploy, "resolve_champion", lambda name: "4")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    monkeypatch.setenv("GITHUB_SHA", "b" * 40)  # main's head under workflow_run
+    monkeypatch.setenv("HEAD_SHA", "a" * 40)
+    folder = space_folder(tmp_path)
+    args = ["--params", str(PARAMS), "--space-dir", str(folder), "--space-id", "acme/drugs", "--no-wait"]
+    assert deploy.main(args) == 0
+    assert api.calls[0]["commit_message"] == f"Deploy {NAME} v4 (champion) from aaaaaaaaaaaa"
+    monkeypatch.delenv("HEAD_SHA")
+    api.calls.clear()
+    assert deploy.main(args) == 0
+    assert api.calls[0]["commit_message"].endswith("from bbbbbbbbbbbb")
+
+
+def test_http_get_sends_the_token_and_drops_it_on_a_redirect_to_another_host():
+    heard = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            heard.append((self.headers["Host"].split(":")[0], self.path, self.headers.get("Authorization")))
+            if self.path == "/away":  # another host name for the same server
+                self.send_response(302)
+                self.send_header("Location", f"http://localhost:{self.server.server_port}/landed")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            body = b"ok"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        assert deploy.http_get(f"{base}/page", token="hf_secret") == (200, "ok")
+        assert deploy.http_get(f"{base}/page") == (200, "ok")
+        assert deploy.http_get(f"{base}/away", token="hf_secret") == (200, "ok")  # localhost: 127.0.0.1
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert heard[0] == ("127.0.0.1", "/page", "Bearer hf_secret")
+    assert heard[1] == ("127.0.0.1", "/page", None)
+    assert heard[2] == ("127.0.0.1", "/away", "Bearer hf_secret")
+    assert heard[3] == ("localhost", "/landed", None)  # never the token to another host
+
+
+def test_a_connection_error_during_the_upload_is_one_line(tmp_path):
+    import httpx2
+
+    api = FakeApi(error=httpx2.ConnectError("[Errno 111] Connection refused"))
+    with pytest.raises(DeployError) as exc:
+        run(space_folder(tmp_path), answers((200, "")), api)
+    assert exc.value.problems == ["upload to Space acme/drug_app.v2 failed: [Errno 111] Connection refused"]

@@ -211,6 +211,10 @@ def command(monkeypatch, tmp_path, training):
     state = {"current": training, "retrain_code": 0, "retrains": []}
 
     def fake_check(params, root, client=None, download=None):
+        if state["current"] is None:
+            raise drift.NoChampionToCompare(
+                f"registered model {params.registry.model_name!r} has no champion"
+            )
         report = check(training, state["current"])
         report.champion_version, report.model_name = "1", params.registry.model_name
         return report, training, state["current"]
@@ -224,8 +228,12 @@ def command(monkeypatch, tmp_path, training):
     monkeypatch.setattr(drift, "render_drift_report", lambda *a: tmp_path / "reports" / "drift.html")
     monkeypatch.setattr(runner, "main_run", fake_run)
 
-    def run(*, drifted: bool, **flags) -> int:
-        state["current"] = training.assign(Na_to_K=training["Na_to_K"] + 5) if drifted else training
+    def run(*, drifted: bool | None, **flags) -> int:
+        """drifted=None: the registry has no champion yet."""
+        if drifted is None:
+            state["current"] = None
+        else:
+            state["current"] = training.assign(Na_to_K=training["Na_to_K"] + 5) if drifted else training
         return drift.main_drift(str(REPO / "params" / "smoke.yaml"), str(tmp_path), **flags)
 
     run.state = state
@@ -256,6 +264,26 @@ def test_retrain_not_needed_without_drift(command, capsys):
     assert command(drifted=False, retrain=True, fail_on_drift=True) == 0
     assert command.state["retrains"] == []
     assert "retrain: not needed (no drift)" in capsys.readouterr().out
+
+
+def test_no_champion_without_retrain_says_so_in_one_line_and_exits_0(command, tmp_path, capsys):
+    assert command(drifted=None, fail_on_drift=True) == drift.EXIT_OK
+    assert capsys.readouterr().out == "no champion yet: nothing to compare; run the pipeline\n"
+    assert command.state["retrains"] == []
+    assert not (tmp_path / "reports" / "drift.json").exists()  # no verdict to read
+    assert "no champion yet" in (tmp_path / "reports" / "drift.md").read_text()  # the job summary says why
+
+
+@pytest.mark.parametrize("code", [0, 1, 2])
+def test_no_champion_with_retrain_runs_the_pipeline_and_exits_with_its_code(command, capsys, code):
+    command.state["retrain_code"] = code
+    assert command(drifted=None, retrain=True, fail_on_drift=True) == code
+    assert len(command.state["retrains"]) == 1
+    assert command.state["retrains"][0][0].endswith("smoke.yaml")  # the params the check was given
+    assert capsys.readouterr().out.splitlines() == [
+        "no champion yet: nothing to compare; run the pipeline",
+        "retrain: no champion yet; running the pipeline (promotion through the gate)",
+    ]
 
 
 def test_an_error_exits_1_and_says_why(command, tmp_path, capsys):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import yaml
@@ -118,3 +120,81 @@ def test_voila_config_hides_tracebacks_pools_culls_times_out_and_allows_hf_frami
     assert conf["MappingKernelManager"]["cull_idle_timeout"] > 0 and conf["VoilaExecutor"]["timeout"] > 0
     csp = conf["Voila"]["tornado_settings"]["headers"]["Content-Security-Policy"]
     assert csp == "frame-ancestors 'self' https://huggingface.co https://*.hf.space"
+
+
+# ------------------------------------------------------------------ the same champion, the same folder
+
+
+class Later(space.datetime):
+    """A clock an hour later at every call: a build that stamps the time differs each time."""
+
+    calls = 0
+
+    @classmethod
+    def now(cls, tz=None):
+        cls.calls += 1
+        return space.datetime(2026, 11, 30, 6, 0, tzinfo=tz) + timedelta(hours=cls.calls)
+
+
+@pytest.fixture
+def exported_champion(monkeypatch):
+    """export_champion's registry calls replaced: champion v7, a model folder of two files."""
+    from types import SimpleNamespace
+
+    from nbops import dashboard, tracking
+
+    version = SimpleNamespace(name=CARD["name"], version="7", creation_timestamp=1_764_000_000_000)
+    schema = {"numeric": {"Age": {"min": 15, "max": 74}}, "categorical": {"Sex": ["F", "M"]}}
+
+    def download_artifacts(artifact_uri, dst_path):
+        assert artifact_uri == "models:/drug-classifier/7"
+        Path(dst_path).mkdir(parents=True)
+        (Path(dst_path) / "MLmodel").write_text("flavors: {}\n")
+        (Path(dst_path) / "model.skops").write_bytes(b"\x00weights")
+
+    monkeypatch.setattr(tracking, "configure_tracking", lambda root: "sqlite:///unused")
+    monkeypatch.setattr(tracking, "load_model_dir", lambda *a: None)
+    monkeypatch.setattr(dashboard, "check_schema", lambda *a: None)
+    monkeypatch.setattr(dashboard, "registry_champion_info", lambda name: (version, schema, dict(CARD)))
+    fake_mlflow = SimpleNamespace(artifacts=SimpleNamespace(download_artifacts=download_artifacts))
+    monkeypatch.setattr(dashboard, "_mlflow", lambda: fake_mlflow)
+    monkeypatch.setattr(space, "datetime", Later)
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def test_two_builds_of_one_champion_are_byte_identical_and_say_so_in_the_marker(tmp_path, exported_champion):
+    first = space.build_space(REPO, REPO / "params" / "smoke.yaml", tmp_path / "a")
+    space.build_space(REPO, REPO / "params" / "smoke.yaml", tmp_path / "b")
+    a, b = folder_bytes(tmp_path / "a"), folder_bytes(tmp_path / "b")
+    assert a == b  # an export time in the card or README would make each CD run a Space commit
+    card = json.loads(a["champion/model_card.json"])
+    assert "exported_at" not in card and first == card
+    assert card["registered_at"] == "2025-11-24 16:00 UTC"  # changes only with the champion
+    marker = json.loads(a[space.MARKER])
+    assert marker == {
+        "model": "models:/drug-classifier/7",
+        "content_hash": space.content_hash(tmp_path / "a"),
+    }
+
+
+def test_content_hash_follows_the_uploaded_bytes_only(tmp_path):
+    folder = tmp_path / "space"
+    (folder / "src").mkdir(parents=True)
+    (folder / "README.md").write_text("a")
+    (folder / "src" / "m.py").write_text("x = 1\n")
+    before = space.content_hash(folder)
+    (folder / space.MARKER).write_text('{"content_hash": "whatever"}')  # the hash's own file
+    (folder / "src" / "__pycache__").mkdir()
+    (folder / "src" / "__pycache__" / "m.cpython-311.pyc").write_bytes(b"\x00")  # never uploaded
+    (folder / "README.md").touch()  # a newer mtime, the same bytes
+    assert space.content_hash(folder) == before
+    (folder / "src" / "m.py").write_text("x = 2\n")
+    assert space.content_hash(folder) != before
+    (folder / "src" / "m.py").write_text("x = 1\n")
+    (folder / "src" / "m.py").rename(folder / "src" / "n.py")  # same bytes, another path
+    assert space.content_hash(folder) != before

@@ -174,11 +174,18 @@ class Plan:
         return self.build / step / ".stamp.json"
 
     def is_current(self, step: str) -> bool:
-        stamp = self.stamp_path(step)
+        return self.stale_products(step) is None
+
+    def stale_products(self, step: str) -> str | None:
+        """None when `step` is done: its stamp has this plan's key and its products are the
+        bytes it left; else why not, in words when a person would want to know."""
         try:
-            return read_json(stamp)["key"] == self.keys[step]
+            stamp = read_json(self.stamp_path(step))
+            if stamp["key"] != self.keys[step]:
+                return "its inputs changed"
         except (OSError, ValueError, KeyError):
-            return False
+            return "not run yet"
+        return products_changed(self.build, step, stamp, _tracking_uri_for_key(self.root))
 
 
 def make_plan(
@@ -257,6 +264,67 @@ def make_plan(
         reports or root / "reports",
         commit,
     )
+
+
+# ------------------------------------------------------------------ stamps: a step's key and products
+# A step is done when its stamp holds the plan's key *and* its products are still the bytes it
+# produced: an edited or deleted product (a notebook run by hand, a person) reruns it and what
+# follows. Products that name a run or a model version must also be in the store.
+
+
+def product_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file a step left in its folder (its stamp aside)."""
+    hashes = {}
+    for file in sorted(folder.rglob("*")):
+        if file.is_file() and file.name != ".stamp.json" and not file.name.endswith(".tmp"):
+            digest = hashlib.sha256()
+            with open(file, "rb") as fh:
+                for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                    digest.update(block)
+            hashes[file.relative_to(folder).as_posix()] = digest.hexdigest()
+    return hashes
+
+
+def write_stamp(plan: Plan, step: str) -> None:
+    """Written last, after every product: the step is done."""
+    products = product_hashes(plan.build / step)
+    write_json(plan.stamp_path(step), {"key": plan.keys[step], "finished": time.time(), "products": products})
+
+
+def products_changed(build: Path, step: str, stamp: dict, uri: str) -> str | None:
+    """Why the products of `step` are not the ones its stamp recorded (None when they are)."""
+    recorded = stamp.get("products")
+    if recorded is None:
+        return "its stamp records no products"
+    now = product_hashes(build / step)
+    shown = build.name + "/" + step
+    for name, digest in recorded.items():
+        if name not in now:
+            return f"{shown}/{name} is missing"
+        if now[name] != digest:
+            return f"{shown}/{name} changed since the run that made it"
+    for name in now.keys() - recorded.keys():
+        return f"{shown}/{name} was not made by the run that stamped it"
+    return _missing_from_store(build / step, shown, uri)
+
+
+def _missing_from_store(folder: Path, shown: str, uri: str) -> str | None:
+    """A product naming a run or version the store does not hold (a store made anew)."""
+    from nbops import store_probe
+
+    for name, keys in (("model.json", ("run_id", "version")), ("metrics.json", None)):
+        try:
+            product = read_json(folder / name)
+        except (OSError, ValueError):
+            continue
+        info = product if keys else product.get("challenger", {})
+        model = product.get("model_name")
+        run_id, version = info.get("run_id"), info.get("version")
+        if run_id and store_probe.has_run(uri, run_id) is False:
+            return f"{shown}/{name} names run {run_id}, which the tracking store does not have"
+        if model and version and store_probe.has_version(uri, model, version) is False:
+            return f"{shown}/{name} names {model} v{version}, which the tracking store does not have"
+    return None
 
 
 def _tracking_uri_for_key(root: Path) -> str:
@@ -558,7 +626,7 @@ def execute_step(
         progress.done(step.name)
         if warm:
             warm.shutdown()
-    write_json(plan.stamp_path(step.name), {"key": plan.keys[step.name], "finished": time.time()})
+    write_stamp(plan, step.name)
 
 
 def _close_runs(attempt: str | None) -> None:
@@ -669,11 +737,14 @@ def unchanged_since_last_run(params_file: Path, root: Path, build: Path, reports
             return None
         if record["fingerprint"] != inputs_fingerprint(params_file, root, build, reports, record):
             return None
-        stamps = {step: read_json(build / step / ".stamp.json")["key"] for step in record["keys"]}
+        stamps = {step: read_json(build / step / ".stamp.json") for step in record["keys"]}
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if stamps != record["keys"] or not (build / VALIDATE / "table.parquet").is_file():
+    if {step: stamp.get("key") for step, stamp in stamps.items()} != record["keys"]:
         return None
+    uri = _tracking_uri_for_key(root)
+    if any(products_changed(build, step, stamp, uri) for step, stamp in stamps.items()):
+        return None  # the full plan says which product and reruns from there
     if not (reports / "index.html").is_file():
         return None
     real = Path(record["real_data_path"])
@@ -775,9 +846,10 @@ def _run_steps(plan, wanted, result, force, jobs, keep_warm_s, user_env, budget)
     # validate
     if force or not plan.is_current(VALIDATE) or not (plan.build / VALIDATE / "table.parquet").exists():
         t = time.perf_counter()
+        _say_stale(plan, VALIDATE, force)
         plan.stamp_path(VALIDATE).unlink(missing_ok=True)
         run_validate(plan)
-        write_json(plan.stamp_path(VALIDATE), {"key": plan.keys[VALIDATE], "finished": time.time()})
+        write_stamp(plan, VALIDATE)
         _say(f"✓ {VALIDATE:<12} {time.perf_counter() - t:5.1f}s  table validated")
         result.ran.append(VALIDATE)
     else:
@@ -785,6 +857,8 @@ def _run_steps(plan, wanted, result, force, jobs, keep_warm_s, user_env, budget)
         result.skipped.append(VALIDATE)
 
     to_run = [s.name for s in wanted if force or not plan.is_current(s.name)]
+    for name in to_run:
+        _say_stale(plan, name, force)
     # anything downstream of a step that runs must run too
     for step in wanted:
         if any(n in to_run for n in step.needs) and step.name not in to_run:
@@ -876,6 +950,15 @@ def settle_promotion(plan: Plan, result: RunResult) -> None:
         decision.challenger_version if decision.promote else record["champion"]["version"]
     )
     write_json(path, record)
+    if plan.stamp_path("03_evaluate").is_file():  # the settled record is the step's product now
+        write_stamp(plan, "03_evaluate")
+
+
+def _say_stale(plan: Plan, step: str, force: bool) -> None:
+    """Say why a step whose inputs did not change runs again (a product edited or gone)."""
+    why = None if force else plan.stale_products(step)
+    if why and why not in ("its inputs changed", "not run yet"):
+        _say(f"↻ {step:<12}  runs again: {why}")
 
 
 def withdraw_pending_promotion(plan: Plan) -> None:
@@ -1140,6 +1223,17 @@ def check_step_names(only: list[str] | None) -> None:
         )
 
 
+def _say_registry_champion(root: Path, model_name: str) -> None:
+    """The champion as the registry has it now (a local store answers without mlflow)."""
+    from nbops import store_probe
+
+    version = store_probe.alias_version(_tracking_uri_for_key(root), model_name, "champion")
+    if version is None:  # a tracking server: asking it would cost the no-op its speed
+        _say("gate: not re-evaluated (03_evaluate unchanged); `make champion` reads the registry")
+    else:
+        _say(f"champion: {model_name} v{version} (registry)" if version else "champion: none yet (registry)")
+
+
 def main_run(params_file: str, root: str, force: bool, only: list[str] | None, jobs: int) -> int:
     try:
         check_step_names(only)
@@ -1165,8 +1259,8 @@ def main_run(params_file: str, root: str, force: bool, only: list[str] | None, j
         )
         after = result.evaluation["champion_after"]
         _say(f"champion: {result.evaluation['model_name']} v{after}" if after else "champion: none yet")
-    elif result.evaluation:  # what the last evaluation said may be stale (a rollback since)
-        _say("gate: not re-evaluated (03_evaluate unchanged); `make champion` reads the registry")
+    elif result.evaluation:  # the last evaluation's champion may be stale (a rollback since)
+        _say_registry_champion(Path(root).resolve(), result.evaluation["model_name"])
     if index:
         _say(f"reports: {index}")
     if result.failure:

@@ -225,7 +225,13 @@ def build_space(root: Path, params_path: Path, out: Path, license_id: str = "mit
     notebook = root / "notebooks" / NOTEBOOK
     voila_config = root / "deploy" / "voila" / "voila.json"
     package = root / "src" / "nbops"
-    for needed in (notebook, voila_config, package, root / "requirements.txt"):
+    for needed in (
+        notebook,
+        voila_config,
+        voila_config.with_name("voila.py"),
+        package,
+        root / "requirements.txt",
+    ):
         if not needed.exists():
             raise SpaceError(f"{needed}: missing; run `make space` from the project folder")
     requirements = runtime_requirements(read_lock(root / "requirements.txt"))
@@ -237,6 +243,8 @@ def build_space(root: Path, params_path: Path, out: Path, license_id: str = "mit
         card = export_champion(params.registry.model_name, work / CHAMPION_DIR)
         shutil.copy2(notebook, work / NOTEBOOK)
         shutil.copy2(voila_config, work / "voila.json")
+        # voila.py (read beside voila.json) picks the page template that loads nothing from a CDN
+        shutil.copy2(voila_config.with_name("voila.py"), work / "voila.py")
         _copy_package(package, work / "src" / "nbops")
         (work / "requirements.txt").write_text(
             "# Runtime pins for the Space, taken from the project's requirements.txt lock.\n"

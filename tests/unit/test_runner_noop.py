@@ -28,10 +28,12 @@ def last_run(tmp_path, monkeypatch):
     data.write_text("Age,Drug\n30,drugY\n")
     build, reports = root / "build", root / "reports"
     keys = {step: f"key-{step}" for step in ("00_validate", "01_eda", "02_train", "03_evaluate")}
-    for step, key in keys.items():
-        write_json(build / step / ".stamp.json", {"key": key})
+    (build / "00_validate").mkdir(parents=True)
     (build / "00_validate" / "table.parquet").write_bytes(b"table")
     write_json(build / "03_evaluate" / "metrics.json", {"decision": {"verdict": "promote"}})
+    for step, key in keys.items():  # each stamp records its step's products, as write_stamp does
+        products = runner.product_hashes(build / step) if (build / step).is_dir() else {}
+        write_json(build / step / ".stamp.json", {"key": key, "products": products})
     reports.mkdir()
     (reports / "index.html").write_text("<html></html>")
     plan = SimpleNamespace(
@@ -81,3 +83,10 @@ def test_any_change_to_what_the_plan_reads_takes_the_full_path(last_run, monkeyp
 def test_the_record_names_the_data_file_it_was_made_from(last_run):
     record = read_json(last_run.build / runner.LAST_RUN)
     assert Path(record["data_path"]) == last_run.data and record["synthetic"] is True
+
+
+@pytest.mark.parametrize("change", ["edited", "deleted"])
+def test_a_product_changed_by_hand_sends_the_run_down_the_full_path(last_run, change):
+    metrics = last_run.build / "03_evaluate" / "metrics.json"
+    metrics.write_text("{}") if change == "edited" else metrics.unlink()
+    assert last_run.again() is None

@@ -1,4 +1,4 @@
-"""Bounds (issue 14): memory per MB of CSV read and validated, and how long refusing an oversized
+"""Bounds: memory per MB of CSV read and validated, and how long refusing an oversized
 params file and an oversized CSV takes.
 
     python -m benchmarks.run --only bounds

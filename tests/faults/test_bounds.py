@@ -1,4 +1,4 @@
-"""Bounded by design (issue 14): each input that exhausted a 24 GB machine or hung gets one clear
+"""Bounded by design: each input that exhausted a 24 GB machine or hung gets one clear
 line and exit 1 with nothing registered, or finishes within a stated memory and time.
 
 Every hostile input runs in a child process that bounds itself: its address space capped with

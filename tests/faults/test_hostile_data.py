@@ -222,7 +222,7 @@ def test_table_that_would_train_a_wrong_model_is_refused_before_any_kernel(tmp_p
     assert not (root / "build" / "02_train").exists()
 
 
-# ------------------------------------------------------------------ bounded reading (issue 14)
+# ------------------------------------------------------------------ bounded reading
 
 
 def _nul_past_the_first_mb(df):

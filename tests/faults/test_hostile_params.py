@@ -205,7 +205,7 @@ def test_target_as_a_feature_names_the_key_and_dumps_no_section(tmp_path):
     assert not (root / "mlflow").exists(), "nothing may reach the registry"
 
 
-# ------------------------------------------------------------------ bounds (issue 14)
+# ------------------------------------------------------------------ bounds
 # Each row of the issue's table, through the CLI in a child that bounds itself (tests/faults/
 # test_bounds.py: RLIMIT_AS, a timeout that kills its process group): one clear line, exit 1,
 # nothing built or registered.

@@ -308,7 +308,7 @@ def test_missing_feature_values_are_allowed(tmp_path, params):
     assert df["Age"].isna().sum() == 1 and df["Cholesterol"].isna().sum() == 1
 
 
-# ------------------------------------------------------------------ bounds (issue 14)
+# ------------------------------------------------------------------ bounds
 
 
 def test_a_file_over_data_max_mb_is_refused_before_it_is_read(tmp_path, params, monkeypatch):

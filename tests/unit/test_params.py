@@ -151,7 +151,7 @@ def test_every_params_key_is_declared_by_a_notebook():
     assert declared <= set(flat) | set(RUNNER_PARAMETERS)
 
 
-# ------------------------------------------------------------------ bounded reading (issue 14)
+# ------------------------------------------------------------------ bounded reading
 
 
 def refused(path, shown=None) -> list[str]:

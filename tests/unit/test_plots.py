@@ -156,7 +156,7 @@ def test_champion_line_says_whether_the_champion_moved():
     assert champion_line(record("1", "1", "none")) == "champion stays drug-classifier v1"
 
 
-# ------------------------------------------------------------------ many classes (issue 14)
+# ------------------------------------------------------------------ many classes
 
 
 def many_classes(n=600, rows_per_class=4, seed=0):

@@ -1,4 +1,4 @@
-"""What the workflows do when they run, checked offline (issue 13): the `if:` expressions and
+"""What the workflows do when they run, checked offline: the `if:` expressions and
 concurrency groups evaluated against simulated event payloads, the registry cache keys against a
 model of the Actions cache's key matching, and the `run:` scripts that decide on their own."""
 

@@ -208,3 +208,80 @@ def bench_dashboard(project: Path, rounds: int, samples: dict[str, list], work: 
     finally:
         cold.stop()
         warm.stop()
+
+
+MEMORY_VIEWS = (1, 10, 50)
+
+
+def _page_view(url: str, client: str) -> int:
+    """One anonymous GET of the page from `client` (X-Forwarded-For: Voila's kernel manager trusts
+    a proxy on 127.0.0.1, as a Space's); returns the HTTP status (200 page, 503 busy)."""
+    request = urllib.request.Request(url + "/", headers={"X-Forwarded-For": client})
+    try:
+        with urllib.request.urlopen(request, timeout=180) as resp:
+            resp.read()
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        exc.read()
+        return exc.code
+
+
+def _tree_mb(pid: int) -> float:
+    import psutil
+
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+def bench_dashboard_memory(project: Path, samples: dict[str, list], work: Path, views=MEMORY_VIEWS) -> str:
+    """Peak RSS of the Voila process tree (server + kernels) while N anonymous page views arrive,
+    4 at a time, each from an address of its own (so the per-address cap does not hide the
+    total one), for each N on a fresh server with the project's config (deploy/voila). Records
+    `dashboard_views_<N>_mb` and `dashboard_views_<N>_kernels` (peak live kernels) in `samples`;
+    returns the note line for the table."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    parts = []
+    for n in views:
+        server = Voila(project, work / f"voila-views-{n}.log", preheat=True)
+        try:
+            server.wait_ready()
+            server.wait_pool_ready(set())
+            peak = {"mb": _tree_mb(server.proc.pid), "kernels": len(server.kernels())}
+            stop = threading.Event()
+
+            def sample(server=server, peak=peak, stop=stop):
+                while not stop.is_set():
+                    peak["mb"] = max(peak["mb"], _tree_mb(server.proc.pid))
+                    peak["kernels"] = max(peak["kernels"], len(server.kernels()))
+                    time.sleep(0.25)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                clients = [f"198.51.100.{i % 250}" if i < 250 else f"203.0.113.{i % 250}" for i in range(n)]
+                statuses = list(pool.map(_page_view, [server.url] * n, clients))
+            time.sleep(5)  # the pool's refill and the last renders land in the peak too
+            stop.set()
+            sampler.join()
+        finally:
+            server.stop()
+        samples.setdefault(f"dashboard_views_{n}_mb", []).append(round(peak["mb"]))
+        samples.setdefault(f"dashboard_views_{n}_kernels", []).append(peak["kernels"])
+        busy = sum(1 for s in statuses if s == 503)
+        plural = "s" if n != 1 else ""
+        parts.append(
+            f"{n} view{plural} {peak['mb'] / 1024:.2f} GB, {peak['kernels']} kernels ({busy} busy pages)"
+        )
+        print(f"  dashboard memory: {parts[-1]}")
+    return "dashboard memory: peak RSS of Voila and its kernels after " + "; ".join(parts)

@@ -283,7 +283,12 @@ def bench_sweep(notes: list[str]) -> dict | None:
 # ------------------------------------------------------------------ main
 
 # How each part's notes begin: a partial run drops the old notes of the parts it measured again.
-NOTE_PREFIXES = {"pipeline": ("round ",), "setup": ("setup_cold_s",), "sweep": ("sweep:",)}
+NOTE_PREFIXES = {
+    "pipeline": ("round ",),
+    "setup": ("setup_cold_s",),
+    "sweep": ("sweep:",),
+    "dashboard": ("dashboard memory:",),
+}
 
 
 def _note_of(note: str, parts) -> bool:
@@ -330,10 +335,12 @@ def main(argv: list[str] | None = None) -> int:
             init_project(champion_project)
             run_pipeline(champion_project)
         if "dashboard" in parts:
-            from benchmarks.dashboard_bench import bench_dashboard
+            from benchmarks.dashboard_bench import bench_dashboard, bench_dashboard_memory
 
             say(f"dashboard: {rounds} rounds of cold / preheated page loads, 50 Predict clicks")
             bench_dashboard(champion_project, rounds, samples, work)
+            say("dashboard: memory with 1, 10 and 50 anonymous page views")
+            notes.append(bench_dashboard_memory(champion_project, samples, work))
         if "scale" in parts:
             say(f"scale: {rounds} rounds over {', '.join(f'{n:,}' for n in sizes)} rows")
             scale = bench_scale(rounds, sizes, work)

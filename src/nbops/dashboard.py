@@ -19,6 +19,7 @@ import re
 import sys
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -40,6 +41,8 @@ MODEL_SUBDIR = "model"
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_BATCH_ROWS = 50_000
+MAX_EXTRA_COLUMNS = 1_000  # columns a file may have besides the model's (read, then ignored)
+SHOWN_CHARS = 80  # of a cell's value in a message or table on the page
 SHOWN_RESULT_ROWS = 200
 SHOWN_PROBLEMS = 100
 
@@ -381,7 +384,17 @@ class RowProblem:
         """One line: `sex (empty) is missing`, `Age '500' is outside the training range 15 to 74`."""
         if not self.column:
             return self.problem
-        return f"{self.column} {repr(self.value) if self.value else '(empty)'} {self.problem}"
+        return f"{clip(self.column)} {_quoted(self.value)} {self.problem}"
+
+
+def clip(text: str, limit: int = SHOWN_CHARS) -> str:
+    """At most `limit` characters of `text`, with … where it was cut (a 4 MB cell is shown as
+    its first 80 characters)."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _quoted(value: str) -> str:
+    return repr(clip(value)) if value else "(empty)"
 
 
 @dataclass
@@ -406,7 +419,35 @@ class BatchResult:
         return text
 
     def to_csv(self) -> str:
-        return self.scored.rename_axis("row").to_csv(float_format="%.4f")
+        """The scored rows as CSV for a spreadsheet, text cells made safe to open (`neutralise_formulas`)."""
+        return neutralise_formulas(self.scored.rename_axis("row")).to_csv(float_format="%.4f")
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formula(value: Any) -> Any:
+    """`=cmd|' /C calc'!A0` -> `'=cmd|' /C calc'!A0`: a text cell a spreadsheet would run as a
+    formula gets a leading single quote, so it shows as text. Anything else is returned as is."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def neutralise_formulas(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `df` for a CSV people open: every text cell, column name and the index name
+    through `neutralise_formula`. Number columns stay numbers (-1.5 is data, not a formula)."""
+    import pandas as pd
+
+    out = df.copy()
+    for col in out.columns:
+        if pd.api.types.is_object_dtype(out[col]) or pd.api.types.is_string_dtype(out[col]):
+            out[col] = out[col].map(neutralise_formula, na_action="ignore")
+    out.columns = [neutralise_formula(str(c)) for c in out.columns]
+    if out.index.name is not None:
+        out.index.name = neutralise_formula(str(out.index.name))
+    return out
 
 
 @dataclass
@@ -478,14 +519,11 @@ def read_batch(content: bytes, name: str, schema: dict[str, Any]) -> tuple[pd.Da
     one problem per row whose number of fields differs from the header's, those rows left out).
 
     nbops.data's reader is not reused: it reads a file path and requires the target column."""
-    import csv
-
     import pandas as pd
 
     if len(content) > MAX_UPLOAD_BYTES:
         raise BatchError(
-            f"{name}: file is {len(content) / 2**20:.1f} MB, "
-            f"more than the {MAX_UPLOAD_BYTES // 2**20} MB accepted"
+            f"{name}: the file is {len(content) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB"
         )
     if not content.strip():
         raise BatchError(f"{name}: the file is empty")
@@ -499,18 +537,17 @@ def read_batch(content: bytes, name: str, schema: dict[str, Any]) -> tuple[pd.Da
             f"{name}: not a CSV text file (not UTF-8 text: byte 0x{content[exc.start]:02x} on line {line}; "
             "save it as CSV UTF-8)"
         ) from None
-    # Fields per record, counted as pandas will split them: pandas fills a short row with NaN
-    # (which would pass for missing values) and takes a long row's first field as the index.
-    try:
-        records = list(csv.reader(io.StringIO(text), skipinitialspace=True))
-    except csv.Error as exc:
-        raise BatchError(f"{name}: not a well-formed CSV: {exc}") from None
+    wanted = [*schema["numeric"], *schema["categorical"]]
+    most_columns = len(wanted) + MAX_EXTRA_COLUMNS
+    records = _read_records(text, name, most_columns)
     header = [h.strip() for h in records[0]] if records else []
     if not any(header):
         raise BatchError(f"{name}: line 1 (the header) is blank")
-    duplicated = sorted({h for h in header if h and header.count(h) > 1})
+    counts = Counter(h for h in header if h)
+    duplicated = sorted(h for h, n in counts.items() if n > 1)
     if duplicated:
-        raise BatchError(f"{name}: the header names {', '.join(map(repr, duplicated))} more than once")
+        named = ", ".join(repr(clip(h)) for h in duplicated[:10]) + (", …" if len(duplicated) > 10 else "")
+        raise BatchError(f"{name}: the header names {named} more than once")
     try:
         df = pd.read_csv(
             io.StringIO(text),
@@ -531,7 +568,6 @@ def read_batch(content: bytes, name: str, schema: dict[str, Any]) -> tuple[pd.Da
     df.columns = header
     df.index = pd.RangeIndex(1, len(df) + 1, name="row")
     df = df.iloc[1:]
-    wanted = [*schema["numeric"], *schema["categorical"]]
     missing = [c for c in wanted if c not in df.columns]
     if missing:
         listed = ", ".join(repr(c) for c in missing)
@@ -558,6 +594,35 @@ def read_batch(content: bytes, name: str, schema: dict[str, Any]) -> tuple[pd.Da
             f"{name}: {len(df) + len(ragged)} rows, more than the {MAX_BATCH_ROWS} scored at once"
         )
     return df, ragged
+
+
+def _read_records(text: str, name: str, most_columns: int) -> list[list[str]]:
+    """The file's records as the csv module splits them (pandas fills a short row with NaN,
+    which would pass for missing values, and takes a long row's first field as the index, so
+    fields are counted here). A header or row wider than `most_columns` fields is refused before
+    anything else is parsed; a field may be as long as the upload limit allows."""
+    import csv
+
+    reader = csv.reader(io.StringIO(text), skipinitialspace=True)
+    limit = csv.field_size_limit(max(MAX_UPLOAD_BYTES, csv.field_size_limit()))
+    records = []
+    try:
+        for record in reader:
+            if len(record) > most_columns:
+                if records:
+                    what = f"row {len(records) + 1} has {len(record)} fields"
+                else:
+                    what = f"the header has {len(record)} columns"
+                raise BatchError(
+                    f"{name}: {what}; at most {most_columns} are read (the model's "
+                    f"{most_columns - MAX_EXTRA_COLUMNS} and {MAX_EXTRA_COLUMNS} others)"
+                )
+            records.append(record)
+    except csv.Error as exc:
+        raise BatchError(f"{name}: not a well-formed CSV: {exc}") from None
+    finally:
+        csv.field_size_limit(limit)
+    return records
 
 
 def _batch_schema(schema: dict[str, Any]):
@@ -668,13 +733,14 @@ def score_batch(champion: Champion, content: bytes, name: str) -> BatchResult:
 def _value_text(p: RowProblem) -> str:
     if not p.column:  # a whole row (its number of fields)
         return ""
-    return repr(p.value) if p.value else "(empty)"
+    return _quoted(p.value)
 
 
 def _cells_table(items: list[RowProblem], css: str, caption: str, what: str) -> str:
     e = html.escape
     rows = "".join(
-        f"<tr><td>{p.row}</td><td>{e(p.column)}</td><td>{e(_value_text(p))}</td><td>{e(p.problem)}</td></tr>"
+        f"<tr><td>{p.row}</td><td>{e(clip(p.column))}</td><td>{e(_value_text(p))}</td>"
+        f"<td>{e(p.problem)}</td></tr>"
         for p in items[:SHOWN_PROBLEMS]
     )
     more = f"<div>… and {len(items) - SHOWN_PROBLEMS} more</div>" if len(items) > SHOWN_PROBLEMS else ""
@@ -687,6 +753,8 @@ def _cells_table(items: list[RowProblem], css: str, caption: str, what: str) -> 
 
 def batch_html(result: BatchResult, name: str) -> str:
     """Summary, the problems and the warnings (row, column, value, what), the first scored rows."""
+    from pandas.api.types import is_numeric_dtype
+
     e = html.escape
     parts = [f'<div class="nbops-batch-summary">{e(name)}: {e(result.summary())}</div>']
     if result.problems:
@@ -706,6 +774,10 @@ def batch_html(result: BatchResult, name: str) -> str:
         )
     if len(result.scored):
         shown = result.scored.head(SHOWN_RESULT_ROWS).rename_axis("row").reset_index()
+        for col in shown.columns:  # long text cut on the page; the download has it whole
+            if not is_numeric_dtype(shown[col]):
+                shown[col] = shown[col].map(lambda v: clip(v) if isinstance(v, str) else v)
+        shown.columns = [clip(str(c)) for c in shown.columns]
         table = shown.to_html(
             index=False,
             float_format=lambda v: f"{v:.3f}",
@@ -870,13 +942,15 @@ class Dashboard:
                     "<h3>Score a CSV file</h3><div>One row per case with the columns "
                     f"<code>{html.escape(columns)}</code>; other columns are ignored. Every row the "
                     "model can take is scored, with a warning where a value is missing or unlike the "
-                    "training data; the rows it cannot take are listed.</div>"
+                    "training data; the rows it cannot take are listed. Files up to "
+                    f"{MAX_UPLOAD_BYTES // 2**20} MB.</div>"
                 ),
                 self.upload,
                 self.batch,
             ]
         )
         batch.add_class("nbops-panel")
+        batch.add_class("nbops-batch-panel")
         subtitle = (
             f"Enter a case to get the {target} predicted by the champion model "
             f"{self.champion.card.get('name', '')} v{self.champion.card.get('version', '?')}, "

@@ -182,7 +182,46 @@ def page(browser):
     pg = context.new_page()
     pg.set_default_timeout(60_000)
     yield pg
+    close_tab(pg)
     context.close()
+
+
+KERNEL_ID_JS = """() => {
+    const config = document.getElementById('jupyter-config-data');
+    return config ? JSON.parse(config.textContent).kernelId || null : null;
+}"""
+
+
+def kernel_status(origin: str, kernel_id: str) -> int:
+    """HTTP status of Voila's `GET /api/kernels/<id>`: 200 while the kernel lives, 404 after."""
+    try:
+        with urllib.request.urlopen(f"{origin}/api/kernels/{kernel_id}", timeout=30) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def close_tab(pg, timeout: float = 20) -> str | None:
+    """Close the page as a visitor closes a tab (its beforeunload handlers run: Voila's page
+    asks the server to shut its kernel down) and wait until that kernel is gone, so a test
+    leaves no kernel behind to count against the server's caps (nbops.voila_kernels: 2 per
+    client address, and every test here comes from 127.0.0.1). Returns the kernel id, if any."""
+    if pg.is_closed():
+        return None
+    try:
+        kernel_id = pg.evaluate(KERNEL_ID_JS)
+    except Exception:  # noqa: BLE001 - a page that never loaded has no kernel to wait for
+        kernel_id = None
+    origin = "/".join(pg.url.split("/")[:3])
+    pg.close(run_before_unload=True)
+    if not kernel_id or not origin.startswith("http"):
+        return None
+    deadline = time.monotonic() + timeout
+    while kernel_status(origin, kernel_id) != 404:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"kernel {kernel_id} still alive {timeout} s after its tab was closed")
+        time.sleep(0.2)
+    return kernel_id
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,18 @@
-"""A visitor who takes a kernel that waited in Voila's preheated pool for longer than the cull idle
-timeout still gets a live dashboard: the kernel is not culled in the moment between handing out the
-page and the browser connecting (nbops.voila_kernels). The stock manager is run too, so the test is
-known to catch the race it guards against. Voila runs on 127.0.0.1 and is stopped by its group."""
+"""Voila's kernels as nbops.voila_kernels manages them, with real kernels. A visitor who takes a
+kernel that waited in Voila's preheated pool for longer than the cull idle timeout still gets a
+live dashboard: the kernel is not culled in the moment between handing out the page and the
+browser connecting (the stock manager is run too, so the test is known to catch the race it
+guards against). A page whose websocket never opens loses its kernel after the short unconnected
+timeout while a connected one keeps it, and one client address gets two kernels at most. Voila
+runs on 127.0.0.1 and is stopped by its group."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -73,3 +79,94 @@ def test_the_stock_kernel_manager_has_the_race(smoke_run, tmp_path):
         smoke_run.root, tmp_path / "voila.log", f"--VoilaConfiguration.multi_kernel_manager_class={STOCK}"
     )
     assert culled_early, f"the stock manager kept kernel {handed}"
+
+
+def _view(url: str, client: str) -> tuple[int, str, dict]:
+    request = urllib.request.Request(url + "/", headers={"X-Forwarded-For": client})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as resp:
+            return resp.status, resp.read().decode(), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(), dict(exc.headers)
+
+
+def _kernel_of(page: str) -> str:
+    return re.search(r'"kernelId": "([0-9a-f-]{36})"', page).group(1)
+
+
+def _alive(url: str, kernel_id: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/kernels/{kernel_id}", timeout=30) as resp:
+            return resp.status == 200
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 404
+        return False
+
+
+class Websocket(threading.Thread):
+    """A page's kernel websocket, held open from a thread of its own until `close()`."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.url, self.opened, self.done = url, threading.Event(), threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self):
+        from tornado.websocket import websocket_connect
+
+        async def hold():
+            conn = await websocket_connect(self.url)
+            self.opened.set()
+            while not self.done.is_set():
+                await asyncio.sleep(0.1)
+            conn.close()
+
+        try:
+            asyncio.run(hold())
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+            self.opened.set()
+
+    def close(self):
+        self.done.set()
+        self.join(timeout=10)
+
+
+UNCONNECTED_S = 6
+
+
+def test_an_unconnected_page_loses_its_kernel_early_and_one_address_holds_two(smoke_run, tmp_path):
+    log = tmp_path / "voila.log"
+    proc, url = start_voila(
+        smoke_run.root,
+        log,
+        "--MappingKernelManager.cull_idle_timeout=600",
+        f"--MappingKernelManager.cull_interval={INTERVAL_S}",
+        f"--BoundedKernelManager.unconnected_cull_timeout={UNCONNECTED_S}",
+    )
+    socket = None
+    try:
+        views = [_view(url, "203.0.113.7") for _ in range(3)]
+        assert [status for status, _, _ in views] == [200, 200, 503]
+        assert views[2][2].get("Retry-After") == "60"
+        assert "already has 2 dashboard pages open" in views[2][1]
+        lost, kept = _kernel_of(views[0][1]), _kernel_of(views[1][1])
+        port = url.rsplit(":", 1)[1]
+        socket = Websocket(f"ws://127.0.0.1:{port}/api/kernels/{kept}/channels?session_id=load-test")
+        socket.start()
+        assert socket.opened.wait(30) and socket.error is None, socket.error
+        _wait_for(
+            lambda: f"Culling kernel {lost}: its page never connected" in log.read_text(),
+            UNCONNECTED_S + 20 * INTERVAL_S + 30,
+            "the unconnected kernel's cull",
+        )
+        _wait_for(lambda: not _alive(url, lost), 30, "the unconnected kernel's shutdown")
+        assert _alive(url, kept)
+        time.sleep(UNCONNECTED_S + 2 * INTERVAL_S)  # the connected page's kernel outlives the timeout
+        assert _alive(url, kept) and f"Culling kernel {kept}" not in log.read_text()
+        status, page, _ = _view(url, "203.0.113.7")  # the freed place is this address's again
+        assert status == 200 and _kernel_of(page) not in (lost, kept)
+    finally:
+        if socket is not None:
+            socket.close()
+        proc.stop()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 
 import pandas as pd
 import pytest
@@ -241,10 +243,134 @@ def test_unscorable_files_get_one_clear_line(champion, content, message):
         d.score_batch(champion, content, "up.csv")
 
 
-def test_oversized_upload_is_refused(champion, monkeypatch):
-    monkeypatch.setattr(d, "MAX_UPLOAD_BYTES", 10)
-    with pytest.raises(d.BatchError, match=r"more than the 0 MB accepted|MB accepted"):
-        d.score_batch(champion, (HEADER + "30,F,HIGH,35\n").encode(), "big.csv")
+def test_oversized_upload_is_refused_with_its_size_and_the_limit(champion):
+    content = (HEADER + "30,F,HIGH,35\n").encode().ljust(12 * 2**20, b" ")
+    with pytest.raises(d.BatchError, match=r"^big\.csv: the file is 12\.0 MB; the limit is 5 MB$"):
+        d.score_batch(champion, content, "big.csv")
+
+
+def test_a_file_far_wider_than_the_model_is_refused_by_its_header_before_it_is_parsed(champion):
+    """A 500k-column 3.9 MB upload took minutes of CPU (the duplicate check was quadratic) and
+    1.4 GB: the header alone now says it is too wide."""
+    import time
+
+    extra = [f"c{i}" for i in range(500_000)]
+    wide = (
+        ",".join(["Age", "Sex", "BP", "Na_to_K", *extra])
+        + "\n"
+        + ",".join(["30", "F", "HIGH", "35"] + ["1"] * 500_000)
+    )
+    assert 3.5e6 < len(wide) < 5 * 2**20
+    start = time.perf_counter()
+    with pytest.raises(
+        d.BatchError,
+        match=r"^wide\.csv: the header has 500004 columns; at most 1004 are read "
+        r"\(the model's 4 and 1000 others\)$",
+    ):
+        d.score_batch(champion, wide.encode(), "wide.csv")
+    assert time.perf_counter() - start < 2
+    row = HEADER + "30,F,HIGH,35\n" + ",".join(["30", "F", "HIGH", "35"] + ["1"] * 2000) + "\n"
+    with pytest.raises(d.BatchError, match=r"^row\.csv: row 3 has 2004 fields; at most 1004 are read"):
+        d.score_batch(champion, row.encode(), "row.csv")
+    # a few hundred extra columns, as exports have them, are read and ignored
+    some = ",".join(["Age", "Sex", "BP", "Na_to_K", *extra[:300]]) + "\n" + "30,F,HIGH,35" + ",x" * 300 + "\n"
+    assert d.score_batch(champion, some.encode(), "some.csv").scored.index.tolist() == [2]
+
+
+def test_a_huge_cell_is_cut_to_80_characters_in_the_tables_and_messages(champion):
+    """One 4 MB cell was printed whole in the problems table (the page, its widget message)."""
+    huge = "4" + "x" * 4_000_000
+    content = (HEADER + "30,F,HIGH,35\n" + f"{huge},F,HIGH,35\n" + f"40,M,{'H' * 200_000},20\n").encode()
+    result = d.score_batch(champion, content, "cell.csv")
+    assert [(p.row, p.column) for p in result.problems] == [(3, "Age")]
+    assert result.problems[0].value == huge  # the value itself is kept; only what is shown is cut
+    page = d.batch_html(result, "cell.csv")
+    page_without_download = re.sub(r'href="data:text/csv;base64,[^"]*"', "", page)
+    assert len(page_without_download) < 5_000
+    shown = re.search(r'<table class="nbops-problems">.*?<td>3</td><td>Age</td><td>([^<]*)</td>', page).group(
+        1
+    )
+    assert shown == "&#x27;" + huge[:80] + "…&#x27;"
+    warned = result.scored.loc[4, "warnings"]
+    assert warned == f"BP '{'H' * 80}…' is not one of HIGH, LOW, NORMAL; the model scores it as none of them"
+    assert len(d.message_html(result.problems[0].text())) < 300
+
+
+FORMULAS = ["=cmd|' /C calc'!A0", "+F", "@SUM(1+1)", "-2+3"]
+
+
+def test_the_downloaded_csv_neutralises_formulas_in_text_cells_and_keeps_numbers(tmp_path):
+    """A champion trained on categories (and labels) a spreadsheet would run as formulas: every
+    text cell of the download that starts with = + - @ tab or CR gets a leading quote (OWASP);
+    numbers, negative ones included, stay numbers."""
+    import csv
+    import io
+
+    from nbops.models import make_model
+
+    train = pd.DataFrame(
+        {
+            "delta": [-1.5, -0.5, 0.5, 1.5, -2.0, 2.0] * 6,
+            "=code": FORMULAS * 9,
+            "plain": ["a", "b", "c"] * 12,
+        }
+    )
+    labels = ['=HYPERLINK("http://evil")' if v < 0 else "safe" for v in train["delta"]]
+    model = make_model("decision_tree", {"random_state": 0}, ["delta"], ["=code", "plain"]).fit(train, labels)
+    schema = {
+        "target": "label",
+        "numeric": {"delta": {"min": -2.0, "max": 2.0, "median": 0.0}},
+        "categorical": {"=code": FORMULAS, "plain": ["a", "b", "c"]},
+    }
+    champion = d.Champion(model, schema, {})
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["delta", "=code", "plain"])
+    writer.writerows([[-1.5, f, "@x"] for f in FORMULAS] + [[1.5, "=unseen()", "a"]])
+    result = d.score_batch(champion, rows.getvalue().encode(), "f.csv")
+    assert len(result.scored) == len(FORMULAS) + 1
+    out = list(csv.reader(io.StringIO(result.to_csv())))
+    header, body = out[0], out[1:]
+    assert header[:4] == ["row", "delta", "'=code", "plain"]
+    dangerous = tuple(d.FORMULA_START)
+    for record in body:
+        for cell in record:
+            assert not cell.startswith(dangerous) or _is_number(cell), record
+    by_col = {name: [r[i] for r in body] for i, name in enumerate(header)}
+    assert by_col["delta"] == ["-1.5000"] * len(FORMULAS) + ["1.5000"]  # numbers, not '-1.5000
+    assert by_col["'=code"] == ["'" + f for f in FORMULAS] + ["'=unseen()"]
+    assert by_col["plain"] == ["'@x"] * len(FORMULAS) + ["a"]
+    assert set(by_col["prediction"]) <= {'\'=HYPERLINK("http://evil")', "safe"}
+    assert '\'=HYPERLINK("http://evil")' in by_col["prediction"]
+    assert by_col["warnings"][-1].startswith("'=code '=unseen()' is not one of")
+    # the table on the page is HTML, escaped: the values are shown as they are
+    assert "=cmd|&#x27; /C calc&#x27;!A0" in d.batch_html(result, "f.csv")
+
+
+def test_formula_neutralising_covers_tab_and_cr_and_leaves_numbers_and_missing_cells():
+    df = pd.DataFrame(
+        {
+            "text": pd.Series(["\tx", "\ry", "ok", None, "-1.5"], dtype="str"),
+            "obj": pd.Series(["=1", 2, None, "a-b", "@"], dtype=object),
+            "num": [-1.5, 2.0, float("nan"), -3.0, 0.0],
+        },
+        index=pd.RangeIndex(5, name="=row"),
+    )
+    out = d.neutralise_formulas(df)
+    assert out["text"].tolist()[:3] == ["'\tx", "'\ry", "ok"] and out["text"].isna().tolist()[3]
+    assert out["text"].tolist()[4] == "'-1.5"  # text in a text column is text, whatever it reads like
+    assert out["obj"].tolist()[:2] == ["'=1", 2] and out["obj"].tolist()[3:] == ["a-b", "'@"]
+    assert out["num"].tolist()[:2] == [-1.5, 2.0] and out["num"].dtype == "float64"
+    assert out.index.name == "'=row" and df.index.name == "=row"  # the original is left alone
+    assert d.neutralise_formula(-1.5) == -1.5 and d.neutralise_formula("") == ""
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def upload_item(name: str, content: bytes) -> dict:
@@ -397,3 +523,235 @@ def test_only_tornados_ping_clamp_warning_is_dropped_and_the_ping_settings_stay_
     finally:
         logger.filters[:] = before
     assert [r.getMessage() for r in caplog.records] == ["WebSocket ping timeout after 90001 ms."]
+
+
+def test_voila_json_bounds_kernels_and_lets_an_oversized_upload_reach_the_kernel():
+    """The caps are on (and read by the manager Voila runs); the websocket takes a message well
+    above the upload limit, so the dashboard's own check answers a too-big file (tornado's
+    default 10 MiB dropped the websocket of a 12 MB upload, silently)."""
+    from traitlets.config import Config
+
+    from nbops.voila_kernels import BoundedKernelManager
+
+    config = voila_json()
+    assert (
+        config["VoilaConfiguration"]["multi_kernel_manager_class"]
+        == "nbops.voila_kernels.BoundedKernelManager"
+    )
+    manager = BoundedKernelManager(config=Config(config))
+    assert (manager.max_kernels, manager.max_kernels_per_client) == (8, 2)
+    assert manager.max_kernels > config["VoilaConfiguration"]["default_pool_size"]
+    assert 0 < manager.unconnected_cull_timeout < manager.cull_idle_timeout
+    assert manager.cull_interval <= manager.unconnected_cull_timeout / 2  # culled within 1.5× its timeout
+    limit = config["Voila"]["tornado_settings"]["websocket_max_message_size"]
+    assert limit >= 16 * 2**20 and limit >= 3 * d.MAX_UPLOAD_BYTES
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "client"),
+    [
+        ("203.0.113.5", "", "203.0.113.5"),  # a direct visitor
+        ("203.0.113.5", "198.51.100.1", "203.0.113.5"),  # ... whose own header is not believed
+        ("10.0.0.7", "198.51.100.1", "198.51.100.1"),  # through the Space's proxy
+        ("10.0.0.7", "6.6.6.6, 198.51.100.1", "198.51.100.1"),  # a forged entry left of the real one
+        ("127.0.0.1", "198.51.100.1, 10.1.2.3", "198.51.100.1"),  # two proxies
+        ("10.0.0.7", "", "10.0.0.7"),
+        ("10.0.0.7", "not-an-ip", "not-an-ip"),
+        ("::1", "2001:db8::1", "2001:db8::1"),
+    ],
+)
+def test_the_client_address_is_read_from_trusted_proxies_only(peer, forwarded, client):
+    from nbops.voila_kernels import PRIVATE_NETWORKS, client_address
+
+    assert client_address(peer, forwarded, PRIVATE_NETWORKS) == client
+
+
+def test_the_busy_page_says_when_to_come_back_and_loads_nothing():
+    from nbops.voila_kernels import busy_page
+
+    page = busy_page("Too many <pages>.", 60)
+    assert "Busy: try again in a minute" in page and "Too many &lt;pages&gt;." in page
+    assert 'http-equiv="refresh" content="60"' in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+
+
+# ---------------------------------------------------------------- the kernel manager, with fake kernels
+
+NOTEBOOK = "dash.ipynb"
+
+
+class FakeRequest:
+    def __init__(self, client: str):
+        self.remote_ip = "127.0.0.1"  # a local proxy: X-Forwarded-For names the client
+        self.headers = {"X-Forwarded-For": client}
+
+
+class FakeHandler:
+    def __init__(self, client: str):
+        self.request = FakeRequest(client)
+        self.status = 200
+        self.headers: dict[str, str] = {}
+        self.xsrf_token = b"token"  # tornado's property sets the _xsrf cookie when read
+
+    def set_status(self, status):
+        self.status = status
+
+    def set_header(self, name, value):
+        self.headers[name] = value
+
+
+class FakeRenderer:
+    def __init__(self, path):
+        from types import SimpleNamespace
+
+        self.notebook_path, self.template_name, self.theme = path, "lab", "light"
+        self.notebook = SimpleNamespace(metadata=SimpleNamespace(kernelspec=SimpleNamespace(name="python3")))
+        self.rendered_cache: list[str] = []
+        self.stop_generator = False
+
+    async def initialize(self, **_):
+        return None
+
+    async def generate_content_hybrid(self, kernel_id, kernel_future):
+        return [], None
+
+
+@pytest.fixture
+def fake_voila(tmp_path, monkeypatch):
+    """Voila's own preheated-pool manager (voila_kernel_manager_factory) around ours, pool of 1,
+    with kernels that are objects, not processes: start and shutdown of the layer below ours."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+    from traitlets import Unicode
+    from traitlets.config import Config, Configurable
+    from voila.voila_kernel_manager import voila_kernel_manager_factory
+
+    from nbops.voila_kernels import BoundedKernelManager
+
+    seen = {"most": 0}
+
+    async def start(self, *, kernel_id=None, path=None, **kwargs):
+        await asyncio.sleep(0.01)  # a kernel takes a while to start
+        self._kernels[kernel_id] = SimpleNamespace(
+            last_activity=datetime.now(UTC), execution_state="idle", kernel_name="python3", kernel_spec=None
+        )
+        seen["most"] = max(seen["most"], len(self._kernels))
+        return kernel_id
+
+    async def shutdown(self, kernel_id, *args, **kwargs):
+        await asyncio.sleep(0.005)
+        self._kernels.pop(kernel_id)
+
+    monkeypatch.setattr(AsyncMappingKernelManager, "start_kernel", start)
+    monkeypatch.setattr(AsyncMappingKernelManager, "shutdown_kernel", shutdown)
+
+    class FakeVoila(Configurable):
+        root_dir = Unicode(str(tmp_path))
+        notebook_path = Unicode(str(tmp_path / NOTEBOOK))
+        base_url = server_url = "/"
+        port = 1
+
+    cls = voila_kernel_manager_factory(BoundedKernelManager, True, 1)
+    monkeypatch.setattr(cls, "_notebook_renderer_factory", lambda self, path=None: FakeRenderer(path))
+    config = Config(
+        {
+            "BoundedKernelManager": {"max_kernels": 4, "max_kernels_per_client": 2},
+            "VoilaKernelManager": {"fill_delay": 0},
+        }
+    )
+
+    async def make():
+        manager = cls(parent=FakeVoila(config=config), config=config)
+        await asyncio.sleep(0.05)  # the pool fills
+        return manager
+
+    return make, seen
+
+
+async def page_view(manager, client: str) -> tuple[int, str | None, FakeHandler]:
+    """What Voila's page handler does with the kernel manager (voila/handler.py): take the
+    pooled kernel if there is one, else start one; the busy page ends the request instead."""
+    import tornado.web
+    from jupyter_server.base.call_context import CallContext
+
+    handler = FakeHandler(client)
+    CallContext.set(CallContext.JUPYTER_HANDLER, handler)  # as JupyterHandler.prepare does
+    try:
+        if manager.get_pool_size(NOTEBOOK) > 0:
+            _, _, kernel_id = await manager.get_rendered_notebook(notebook_name=NOTEBOOK)
+        else:
+            kernel_id = await manager.start_kernel(kernel_name="python3", path="")
+    except tornado.web.Finish as busy:
+        return handler.status, busy.args[0], handler
+    return 200, kernel_id, handler
+
+
+async def settle(manager) -> None:
+    """Let the pool's tasks finish (asyncio.run would cancel them half-way)."""
+    tasks = [t for pool in manager._pools.values() for t in pool] + list(manager._pool_tasks)
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_page_views_never_hold_more_kernels_than_the_cap(fake_voila):
+    """Twelve visitors at once with a cap of 4 (pool included): four get a kernel, the others
+    the busy page (503, Retry-After); the pool refills only when a kernel shuts down."""
+
+    async def scenario():
+        make, seen = fake_voila
+        manager = await make()
+        assert manager.live_kernel_count() == 1 == len(manager._kernels)  # the pooled kernel
+        views = await asyncio.gather(*(page_view(manager, f"198.51.100.{i}") for i in range(12)))
+        await asyncio.sleep(0.05)
+        served = [kid for status, kid, _ in views if status == 200]
+        busy = [(text, h) for status, text, h in views if status == 503]
+        assert len(served) == 4 and len(set(served)) == 4 and len(busy) == 8
+        assert seen["most"] == 4 and manager.live_kernel_count() == 4 and manager.get_pool_size(NOTEBOOK) == 0
+        text, handler = busy[0]
+        assert "as many pages as it can at once (4)" in text and handler.headers["Retry-After"] == "60"
+        await manager.shutdown_kernel(served[0])  # a page closed: its place goes back to the pool
+        await asyncio.sleep(0.05)
+        assert manager.get_pool_size(NOTEBOOK) == 1 and manager.live_kernel_count() == 4 == seen["most"]
+        status, kid, _ = await page_view(manager, "198.51.100.99")
+        assert status == 200 and kid in manager._kernels
+        await settle(manager)
+
+    asyncio.run(scenario())
+
+
+def test_one_client_address_gets_at_most_two_kernels(fake_voila):
+    async def scenario():
+        make, _ = fake_voila
+        manager = await make()
+        first = [await page_view(manager, "203.0.113.7") for _ in range(3)]
+        assert [s for s, _, _ in first] == [200, 200, 503]
+        assert "already has 2 dashboard pages open" in first[2][1]
+        assert (await page_view(manager, "203.0.113.8"))[0] == 200  # another address
+        await manager.shutdown_kernel(first[0][1])
+        assert (await page_view(manager, "203.0.113.7"))[0] == 200
+        await settle(manager)
+
+    asyncio.run(scenario())
+
+
+def test_a_kernel_whose_page_never_connects_is_culled_early_and_a_connected_one_is_kept(fake_voila):
+    from datetime import UTC, datetime, timedelta
+
+    async def scenario():
+        make, _ = fake_voila
+        manager = await make()
+        (_, lost, _), (_, open_page, _) = [await page_view(manager, f"192.0.2.{i}") for i in (1, 2)]
+        manager.notify_connect(open_page)  # its websocket opened
+        pooled = manager.pooled_kernel_ids()
+        soon = datetime.now(UTC) + timedelta(seconds=manager.unconnected_cull_timeout / 2)
+        await manager.cull_unconnected(soon)
+        assert lost in manager._kernels  # not yet
+        later = datetime.now(UTC) + timedelta(seconds=manager.unconnected_cull_timeout + 1)
+        await manager.cull_unconnected(later)
+        await asyncio.sleep(0.05)
+        assert lost not in manager._kernels and open_page in manager._kernels
+        assert set(pooled) <= set(manager._kernels)  # the pool's kernel has no page yet: kept
+        await settle(manager)
+
+    asyncio.run(scenario())

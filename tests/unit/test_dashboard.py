@@ -12,6 +12,7 @@ import pytest
 
 from nbops import dashboard as d
 from nbops.exceptions import ModelError
+from tests.conftest import run_coroutine
 
 SCHEMA = {
     "target": "Drug",
@@ -717,7 +718,7 @@ def test_page_views_never_hold_more_kernels_than_the_cap(fake_voila):
         assert status == 200 and kid in manager._kernels
         await settle(manager)
 
-    asyncio.run(scenario())
+    run_coroutine(scenario())  # a thread of its own: the browser fixture may hold a loop
 
 
 def test_one_client_address_gets_at_most_two_kernels(fake_voila):
@@ -732,7 +733,7 @@ def test_one_client_address_gets_at_most_two_kernels(fake_voila):
         assert (await page_view(manager, "203.0.113.7"))[0] == 200
         await settle(manager)
 
-    asyncio.run(scenario())
+    run_coroutine(scenario())  # a thread of its own: the browser fixture may hold a loop
 
 
 def test_a_kernel_whose_page_never_connects_is_culled_early_and_a_connected_one_is_kept(fake_voila):
@@ -754,4 +755,4 @@ def test_a_kernel_whose_page_never_connects_is_culled_early_and_a_connected_one_
         assert set(pooled) <= set(manager._kernels)  # the pool's kernel has no page yet: kept
         await settle(manager)
 
-    asyncio.run(scenario())
+    run_coroutine(scenario())  # a thread of its own: the browser fixture may hold a loop

@@ -844,9 +844,10 @@ def _run_steps(plan, wanted, result, force, jobs, keep_warm_s, user_env, budget)
     steps' kernels (None when no step ran)."""
     root = plan.root
     # validate
-    if force or not plan.is_current(VALIDATE) or not (plan.build / VALIDATE / "table.parquet").exists():
+    why = None if force else plan.stale_products(VALIDATE)  # hashed once: the table can be large
+    if force or why or not (plan.build / VALIDATE / "table.parquet").exists():
         t = time.perf_counter()
-        _say_stale(plan, VALIDATE, force)
+        _say_stale(VALIDATE, why)
         plan.stamp_path(VALIDATE).unlink(missing_ok=True)
         run_validate(plan)
         write_stamp(plan, VALIDATE)
@@ -856,9 +857,10 @@ def _run_steps(plan, wanted, result, force, jobs, keep_warm_s, user_env, budget)
         _say(f"- {VALIDATE:<12}  skipped (unchanged)")
         result.skipped.append(VALIDATE)
 
-    to_run = [s.name for s in wanted if force or not plan.is_current(s.name)]
+    stale = {s.name: None if force else plan.stale_products(s.name) for s in wanted}
+    to_run = [s.name for s in wanted if force or stale[s.name]]
     for name in to_run:
-        _say_stale(plan, name, force)
+        _say_stale(name, stale[name])
     # anything downstream of a step that runs must run too
     for step in wanted:
         if any(n in to_run for n in step.needs) and step.name not in to_run:
@@ -954,9 +956,8 @@ def settle_promotion(plan: Plan, result: RunResult) -> None:
         write_stamp(plan, "03_evaluate")
 
 
-def _say_stale(plan: Plan, step: str, force: bool) -> None:
+def _say_stale(step: str, why: str | None) -> None:
     """Say why a step whose inputs did not change runs again (a product edited or gone)."""
-    why = None if force else plan.stale_products(step)
     if why and why not in ("its inputs changed", "not run yet"):
         _say(f"↻ {step:<12}  runs again: {why}")
 

@@ -21,10 +21,26 @@ def load_holdout(table_path: str | Path, train_dir: str | Path, features: list[s
     """The held-out rows the train step set aside: (X, y, holdout ids)."""
     import pandas as pd
 
+    holdout = Path(train_dir) / "holdout.json"
+    if not holdout.is_file():
+        raise NbopsError(
+            f"{holdout} not found: run 02_train first (the held-out rows are the ones it set aside; "
+            "a hand run of 03_evaluate scores the model of a hand run of 02_train)"
+        )
     table = pd.read_parquet(table_path)
-    ids = read_json(Path(train_dir) / "holdout.json")["holdout_ids"]
+    ids = read_json(holdout)["holdout_ids"]
     rows = table.loc[ids]
     return rows[features], rows[target], ids
+
+
+def model_label(role: str, info: dict) -> str:
+    """How a model is named on plots and tables: `challenger v3`, or for a hand run that registered
+    nothing `challenger (run 1a2b3c4d, not registered)`; `champion (none)` when there is none."""
+    if info.get("version") is not None:
+        return f"{role} v{info['version']}"
+    if info.get("run_id"):
+        return f"{role} (run {str(info['run_id'])[:8]}, not registered)"
+    return f"{role} (none)"
 
 
 def score_version(model_name: str, version: str, X, y, labels) -> dict[str, Any]:

@@ -377,6 +377,8 @@ def load_model(model_uri: str, dst: Path | None = None):
     """
     import mlflow
 
+    # tqdm bars would land in notebooks, reports and logs as text
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     use_project_store()
     target = str(dst) if dst else tempfile.mkdtemp(prefix="nbops-model-")
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=target))

@@ -81,6 +81,18 @@ def run_as_in_lab(root: Path, params_file: Path, step: str, monkeypatch) -> None
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(root / "notebooks")}}
     )
     run_coroutine(client.async_execute())
+    return nb
+
+
+def text_outputs(nb) -> str:
+    """Every text a person sees in the executed notebook: streams, text/plain, markdown, HTML."""
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", ""))
+            data = out.get("data", {})
+            parts += [data.get(kind, "") for kind in ("text/plain", "text/markdown", "text/html")]
+    return "\n".join("".join(p) if isinstance(p, list) else p for p in parts)
 
 
 @pytest.mark.parametrize("which", ["smoke", "penguins"])
@@ -91,8 +103,7 @@ def test_hand_runs_leave_the_pipeline_and_registry_alone(project, monkeypatch, w
     before_build, before_registry = build_digest(project), registry_state(project)
     assert before_registry  # the pipeline registered a version
 
-    for step in HAND_STEPS:
-        run_as_in_lab(project, params_file, step, monkeypatch)
+    executed = {step: run_as_in_lab(project, params_file, step, monkeypatch) for step in HAND_STEPS}
 
     assert registry_state(project) == before_registry  # no new version, aliases unchanged
     assert build_digest(project) == before_build  # the pipeline's products, byte for byte
@@ -104,6 +115,18 @@ def test_hand_runs_leave_the_pipeline_and_registry_alone(project, monkeypatch, w
     assert not leftovers - {".ipynb_checkpoints"}, leftovers  # no mlflow.db, artifacts/, locks
     [run] = lab_runs(project)  # the hand-trained run, tagged, in the project's store
     assert run.data.tags["nbops.source"] == "lab"
+    for step, nb in executed.items():  # what the person reads: no progress bars, no "vNone"
+        shown = text_outputs(nb)
+        assert "Downloading artifacts" not in shown and "vNone" not in shown, (step, shown[-2000:])
+
+
+def test_evaluate_by_hand_before_train_says_what_to_run_first(project, monkeypatch):
+    from nbclient.exceptions import CellExecutionError
+
+    assert nbops(project, "run", "--params", "params/smoke.yaml").returncode == 0
+    with pytest.raises(CellExecutionError, match=r"holdout.json not found: run 02_train first"):
+        run_as_in_lab(project, project / "params" / "smoke.yaml", "03_evaluate", monkeypatch)
+    assert not (project / "build" / "lab" / "03_evaluate" / "metrics.json").exists()
 
 
 def test_register_true_registers_on_purpose(project, monkeypatch):

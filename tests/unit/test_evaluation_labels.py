@@ -12,7 +12,7 @@ from nbops.exceptions import NbopsError
     ("role", "info", "label"),
     [
         ("challenger", {"version": "3", "run_id": "a" * 32}, "challenger v3"),
-        ("challenger", {"version": None, "run_id": "1a2b3c4d5e6f"}, "challenger (run 1a2b3c4d, not registered)"),
+        ("challenger", {"version": None, "run_id": "1a2b3c4d9"}, "challenger (run 1a2b3c4d, not registered)"),
         ("champion", {"version": None, "run_id": None, "metrics": None}, "champion (none)"),
         ("champion", {"version": "1", "run_id": "b" * 32}, "champion v1"),
     ],

@@ -171,3 +171,13 @@ sweep: setup ## parameter sweep SWEEP=params/sweeps/<name>.yaml (SCHEDULER=tcp:/
 
 team-server-test: setup ## the pipeline and sweeps against a PostgreSQL-backed mlflow server on 127.0.0.1
 	$(PY) -m pytest tests/team $(PYTEST_ARGS)
+
+# ---------------------------------------------------------------- docs (mkdocs.yml, docs/)
+.PHONY: docs params-schema
+
+docs: setup ## the docs site into site/ (params reference and make targets rendered from the code)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
+	@echo "docs: $(CURDIR)/site/index.html"
+
+params-schema: setup ## write params/params.schema.json, the JSON schema editors check params files with
+	$(PY) -c 'import pathlib, nbops.params as p; pathlib.Path("params/params.schema.json").write_text(p.params_schema_text(), encoding="utf-8")'

@@ -8,6 +8,7 @@ before any kernel starts, with one line per problem naming the file and the key.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import reprlib
 import stat
@@ -67,23 +68,37 @@ class _KeyProblems(ValueError):
 class SyntheticParams(_Section):
     """Where and how to generate the seeded synthetic drug table when `data.path` is absent."""
 
-    path: str
-    rows: int = Field(200, ge=10, le=10_000_000)
-    seed: int = 42
-    label_noise: float = Field(0.0, ge=0.0, le=0.5)
+    path: str = Field(description="Where the synthetic CSV is written, relative to the project.")
+    rows: int = Field(200, ge=10, le=10_000_000, description="Rows to generate.")
+    seed: int = Field(42, description="Random seed: the same seed gives the same table.")
+    label_noise: float = Field(0.0, ge=0.0, le=0.5, description="Share of rows given a random label.")
 
 
 class DataParams(_Section):
-    path: str
-    target: str
-    numeric: list[str] = []
-    categorical: list[str] = []
-    classes: list[str] | None = None
-    categories: dict[str, list[str]] = {}
-    ranges: dict[str, Annotated[list[float], Field(min_length=2, max_length=2)]] = {}
-    delimiter: str = Field(",", min_length=1, max_length=1)
-    max_mb: int = Field(1024, ge=1)  # data.path larger than this is refused before it is read
-    synthetic: SyntheticParams | None = None
+    """The input table: which CSV, which columns, and what values they may hold."""
+
+    path: str = Field(description="The CSV, relative to the project.")
+    target: str = Field(description="The label column.")
+    numeric: list[str] = Field([], description="Numeric feature columns; missing values are imputed.")
+    categorical: list[str] = Field([], description="Categorical feature columns; missing values are imputed.")
+    classes: list[str] | None = Field(
+        None, description="The allowed labels, matched case-insensitively (`DrugY` is read as `drugY`)."
+    )
+    categories: dict[str, list[str]] = Field(
+        {}, description="Allowed values per categorical column, checked when the table is read."
+    )
+    ranges: dict[str, Annotated[list[float], Field(min_length=2, max_length=2)]] = Field(
+        {}, description="`[low, high]` bounds per numeric column, checked when the table is read."
+    )
+    delimiter: str = Field(",", min_length=1, max_length=1, description="The CSV's field separator.")
+    max_mb: int = Field(  # data.path larger than this is refused before it is read
+        1024, ge=1, description="The largest `data.path` read, in MB; a larger file is refused unread."
+    )
+    synthetic: SyntheticParams | None = Field(
+        None,
+        description="Generate the seeded synthetic drug table when `data.path` is absent; "
+        "omit it to require a real file.",
+    )
 
     @model_validator(mode="after")
     def _columns_consistent(self):
@@ -125,36 +140,64 @@ class DataParams(_Section):
 
 
 class SplitParams(_Section):
-    test_size: float = Field(0.2, gt=0.0, lt=1.0)
-    seed: int = 42
+    """The stratified holdout that challenger and champion are both scored on."""
+
+    test_size: float = Field(0.2, gt=0.0, lt=1.0, description="Share of rows held out.")
+    seed: int = Field(42, description="Seed of the split: the same seed gives the same rows.")
 
 
 class ModelParams(_Section):
-    name: Literal[MODEL_NAMES]  # type: ignore[valid-type]
-    params: dict[str, Any] = {}
-    cv_folds: int = Field(5, ge=2, le=20)
+    """The estimator to train."""
+
+    name: Literal[MODEL_NAMES] = Field(description="The scikit-learn estimator.")  # type: ignore[valid-type]
+    params: dict[str, Any] = Field(
+        {},
+        description="Hyperparameters of that estimator; names and values checked before any kernel starts.",
+    )
+    cv_folds: int = Field(5, ge=2, le=20, description="Cross-validation folds on the training part.")
 
 
 class GateParams(_Section):
-    min_macro_f1: float = Field(ge=0.0, le=1.0)
-    min_accuracy: float = Field(ge=0.0, le=1.0)
-    tolerance: float = Field(0.0, ge=0.0, le=1.0)
+    """The promotion gate: when a challenger becomes `champion`."""
+
+    min_macro_f1: float = Field(
+        ge=0.0, le=1.0, description="The challenger's held-out macro-F1 must reach this."
+    )
+    min_accuracy: float = Field(
+        ge=0.0, le=1.0, description="The challenger's held-out accuracy must reach this."
+    )
+    tolerance: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="How far below the champion's macro-F1 and accuracy the challenger's may fall.",
+    )
 
 
 class RegistryParams(_Section):
-    model_name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    experiment: str = Field("nbops", min_length=1)
+    """Where runs and versions go in MLflow."""
+
+    model_name: str = Field(
+        min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="The MLflow registered model."
+    )
+    experiment: str = Field("nbops", min_length=1, description="The MLflow experiment of the runs.")
 
 
 class EdaParams(_Section):
-    sample_rows: int = Field(2000, ge=100)
+    """The EDA notebook."""
+
+    sample_rows: int = Field(2000, ge=100, description="Rows plotted at most in the relationship plots.")
 
 
 class RunParams(_Section):
     """Runner settings (not injected into notebooks)."""
 
-    cell_timeout_s: int = Field(600, ge=1)
-    timeout_s: int = Field(3600, ge=1)  # the whole run, from its start: kernels stopped past it
+    cell_timeout_s: int = Field(600, ge=1, description="Seconds one cell may run.")
+    timeout_s: int = Field(  # the whole run, from its start: kernels stopped past it
+        3600,
+        ge=1,
+        description="Seconds the whole run may take, from its start; past it the kernels are stopped.",
+    )
 
 
 class DriftParams(_Section):
@@ -164,11 +207,15 @@ class DriftParams(_Section):
     tested (Bonferroni), so `alpha` bounds the false-alarm rate of the whole check.
     """
 
-    alpha: float = Field(0.05, gt=0.0, lt=1.0)
-    min_rows: int = Field(30, ge=5)  # fewer values than this in a column: not tested
+    alpha: float = Field(0.05, gt=0.0, lt=1.0, description="False-alarm rate of the whole check.")
+    min_rows: int = Field(  # fewer values than this in a column: not tested
+        30, ge=5, description="A column with fewer values than this is not tested."
+    )
 
 
 class Params(_Section):
+    """A params file: `params/*.yaml`."""
+
     data: DataParams
     split: SplitParams = SplitParams()
     model: ModelParams
@@ -177,7 +224,9 @@ class Params(_Section):
     eda: EdaParams = EdaParams()
     run: RunParams = RunParams()
     drift: DriftParams = DriftParams()
-    promote: bool = True
+    promote: bool = Field(
+        True, description="`false` evaluates and reports but moves no alias (pull requests)."
+    )
 
     def notebook_parameters(self) -> dict[str, Any]:
         """Flatten to `section_key` names, as declared in the notebooks' parameters cells."""
@@ -191,6 +240,18 @@ class Params(_Section):
             else:
                 flat[section] = value
         return flat
+
+
+def params_json_schema() -> dict[str, Any]:
+    """The JSON schema of a params file, from `Params`: what `params/params.schema.json` holds,
+    so editors check params files as they are typed. Checks across keys (a column listed twice, a
+    range for an undeclared column) run only when a file is loaded."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **Params.model_json_schema()}
+
+
+def params_schema_text() -> str:
+    """`params_json_schema()` as the text committed in `params/params.schema.json`."""
+    return json.dumps(params_json_schema(), indent=2, ensure_ascii=False) + "\n"
 
 
 def _dotted(loc) -> str:

@@ -7,6 +7,7 @@ PORT ?= 8866
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+NBOPS := $(VENV)/bin/nbops
 UV_VERSION := 0.13.9
 # uv from PATH when present, else bootstrapped once into .tools/ (PyPI only, no other download).
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
@@ -29,31 +30,35 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml | $(UV)
 	$(UV) pip install --quiet --python $(PY) --compile-bytecode -r requirements.txt -r requirements-dev.txt
 	$(UV) pip install --quiet --python $(PY) --no-deps -e .
 	@# PYTHONDONTWRITEBYTECODE (below) keeps runs from writing .pyc; compile the package once here so
-	@# each `python -m nbops` does not recompile it from source (~40 ms of a 0.5 s no-op rerun)
+	@# each `nbops` run does not recompile it from source (~40 ms of a 0.5 s no-op rerun)
 	$(PY) -m compileall -q src
 	@if [ -d .git ]; then $(VENV)/bin/nbstripout --install --attributes .gitattributes; fi
 	@touch $@
 
 setup: $(VENV)/.installed ## create .venv with uv from the exact pins (idempotent)
 
-lock: | $(UV) ## recompile requirements*.txt from requirements*.in (exact pins)
-	$(UV) pip compile --quiet requirements.in -o requirements.txt --python-version 3.11
-	$(UV) pip compile --quiet requirements-dev.in -o requirements-dev.txt --python-version 3.11
+# One lock for Linux, macOS and Windows (--universal), every file hashed; one version of each
+# package across the Pythons it allows (--fork-strategy fewest), so a pin names one version.
+LOCK_FLAGS := --universal --generate-hashes --fork-strategy fewest --python-version 3.11
+
+lock: | $(UV) ## recompile requirements*.txt from requirements*.in (exact pins, hashes, every OS)
+	$(UV) pip compile --quiet requirements.in -o requirements.txt $(LOCK_FLAGS)
+	$(UV) pip compile --quiet requirements-dev.in -o requirements-dev.txt $(LOCK_FLAGS)
 
 pipeline: setup ## run the notebooks headless: validate, EDA, train, evaluate, gate, reports (PARAMS=...)
-	$(PY) -m nbops run --params $(PARAMS) $(ARGS)
+	$(NBOPS) run --params $(PARAMS) $(ARGS)
 
 eda: setup ## run only the EDA notebook
-	$(PY) -m nbops run --params $(PARAMS) --only 01_eda $(ARGS)
+	$(NBOPS) run --params $(PARAMS) --only 01_eda $(ARGS)
 
 train: setup ## run only the train notebook
-	$(PY) -m nbops run --params $(PARAMS) --only 02_train $(ARGS)
+	$(NBOPS) run --params $(PARAMS) --only 02_train $(ARGS)
 
 evaluate: setup ## run the evaluate notebook (and train, if it is not current)
-	$(PY) -m nbops run --params $(PARAMS) --only 03_evaluate $(ARGS)
+	$(NBOPS) run --params $(PARAMS) --only 03_evaluate $(ARGS)
 
 report: setup ## re-render reports/ from the last executed notebooks
-	$(PY) -m nbops report --params $(PARAMS)
+	$(NBOPS) report --params $(PARAMS)
 
 test: setup ## all tests: unit, data, model, notebooks (nbval), end to end
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -74,19 +79,16 @@ format: setup ## ruff format and autofix
 LAB_PORT ?= $(if $(filter command line,$(origin PORT)),$(PORT),8888)
 
 lab: setup ## JupyterLab on 127.0.0.1:LAB_PORT, PARAMS' values injected into each notebook; hand runs write build/lab/
-	NBOPS_ROOT=$(CURDIR) NBOPS_PARAMS=$(abspath $(PARAMS)) $(VENV)/bin/jupyter lab --no-browser \
-	  --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) --ServerApp.port_retries=0 \
-	  --ServerApp.root_dir=$(CURDIR) --ServerApp.contents_manager_class=nbops.lab.ParamsContentsManager \
-	  --LabApp.default_url=/lab/tree/notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+	$(NBOPS) lab --params $(PARAMS) --port $(LAB_PORT)
 
 mlflow-ui: setup ## MLflow UI on 127.0.0.1:5000 for the local store
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
 
 rollback: setup ## move `champion` back to the previous champion version
-	$(PY) -m nbops rollback --params $(PARAMS)
+	$(NBOPS) rollback --params $(PARAMS)
 
 champion: setup ## print the champion version
-	$(PY) -m nbops champion --params $(PARAMS)
+	$(NBOPS) champion --params $(PARAMS)
 
 clean: ## remove build products, reports and caches (keeps the MLflow store and .venv)
 	rm -rf build .pytest_cache .ruff_cache
@@ -109,7 +111,7 @@ dashboard: setup ## the Voila dashboard of the champion on 127.0.0.1:PORT (defau
 	  --Voila.config_file_paths=$(VOILA_CONFIG) --Voila.ip=127.0.0.1 --port=$(PORT) --no-browser
 
 space: setup ## assemble the Hugging Face Space folder space/ with the exported champion
-	$(PY) -m nbops.space build --params $(PARAMS) --out $(SPACE_DIR)
+	$(NBOPS) space build --params $(PARAMS) --out $(SPACE_DIR)
 
 # The Space's own environment, as its Dockerfile builds it: only the folder's requirements.txt,
 # installed without dependencies, so a package missing from the slim pins fails here, not on the Space.
@@ -139,13 +141,13 @@ ci-pipeline: setup ## the pipeline on CI_PARAMS (default params/default.yaml) wi
 	@case "$(PROMOTE)" in true|false) ;; *) echo "error: PROMOTE must be true or false, got '$(PROMOTE)'" >&2; exit 2;; esac
 	@mkdir -p $(dir $(CI_PARAMS_OUT))
 	@{ grep -v '^promote:' $(CI_PARAMS); echo "promote: $(PROMOTE)"; } > $(CI_PARAMS_OUT)
-	$(PY) -m nbops run --params $(CI_PARAMS_OUT) $(ARGS)
+	$(NBOPS) run --params $(CI_PARAMS_OUT) $(ARGS)
 
 drift: setup ## drift check of the data vs the champion's training data -> reports/drift.html (ARGS=--retrain|--force)
-	$(PY) -m nbops drift --params $(PARAMS) $(ARGS)
+	$(NBOPS) drift --params $(PARAMS) $(ARGS)
 
 deploy: setup ## upload space/ to the Hugging Face Space HF_SPACE_ID, wait until it serves the champion (HF_TOKEN)
-	$(PY) -m nbops.deploy --params $(PARAMS) --space-dir $(SPACE_DIR) --space-id "$(HF_SPACE_ID)"
+	$(NBOPS) deploy --params $(PARAMS) --space-dir $(SPACE_DIR) --space-id "$(HF_SPACE_ID)"
 
 # ---------------------------------------------------------------- benchmarks (docs/benchmarks.md)
 # BENCH_ROUNDS=N rounds (default 5), BENCH_QUICK=1 for 3 rounds and scale up to 1e5 rows,
@@ -167,7 +169,7 @@ SWEEP ?= params/sweeps/trees.yaml
 .PHONY: sweep team-server-test
 
 sweep: setup ## parameter sweep SWEEP=params/sweeps/<name>.yaml (SCHEDULER=tcp://host:8786 for Dask, WORKERS=N local)
-	$(PY) -m nbops sweep --sweep $(SWEEP) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(if $(WORKERS),--workers $(WORKERS)) $(ARGS)
+	$(NBOPS) sweep --sweep $(SWEEP) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(if $(WORKERS),--workers $(WORKERS)) $(ARGS)
 
 team-server-test: setup ## the pipeline and sweeps against a PostgreSQL-backed mlflow server on 127.0.0.1
 	$(PY) -m pytest tests/team $(PYTEST_ARGS)
@@ -180,4 +182,4 @@ docs: setup ## the docs site into site/ (params reference and make targets rende
 	@echo "docs: $(CURDIR)/site/index.html"
 
 params-schema: setup ## write params/params.schema.json, the JSON schema editors check params files with
-	$(PY) -c 'import pathlib, nbops.params as p; pathlib.Path("params/params.schema.json").write_text(p.params_schema_text(), encoding="utf-8")'
+	$(NBOPS) params-schema --out params/params.schema.json

@@ -146,8 +146,8 @@ def build_comment(
     return cap_markdown(body, limit - len(footer), link=run_url) + footer
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nbops.comment", description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The comment options (also `nbops comment`)."""
     parser.add_argument("--summary", required=True, help="summary.md from the CI run's artifact")
     parser.add_argument("--pr-number-file", required=True, help="file holding the PR number")
     parser.add_argument("--out", required=True, help="where to write the comment body")
@@ -158,7 +158,16 @@ def main(argv: list[str] | None = None) -> int:
         "with GITHUB_SERVER_URL and GITHUB_REPOSITORY)",
     )
     parser.add_argument("--commit", help="the commit CI ran on")
-    args = parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nbops.comment", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the comment body and print the PR number, as parsed by add_arguments; the exit code."""
     try:
         run_url = args.run_url or run_url_from_env(args.run_id)
         try:

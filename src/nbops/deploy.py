@@ -376,12 +376,14 @@ def deploy(
     return Deployment(space_id, champion, commit_url, url, seconds, local, revision)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nbops.deploy", description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The deploy options (also `nbops deploy`)."""
     parser.add_argument("--params", default="params/default.yaml", help="params file (names the model)")
-    parser.add_argument("--root", default=".")
+    parser.add_argument("--root", default=".", help="project folder (its registry holds the champion)")
     parser.add_argument("--space-dir", default="space", help="the folder `make space` built")
-    parser.add_argument("--space-id", default=os.environ.get("HF_SPACE_ID", ""), help="owner/name")
+    parser.add_argument(
+        "--space-id", default=os.environ.get("HF_SPACE_ID", ""), help="owner/name (default: env HF_SPACE_ID)"
+    )
     parser.add_argument(
         "--version-path",
         default=os.environ.get("HF_SPACE_VERSION_PATH") or "/",
@@ -391,7 +393,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the Space")
     parser.add_argument("--interval", type=float, default=15.0, help="seconds between checks")
     parser.add_argument("--no-wait", action="store_true", help="upload only")
-    args = parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nbops.deploy", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Upload and wait, as parsed by add_arguments; the exit code."""
     try:
         from nbops import tracking
         from nbops.params import load_params

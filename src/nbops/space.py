@@ -317,21 +317,30 @@ def serve(folder: Path, host: str, port: int) -> None:
     os.execve(cmd[0], cmd, {**os.environ, **app_env})
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nbops.space", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`build` and `serve` with their options (also `nbops space`)."""
+    sub = parser.add_subparsers(dest="space_command", metavar="{build,serve}", required=True)
     build = sub.add_parser("build", help="assemble the Space folder with the exported champion")
-    build.add_argument("--params", default="params/default.yaml")
-    build.add_argument("--root", default=".")
-    build.add_argument("--out", default="space")
+    build.add_argument("--params", default="params/default.yaml", help="params file (names the model)")
+    build.add_argument("--root", default=".", help="project folder (its registry holds the champion)")
+    build.add_argument("--out", default="space", help="the Space folder to write (default space/)")
     build.add_argument("--license", default="mit", help="license id for the Space README front matter")
     run = sub.add_parser("serve", help="run the folder's Dockerfile CMD locally")
-    run.add_argument("folder", nargs="?", default="space")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=SPACE_PORT)
-    args = parser.parse_args(argv)
+    run.add_argument("folder", nargs="?", default="space", help="the Space folder (default space/)")
+    run.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=SPACE_PORT, help=f"port (default {SPACE_PORT})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nbops.space", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """`build` or `serve` as parsed by add_arguments; the exit code."""
     try:
-        if args.command == "build":
+        if args.space_command == "build":
             root = Path(args.root).resolve()
             params = Path(args.params)
             card = build_space(

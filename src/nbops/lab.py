@@ -90,6 +90,14 @@ def ensure_lab_table(plan) -> None:
     write_json(stamp, {"key": plan.keys[VALIDATE]})
 
 
+def kernel_language_info() -> dict:
+    """The language_info the project's python3 kernel reports, which Lab writes into a notebook
+    as soon as its kernel starts: served with the notebook, so opening a tab leaves it unmodified."""
+    from ipykernel.ipkernel import IPythonKernel
+
+    return dict(IPythonKernel.language_info)
+
+
 def injected_source(values: dict) -> str:
     from papermill.translators import translate_parameters
 
@@ -146,6 +154,10 @@ class ParamsContentsManager(AsyncLargeFileManager):
 
     async def get(self, path, content=True, type=None, format=None, **kwargs):
         model = await super().get(path, content=content, type=type, format=format, **kwargs)
+        if content and model.get("type") == "notebook" and self._in_project(path):
+            metadata = model["content"].metadata
+            if metadata.get("kernelspec", {}).get("name") == KERNELSPEC["name"]:
+                metadata["language_info"] = kernel_language_info()  # save restores the committed one
         step = self._step(path)
         if not (content and model.get("type") == "notebook" and step):
             return model

@@ -259,6 +259,8 @@ def lab_command(root: Path, params: Path, port: int, as_root: bool) -> tuple[lis
         f"--ServerApp.root_dir={root}",
         "--ServerApp.contents_manager_class=nbops.lab.ParamsContentsManager",
         "--LabApp.default_url=/lab/tree/notebooks",
+        # CurveZMQ between the server and its kernels, as the runner's and Voila's kernels have
+        "--KernelManager.transport_encryption=auto",
     ]
     if as_root:
         argv.append("--allow-root")

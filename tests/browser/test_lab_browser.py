@@ -66,6 +66,7 @@ def test_run_all_in_lab_uses_the_params_and_saving_leaves_the_file_as_committed(
         raise
     finally:
         page.close()
+    assert "without encryption" not in lab.output()  # the kernel Lab started has CurveZMQ keys
     saved = (project / "notebooks" / "02_train.ipynb").read_bytes()
     nb = json.loads(saved)
     assert not [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]

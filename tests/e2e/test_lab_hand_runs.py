@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser.penguins import CATEGORICAL, NUMERIC, TARGET, penguins_table
-from tests.conftest import nbops, run_coroutine, write_params
+from tests.conftest import REPO, nbops, run_coroutine, write_params
 
 HAND_STEPS = ("01_eda", "02_train", "03_evaluate")
 
@@ -32,6 +32,23 @@ def penguins_params(root: Path) -> Path:
         raw["gate"] = {"min_macro_f1": 0.5, "min_accuracy": 0.5, "tolerance": 0.0}
 
     return write_params(root, "penguins", edit)
+
+
+def commit_project(root: Path):
+    """The project as a git repository with the repo's .gitignore, everything committed."""
+    import shutil
+    import subprocess
+
+    shutil.copy(REPO / ".gitignore", root / ".gitignore")
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True)
+        return done.stdout
+
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@127.0.0.1", "commit", "-qm", "project")
+    return git
 
 
 def build_digest(root: Path) -> dict[str, str]:
@@ -102,10 +119,12 @@ def test_hand_runs_leave_the_pipeline_and_registry_alone(project, monkeypatch, w
     assert first.returncode == 0, first.stdout + first.stderr
     before_build, before_registry = build_digest(project), registry_state(project)
     assert before_registry  # the pipeline registered a version
+    git = commit_project(project)
 
     executed = {step: run_as_in_lab(project, params_file, step, monkeypatch) for step in HAND_STEPS}
 
     assert registry_state(project) == before_registry  # no new version, aliases unchanged
+    assert git("status", "--porcelain") == ""  # nothing of the hand runs shows in git
     assert build_digest(project) == before_build  # the pipeline's products, byte for byte
     assert (project / "build" / "lab" / "02_train" / "model.json").is_file()
     assert (project / "build" / "lab" / "03_evaluate" / "metrics.json").is_file()
@@ -115,6 +134,13 @@ def test_hand_runs_leave_the_pipeline_and_registry_alone(project, monkeypatch, w
     assert not leftovers - {".ipynb_checkpoints"}, leftovers  # no mlflow.db, artifacts/, locks
     [run] = lab_runs(project)  # the hand-trained run, tagged, in the project's store
     assert run.data.tags["nbops.source"] == "lab"
+    again = nbops(project, "run", "--params", str(params_file.relative_to(project)))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "started" not in again.stdout, again.stdout  # a true no-op: every step skipped
+    for step in HAND_STEPS:
+        assert f"- {step:<12}  skipped (unchanged)" in again.stdout, again.stdout
+    [(model, (_, aliases))] = registry_state(project).items()
+    assert f"champion: {model} v{aliases['champion']} (registry)" in again.stdout, again.stdout
     for step, nb in executed.items():  # what the person reads: no progress bars, no "vNone"
         shown = text_outputs(nb)
         assert "Downloading artifacts" not in shown and "vNone" not in shown, (step, shown[-2000:])

@@ -104,7 +104,7 @@ SPACE_DIR ?= space
 SPACE_PORT ?= 7860
 VOILA_CONFIG := deploy/voila
 
-.PHONY: dashboard space space-serve
+.PHONY: dashboard space space-serve space-base space-image space-run space-stop
 
 dashboard: setup ## the Voila dashboard of the champion on 127.0.0.1:PORT (default 8866; PARAMS names the model)
 	NBOPS_PARAMS=$(abspath $(PARAMS)) NBOPS_ROOT=$(CURDIR) $(VENV)/bin/voila notebooks/dashboard.ipynb \
@@ -122,6 +122,23 @@ space-serve: | $(UV) ## serve space/ as its Dockerfile does: its slim pins alone
 	@test -x $(SPACE_VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(SPACE_VENV)
 	$(UV) pip sync --quiet --compile-bytecode --python $(SPACE_VENV)/bin/python $(SPACE_DIR)/requirements.txt
 	cd $(SPACE_DIR) && PYTHONPATH=src $(abspath $(SPACE_VENV))/bin/python -m nbops.space serve . --host $(HOST) --port $(SPACE_PORT)
+
+# The Space image (nbops.container): docker when its daemon answers, else podman (runc, no default
+# ulimits; CONTAINER_ENGINE=docker|podman forces one); the base is the registry's python:3.11-slim,
+# or a Debian stand-in built once in .cache/containers/.
+CONTAINER = $(PY) -m nbops.container $(if $(CONTAINER_ENGINE),--engine $(CONTAINER_ENGINE))
+
+space-base: setup ## the image's base: the registry's python:3.11-slim, else a Debian stand-in (built once, .cache/containers/)
+	$(CONTAINER) base
+
+space-image: setup ## build space/'s Dockerfile with docker or podman, tagged <model>:v<version>
+	$(CONTAINER) build $(SPACE_DIR)
+
+space-run: setup ## run the space image detached on HOST:SPACE_PORT (127.0.0.1:7860); `make space-stop` stops it
+	$(CONTAINER) run $(SPACE_DIR) --host $(HOST) --port $(SPACE_PORT)
+
+space-stop: setup ## stop and remove the container `make space-run` started (by its recorded id)
+	$(CONTAINER) stop
 
 # ---------------------------------------------------------------- CI/CD (.github/workflows/)
 # `make ci` runs the targets ci.yml runs, in the same order, so a CI failure reproduces here.
@@ -146,12 +163,16 @@ ci-pipeline: setup ## the pipeline on CI_PARAMS (default params/default.yaml) wi
 drift: setup ## drift check of the data vs the champion's training data -> reports/drift.html (ARGS=--retrain|--force)
 	$(NBOPS) drift --params $(PARAMS) $(ARGS)
 
-deploy: setup ## upload space/ to the Hugging Face Space HF_SPACE_ID, wait until it serves the champion (HF_TOKEN)
-	$(NBOPS) deploy --params $(PARAMS) --space-dir $(SPACE_DIR) --space-id "$(HF_SPACE_ID)"
+# `make deploy --dry-run` (make's own -n, so the `+` line still runs) or DRY_RUN=1: the files it would
+# upload and the commit message, with no token and no request to the Hub
+DEPLOY_DRY := $(or $(DRY_RUN),$(findstring n,$(firstword $(filter-out -% %=%,$(MAKEFLAGS)))))
+
+deploy: setup ## upload space/ to the Hugging Face Space HF_SPACE_ID, wait until it serves the champion (HF_TOKEN); --dry-run lists the files
+	+$(NBOPS) deploy --params $(PARAMS) --space-dir $(SPACE_DIR) --space-id "$(HF_SPACE_ID)" $(if $(DEPLOY_DRY),--dry-run)
 
 # ---------------------------------------------------------------- benchmarks (docs/benchmarks.md)
 # BENCH_ROUNDS=N rounds (default 5), BENCH_QUICK=1 for 3 rounds and scale up to 1e5 rows,
-# BENCH_ONLY="pipeline scale dashboard setup sweep" to measure some parts (others kept in results.json).
+# BENCH_ONLY="pipeline scale dashboard setup sweep bounds image" to measure some parts (others kept in results.json).
 .PHONY: bench bench-profile
 
 bench: setup ## measure speed (medians of interleaved rounds) -> benchmarks/results.json + the tables in docs/benchmarks.md

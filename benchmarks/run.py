@@ -2,7 +2,7 @@
 
     python -m benchmarks.run              # everything (BENCH_ROUNDS=N to change the rounds)
     BENCH_QUICK=1 python -m benchmarks.run  # 3 rounds, scale up to 1e5 rows, for iterating
-    python -m benchmarks.run --only pipeline scale   # some parts: pipeline scale dashboard setup sweep bounds
+    python -m benchmarks.run --only pipeline scale  # parts: pipeline scale dashboard setup sweep bounds image
 
 Each round builds fresh temp projects (notebooks/ and params/ copied from the repo, data
 generated and MLflow store initialised before the clock starts) and runs the variants in a
@@ -37,7 +37,7 @@ from benchmarks.project import (
 
 PARAMS = "params/default.yaml"
 STEPS = ("01_eda", "02_train", "03_evaluate")
-PARTS = ("pipeline", "scale", "dashboard", "setup", "sweep", "bounds")
+PARTS = ("pipeline", "scale", "dashboard", "setup", "sweep", "bounds", "image", "lab")
 
 
 def say(msg: str) -> None:
@@ -288,6 +288,7 @@ NOTE_PREFIXES = {
     "setup": ("setup_cold_s",),
     "sweep": ("sweep:",),
     "dashboard": ("dashboard memory:",),
+    "image": ("image:",),
 }
 
 
@@ -320,6 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.bench_bounds import BOUNDS_KEYS
 
     samples.update({k: [] for k in BOUNDS_KEYS})
+    from benchmarks.bench_image import IMAGE_KEYS
+
+    samples.update({k: [] for k in IMAGE_KEYS})
+    from benchmarks.bench_lab import LAB_KEYS
+
+    samples.update({k: [] for k in LAB_KEYS})
     notes: list[str] = []
     if quick:
         notes.append(f"BENCH_QUICK: {rounds} rounds, scale up to {sizes[-1]:,} rows")
@@ -330,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         if "pipeline" in parts:
             say(f"pipeline: {rounds} rounds of floor / naive / cold + noop + one-param")
             champion_project = bench_pipeline(rounds, work, samples, notes)
-        elif "dashboard" in parts:  # a champion to serve: one pipeline run, not timed
+        elif "dashboard" in parts or "image" in parts:  # a champion to serve: one pipeline run, not timed
             champion_project = make_project(work / "dashboard-project")
             init_project(champion_project)
             run_pipeline(champion_project)
@@ -341,6 +348,16 @@ def main(argv: list[str] | None = None) -> int:
             bench_dashboard(champion_project, rounds, samples, work)
             say("dashboard: memory with 1, 10 and 50 anonymous page views")
             notes.append(bench_dashboard_memory(champion_project, samples, work))
+        if "image" in parts:
+            from benchmarks.bench_image import bench_image
+
+            say(f"image: size, and {rounds} rounds of cold starts (container and make space-serve)")
+            notes.append(bench_image(champion_project, rounds, samples, work))
+        if "lab" in parts:
+            from benchmarks.bench_lab import bench_lab
+
+            say(f"lab: {rounds} rounds of nbops lab start, Run All of 02_train in Lab, the step headless")
+            bench_lab(rounds, work, samples)
         if "scale" in parts:
             say(f"scale: {rounds} rounds over {', '.join(f'{n:,}' for n in sizes)} rows")
             scale = bench_scale(rounds, sizes, work)

@@ -188,6 +188,33 @@ def served_content_hash(api, space_id: str, revision: str | None) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def commit_message(model_name: str, champion: str, commit: str = "") -> str:
+    return f"Deploy {model_name} v{champion} (champion)" + (f" from {commit[:12]}" if commit else "")
+
+
+def upload_files(space_dir: Path) -> list[str]:
+    """The paths `upload_space` sends: huggingface_hub's own filter over the folder's files."""
+    from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
+
+    files = sorted(p.relative_to(space_dir).as_posix() for p in space_dir.glob("**/*") if p.is_file())
+    return list(filter_repo_objects(files, ignore_patterns=[*UPLOAD_IGNORED, *DEFAULT_IGNORE_PATTERNS]))
+
+
+def dry_run(
+    space_dir: Path, space_id: str, model_name: str, champion: str, commit: str = "", say=print
+) -> list[str]:
+    """What a deploy would upload and its commit message; no token, no request to the Hub."""
+    check_space_folder(space_dir, model_name, champion)
+    files = upload_files(space_dir)
+    target = f"Space {space_id}" if space_id else "the Space (HF_SPACE_ID not set)"
+    say(f"dry run: would upload {len(files)} files from {space_dir} to {target}:")
+    for rel in files:
+        say(f"  {rel}")
+    say(f"commit message: {commit_message(model_name, champion, commit)}")
+    say(f"(no commit if the Space's {MARKER} already names content {content_hash(space_dir)[:12]})")
+    return files
+
+
 def upload_space(
     space_dir: Path, space_id: str, token: str, message: str, api=None
 ) -> tuple[str | None, str | None]:
@@ -354,7 +381,7 @@ def deploy(
         say(f"Space {space_id} already holds this folder (content {local[:12]}): no commit")
         commit_url, revision = None, head
     else:
-        message = f"Deploy {model_name} v{champion} (champion)" + (f" from {commit[:12]}" if commit else "")
+        message = commit_message(model_name, champion, commit)
         say(f"uploading {space_dir} (content {local[:12]}) to Space {space_id}: {message}")
         commit_url, revision = upload_space(space_dir, space_id, token, message, api)
     url = f"{space_url(space_id)}/{version_path.lstrip('/')}"
@@ -393,6 +420,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the Space")
     parser.add_argument("--interval", type=float, default=15.0, help="seconds between checks")
     parser.add_argument("--no-wait", action="store_true", help="upload only")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the files it would upload and the commit message; no token",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -409,11 +441,17 @@ def run(args: argparse.Namespace) -> int:
 
         root = Path(args.root).resolve()
         params = load_params(Path(args.params) if Path(args.params).is_absolute() else root / args.params)
-        validate_space_id(args.space_id)
+        dry = getattr(args, "dry_run", False)
+        if args.space_id or not dry:
+            validate_space_id(args.space_id)
         tracking.configure_tracking(root)
         name = params.registry.model_name
         champion = resolve_champion(name)
         space_dir = Path(args.space_dir) if Path(args.space_dir).is_absolute() else root / args.space_dir
+        commit = os.environ.get("HEAD_SHA") or os.environ.get("GITHUB_SHA", "")
+        if dry:
+            dry_run(space_dir, args.space_id, name, champion, commit)
+            return 0
         done = deploy(
             space_dir,
             args.space_id,
@@ -421,7 +459,7 @@ def run(args: argparse.Namespace) -> int:
             champion,
             os.environ.get(TOKEN_ENV, ""),
             # under workflow_run, GITHUB_SHA is main's head, not the commit the run tested
-            commit=os.environ.get("HEAD_SHA") or os.environ.get("GITHUB_SHA", ""),
+            commit=commit,
             version_path=args.version_path,
             wait=not args.no_wait,
             timeout_s=args.timeout,

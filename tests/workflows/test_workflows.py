@@ -401,3 +401,20 @@ def test_pull_requests_run_the_pipeline_with_promote_false():
     assert doc["jobs"]["pipeline-pr"]["env"]["PROMOTE"] == "false"
     assert doc["jobs"]["pipeline-pr"]["if"] == "github.event_name == 'pull_request'"
     assert doc["jobs"]["pipeline-main"]["needs"] == "check"
+
+
+def test_ci_builds_and_tests_the_space_image_with_docker():
+    """The container tests run in a job of their own once docker answers (they pick docker then, and
+    tests/container checks they did on GitHub), and the check job leaves out exactly those: every
+    test runs in one job or the other."""
+    doc = load(REPO / ".github" / "workflows" / "ci.yml")
+    job = doc["jobs"]["space-image"]
+    assert job["permissions"] == {"contents": "read"} and job["timeout-minutes"] <= 30
+    runs = [step.get("run", "") for step in job["steps"]]
+    assert any(run.startswith("docker info") for run in runs), "the job checks docker answers"
+    (test,) = [step for step in job["steps"] if step.get("run", "").startswith("make test")]
+    assert test["run"] == "make test PYTEST_ARGS='-m container'"
+    assert runs.index("make setup") < runs.index(test["run"])
+    assert any("/usr/bin/chromium" in run for run in runs)
+    (check,) = [s for s in doc["jobs"]["check"]["steps"] if s.get("run", "").startswith("make test")]
+    assert check["run"] == "make test PYTEST_ARGS='-m \"not container\"'"

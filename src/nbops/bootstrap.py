@@ -46,12 +46,16 @@ class PairedInterval:
         return asdict(self)
 
     def describe(self) -> str:
-        """`macro_f1 +0.050 (95% interval -0.02 to +0.15) on 40 held-out rows`"""
-        d = self.delta
-        return (
-            f"{self.metric} {d.value:+.3f} ({self.confidence:.0%} interval {d.low:+.2f} to {d.high:+.2f}) "
-            f"on {self.rows} held-out rows"
-        )
+        return describe(self.to_dict())
+
+
+def describe(interval: dict) -> str:
+    """`macro_f1 +0.050 (95% interval -0.02 to +0.15) on 40 held-out rows`, from to_dict()'s record."""
+    d = interval["delta"]
+    return (
+        f"{interval['metric']} {d['value']:+.3f} ({interval['confidence']:.0%} interval "
+        f"{d['low']:+.2f} to {d['high']:+.2f}) on {interval['rows']} held-out rows"
+    )
 
 
 def scores_from_confusion(conf: np.ndarray) -> dict[str, np.ndarray]:

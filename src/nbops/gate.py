@@ -5,7 +5,10 @@ Rules (both models scored on the same held-out rows):
 2. the challenger must meet the floors `gate.min_macro_f1` and `gate.min_accuracy`;
 3. no champion yet -> promote;
 4. neither metric may fall more than `gate.tolerance` below the champion's;
-5. macro-F1 must be strictly higher than the champion's: a tie keeps the champion.
+5. macro-F1 must be higher than the champion's beyond noise: with the paired interval of
+   Δ macro-F1 (nbops.bootstrap, both models on the same rows), its lower end must be above
+   `gate.min_improvement`; without one (`gate.paired: false`), strictly higher. A tie keeps
+   the champion.
 `promote: false` (pull requests) decides and reports but never moves an alias.
 """
 
@@ -26,6 +29,7 @@ class Decision:
     deltas: dict[str, float] = field(default_factory=dict)
     challenger_version: str | None = None
     champion_version: str | None = None
+    interval: dict | None = None  # nbops.bootstrap.PairedInterval.to_dict() when compared paired
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,8 +58,11 @@ def decide_promotion(
     allow_promotion: bool = True,
     challenger_version=None,
     champion_version=None,
+    interval: dict | None = None,
+    min_improvement: float = 0.0,
 ) -> Decision:
-    """Pure decision from two metric dicts; `champion=None` means there is no champion yet."""
+    """Pure decision from two metric dicts; `champion=None` means there is no champion yet.
+    `interval`: the paired bootstrap record of Δ (challenger − champion) of the primary metric."""
     versions = {"challenger_version": challenger_version, "champion_version": champion_version}
     reasons: list[str] = []
     values = {m: _value(challenger, m) for m in GATED_METRICS}
@@ -95,13 +102,29 @@ def decide_promotion(
             promote = False
             word = "ties" if deltas[PRIMARY_METRIC] == 0 else "is below"
             reasons.append(f"{PRIMARY_METRIC} {word} the champion's ({champ[PRIMARY_METRIC]:.4f})")
+        elif promote and interval is not None:
+            promote, reason = _beyond_noise(interval, min_improvement)
+            reasons.append(reason)
         elif promote:
             reasons.append(
                 f"{PRIMARY_METRIC} improves by {deltas[PRIMARY_METRIC]:.4f} "
                 f"over the champion's {champ[PRIMARY_METRIC]:.4f}"
             )
 
+    extra = {"interval": interval if champion is not None else None}
     if promote and not allow_promotion:
         reasons.append("promotion disabled (promote: false): no alias moved")
-        return Decision(False, "not promoted (promote: false)", reasons, deltas, **versions)
-    return Decision(promote, "promote" if promote else "keep champion", reasons, deltas, **versions)
+        return Decision(False, "not promoted (promote: false)", reasons, deltas, **versions, **extra)
+    return Decision(promote, "promote" if promote else "keep champion", reasons, deltas, **versions, **extra)
+
+
+def _beyond_noise(interval: dict, min_improvement: float) -> tuple[bool, str]:
+    """Whether the interval's lower end clears `min_improvement`, said as a reviewer reads it."""
+    from nbops.bootstrap import describe
+
+    low = interval["delta"]["low"]
+    if not math.isfinite(low) or low <= min_improvement:
+        bar = "noise" if min_improvement == 0 else f"the minimum improvement {min_improvement:+.3f}"
+        return False, f"{describe(interval)} is within {bar}"
+    above = "zero" if min_improvement == 0 else f"the minimum improvement {min_improvement:+.3f}"
+    return True, f"{describe(interval)}: its lower end is above {above}"

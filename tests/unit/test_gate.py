@@ -76,3 +76,97 @@ def test_challenger_that_is_already_champion_is_not_repromoted():
     d = decide_promotion(m(0.95, 0.95), m(0.95, 0.95), **FLOORS, challenger_version="4", champion_version="4")
     assert not d.promote
     assert "challenger is already the champion" in d.reasons
+
+
+def interval(value, low, high, rows=40):
+    return {
+        "metric": "macro_f1",
+        "rows": rows,
+        "resamples": 2000,
+        "confidence": 0.95,
+        "seed": 42,
+        "delta": {"value": value, "low": low, "high": high},
+    }
+
+
+def paired(challenger, champion, iv, **kw):
+    return decide_promotion(
+        challenger, champion, **FLOORS, challenger_version="3", champion_version="2", interval=iv, **kw
+    )
+
+
+def test_paired_a_gain_within_noise_keeps_the_champion_and_says_so():
+    d = paired(m(0.95, 0.95), m(0.90, 0.94), interval(0.05, -0.02, 0.15))
+    assert not d.promote and d.verdict == "keep champion"
+    assert (
+        d.reasons[-1] == "macro_f1 +0.050 (95% interval -0.02 to +0.15) on 40 held-out rows is within noise"
+    )
+    assert d.to_dict()["interval"]["delta"]["low"] == -0.02
+
+
+def test_paired_a_gain_beyond_noise_promotes():
+    d = paired(m(0.94, 0.95), m(0.33, 0.50), interval(0.61, 0.40, 0.69))
+    assert d.promote and d.verdict == "promote"
+    assert d.reasons[-1] == (
+        "macro_f1 +0.610 (95% interval +0.40 to +0.69) on 40 held-out rows: its lower end is above zero"
+    )
+
+
+@pytest.mark.parametrize(
+    ("low", "min_improvement", "promote", "reason_end"),
+    [
+        (0.0, 0.0, False, "is within noise"),  # a lower end of exactly zero is not above it
+        (0.01, 0.02, False, "is within the minimum improvement +0.020"),
+        (0.03, 0.02, True, "its lower end is above the minimum improvement +0.020"),
+        (math.nan, 0.0, False, "is within noise"),
+    ],
+)
+def test_paired_the_lower_end_must_clear_the_minimum_improvement(low, min_improvement, promote, reason_end):
+    d = paired(m(0.95, 0.95), m(0.90, 0.94), interval(0.05, low, 0.1), min_improvement=min_improvement)
+    assert d.promote is promote
+    assert d.reasons[-1].endswith(reason_end)
+
+
+def test_paired_a_regression_beyond_tolerance_keeps_the_champion_whatever_the_interval():
+    d = paired(m(0.95, 0.85), m(0.90, 0.90), interval(0.05, 0.02, 0.1))
+    assert not d.promote
+    assert any("accuracy regresses by 0.0500" in r for r in d.reasons)
+
+
+def test_paired_no_champion_needs_no_interval():
+    d = decide_promotion(m(0.9, 0.9), None, **FLOORS, interval=None)
+    assert d.promote and d.interval is None
+
+
+def test_paired_the_drug_holdout_case_one_row_kept_eleven_rows_promoted():
+    """40 held-out rows over five classes: a challenger right on one more row than the champion
+    is within noise; right on eleven more is progress."""
+    import numpy as np
+
+    from nbops.bootstrap import paired_interval
+
+    labels = ["drugA", "drugB", "drugC", "drugX", "drugY"]
+    y = np.array([labels[i % 5] for i in range(40)], dtype=object)
+
+    def champion_wrong_on(rows):
+        pred = y.copy()
+        for i in rows:
+            pred[i] = labels[(labels.index(y[i]) + 1) % 5]
+        return pred
+
+    for rows, promote in (([7], False), (list(range(0, 33, 3)), True)):
+        champ = champion_wrong_on(rows)
+        iv = paired_interval(y, y, champ, labels, seed=42).to_dict()
+        chal_m = m(1.0, 1.0)
+        champ_m = m(iv["champion"]["value"], float((champ == y).mean()))
+        d = decide_promotion(
+            chal_m,
+            champ_m,
+            min_macro_f1=0.5,
+            min_accuracy=0.5,
+            tolerance=0.01,
+            interval=iv,
+            challenger_version="2",
+            champion_version="1",
+        )
+        assert d.promote is promote, (rows, d.reasons)

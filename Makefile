@@ -126,7 +126,7 @@ space-serve: | $(UV) ## serve space/ as its Dockerfile does: its slim pins alone
 # The Space image (nbops.container): docker when its daemon answers, else podman (runc, no default
 # ulimits; CONTAINER_ENGINE=docker|podman forces one); the base is the registry's python:3.11-slim,
 # or a Debian stand-in built once in .cache/containers/.
-CONTAINER = $(PY) -m nbops.container $(if $(CONTAINER_ENGINE),--engine $(CONTAINER_ENGINE))
+CONTAINER = $(NBOPS) container $(if $(CONTAINER_ENGINE),--engine $(CONTAINER_ENGINE))
 
 space-base: setup ## the image's base: the registry's python:3.11-slim, else a Debian stand-in (built once, .cache/containers/)
 	$(CONTAINER) base

@@ -194,6 +194,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "drift": ("compare the data with the champion's training data (KS, chi2)", _add_drift),
     "sweep": ("run a parameter sweep (local pool, or Dask with --scheduler)", _add_sweep),
     "space": ("build or serve the Hugging Face Space folder of the champion", _delegated("nbops.space")),
+    "container": (
+        "build, run and stop the Space folder's image with docker or podman",
+        _delegated("nbops.container"),
+    ),
     "deploy": (
         "upload space/ to its Hugging Face Space and wait until it serves",
         _delegated("nbops.deploy"),
@@ -340,7 +344,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return main_sweep(
             args.sweep, args.root, args.scheduler, args.workers, args.shard, args.aggregate, promote
         )
-    if command in ("space", "deploy", "comment"):
+    if command in ("space", "container", "deploy", "comment"):
         import importlib
 
         return importlib.import_module(f"nbops.{command}").run(args)

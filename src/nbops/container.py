@@ -369,20 +369,24 @@ class Containers:
         return record
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nbops.container", description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The container commands and options (also `nbops container`)."""
     parser.add_argument(
         "--cache", default=str(CACHE_DIR), help="where the stand-in, containers.conf and the run record live"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(
+        dest="container_command", metavar="{base,engine,build,run,stop}", required=True
+    )
     sub.add_parser("base", help="the base image: the registry's python:3.11-slim or the Debian stand-in")
     sub.add_parser("engine", help="print the engine command prefix")
     build = sub.add_parser("build", help="build the Space folder's image")
-    build.add_argument("folder", nargs="?", default="space")
+    build.add_argument("folder", nargs="?", default="space", help="the Space folder (default space/)")
     run = sub.add_parser("run", help="run the image detached on HOST:PORT")
-    run.add_argument("folder", nargs="?", default="space")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=SPACE_PORT)
+    run.add_argument("folder", nargs="?", default="space", help="the Space folder (default space/)")
+    run.add_argument("--host", default="127.0.0.1", help="address to publish on (default 127.0.0.1)")
+    run.add_argument(
+        "--port", type=int, default=SPACE_PORT, help=f"port to publish on (default {SPACE_PORT})"
+    )
     parser.add_argument("--state", help="the run record (default CACHE/space-run.json)")
     parser.add_argument(
         "--engine",
@@ -391,18 +395,27 @@ def main(argv: list[str] | None = None) -> int:
         help="default: docker if it answers, else podman",
     )
     sub.add_parser("stop", help="stop and remove the container `run` started")
-    args = parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nbops.container", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """The container command parsed by add_arguments; the exit code."""
     try:
         box = Containers(
             Path(args.cache), state=Path(args.state) if args.state else None, prefer=args.engine or ""
         )
-        if args.command == "engine":
+        if args.container_command == "engine":
             print(" ".join(box.engine.command()))
-        elif args.command == "base":
+        elif args.container_command == "base":
             print(f"base image: {box.ensure_base()}")
-        elif args.command == "build":
+        elif args.container_command == "build":
             box.build(Path(args.folder))
-        elif args.command == "run":
+        elif args.container_command == "run":
             record = box.start(Path(args.folder), args.port, args.host)
             short = record["id"][:12]
             print(f"{record['image']} runs as container {record['name']} ({short}) at {record['url']}")

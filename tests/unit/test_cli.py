@@ -37,6 +37,7 @@ def test_the_tree_holds_every_command():
     expected = {
         ("run",), ("report",), ("lab",), ("champion",), ("rollback",), ("drift",), ("sweep",),
         ("space",), ("space", "build"), ("space", "serve"), ("deploy",), ("comment",), ("params-schema",),
+        ("container",), *(("container", c) for c in ("base", "engine", "build", "run", "stop")),
     }  # fmt: skip
     assert commands == expected
 

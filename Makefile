@@ -121,7 +121,7 @@ space-serve: | $(UV) ## serve space/ as its Dockerfile does: its slim pins alone
 	@test -f $(SPACE_DIR)/requirements.txt || { echo "error: $(SPACE_DIR)/requirements.txt is missing: build the folder with \`make space\`" >&2; exit 2; }
 	@test -x $(SPACE_VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(SPACE_VENV)
 	$(UV) pip sync --quiet --compile-bytecode --python $(SPACE_VENV)/bin/python $(SPACE_DIR)/requirements.txt
-	cd $(SPACE_DIR) && PYTHONPATH=src $(abspath $(SPACE_VENV))/bin/python -m nbops.space serve . --host $(HOST) --port $(SPACE_PORT)
+	cd $(SPACE_DIR) && PYTHONPATH=src $(abspath $(SPACE_VENV))/bin/python -m nbops.serve.space serve . --host $(HOST) --port $(SPACE_PORT)
 
 # The Space image (nbops.container): docker when its daemon answers, else podman (runc, no default
 # ulimits; CONTAINER_ENGINE=docker|podman forces one); the base is the registry's python:3.11-slim,

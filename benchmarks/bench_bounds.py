@@ -26,7 +26,7 @@ import re, sys, time
 from pathlib import Path
 import pandas, pandera.pandas, sklearn.model_selection  # imported before the baseline
 from nbops.params import load_params
-from nbops.data import check_splittable, read_table, validate_table
+from nbops.ml.data import check_splittable, read_table, validate_table
 def hwm():
     return int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
 params = load_params(sys.argv[2])
@@ -76,7 +76,7 @@ def _sparse(path: Path, size: int, head: bytes = b"") -> Path:
 
 
 def bench_bounds(rounds: int, work: Path, samples: dict[str, list]) -> None:
-    from nbops.synthetic import write_synthetic_table
+    from nbops.ml.synthetic import write_synthetic_table
 
     root = make_project(work / "bounds")
     tables = {n: write_synthetic_table(root / "data" / "raw" / f"bounds-{n}.csv", n, 42, 0.0) for n in ROWS}

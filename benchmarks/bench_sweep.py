@@ -66,7 +66,7 @@ def _one_by_one(points: int) -> float:
     """The same points as separate `make pipeline` runs (train + evaluate each)."""
     with tempfile.TemporaryDirectory(prefix="nbops-bench-seq-") as tmp:
         root = _project(Path(tmp), points)
-        from nbops.sweep import load_sweep
+        from nbops.sweep.spec import load_sweep
 
         sweep = load_sweep("params/sweeps/bench.yaml", root)
         total = 0.0

@@ -29,11 +29,11 @@ KERNEL_IMPORTS = [
     ("seaborn", "import seaborn"),
     ("sklearn (pipeline, tree, metrics, model_selection)",
      "import sklearn.pipeline, sklearn.tree, sklearn.metrics, sklearn.model_selection, sklearn.compose"),
-    ("nbops.plots, nbops.data, nbops.models", "from nbops import plots, data, models"),
+    ("nbops.ml.plots, nbops.ml.data, nbops.ml.models", "from nbops import plots, data, models"),
     ("pandera", "import pandera.pandas"),
     ("mlflow", "import mlflow"),
     ("mlflow.sklearn + skops", "import mlflow.sklearn, skops.io"),
-    ("nbops.tracking, nbops.evaluation, nbops.gate", "from nbops import tracking, evaluation, gate"),
+    ("nbops.ml.tracking, nbops.ml.evaluation, nbops.ml.gate", "from nbops import tracking, evaluation, gate"),
 ]  # fmt: skip
 
 

@@ -39,8 +39,8 @@ def make_project(path: Path, data_from: Path | None = None) -> Path:
 _INIT = """
 import sys
 from pathlib import Path
-from nbops import tracking
-from nbops.data import resolve_data_path
+from nbops.ml import tracking
+from nbops.ml.data import resolve_data_path
 from nbops.params import load_params
 root, params_file = Path(sys.argv[1]), Path(sys.argv[2])
 params = load_params(params_file)
@@ -82,7 +82,7 @@ def package_hash() -> str:
     """The runner's cache input for the package's source: if it changes while the bench runs
     (someone editing src/nbops), every step reruns and noop/one-param figures are void."""
     out = subprocess.run(
-        [PY, "-c", "from nbops.runner import package_hash; print(package_hash())"],
+        [PY, "-c", "from nbops.runner.pipeline import package_hash; print(package_hash())"],
         env=clean_env(), capture_output=True, text=True, check=True,
     )  # fmt: skip
     return out.stdout.strip()

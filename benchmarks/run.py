@@ -50,7 +50,8 @@ def say(msg: str) -> None:
 _NAIVE_PREP = """
 import json, sys
 from pathlib import Path
-from nbops.runner import make_plan, run_validate
+from nbops.runner.plan import make_plan
+from nbops.runner.pipeline import run_validate
 root = Path(sys.argv[1])
 plan = make_plan(root / sys.argv[2], root)
 print(json.dumps(plan.injected))
@@ -58,7 +59,8 @@ print(json.dumps(plan.injected))
 _NAIVE_VALIDATE = """
 import sys
 from pathlib import Path
-from nbops.runner import make_plan, run_validate
+from nbops.runner.plan import make_plan
+from nbops.runner.pipeline import run_validate
 root = Path(sys.argv[1])
 run_validate(make_plan(root / sys.argv[2], root))
 """
@@ -104,7 +106,7 @@ def run_naive(root: Path, cmds: list[list[str]]) -> tuple[float, float, int]:
     return total, peak, kernels
 
 
-# Kernels kept warm between runs (nbops.spares) are the default on a developer's machine; set
+# Kernels kept warm between runs (nbops.runner.spares) are the default on a developer's machine; set
 # here explicitly so that CI=true in the bench's environment does not turn them off.
 KEEP_WARM = {"NBOPS_KEEP_WARM_S": "120"}
 NO_SPARES = {"NBOPS_KEEP_WARM_S": "0"}

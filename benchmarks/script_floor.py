@@ -28,8 +28,9 @@ def run(root: Path, params_file: Path) -> Path:
 
     matplotlib.use("agg")
 
-    from nbops import data, evaluation, gate, models, plots, report, tracking
+    from nbops.ml import data, evaluation, gate, models, plots, tracking
     from nbops.params import load_params
+    from nbops.runner import report
 
     params = load_params(params_file, str(params_file))
     d = params.data

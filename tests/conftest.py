@@ -16,7 +16,7 @@ REAL_DRUG200 = REPO.parent / "shared" / "data" / "drug200.csv"
 
 
 def pytest_configure(config):
-    """No kernels kept warm between the suite's runs (nbops.spares): hundreds of pipeline runs
+    """No kernels kept warm between the suite's runs (nbops.runner.spares): hundreds of pipeline runs
     would each leave kernels idling for minutes. tests/*/test_spares*.py turn them on."""
     os.environ["NBOPS_KEEP_WARM_S"] = "0"
 

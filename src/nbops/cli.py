@@ -146,7 +146,7 @@ def _add_lab(p: argparse.ArgumentParser) -> None:
 
 
 def _add_drift(p: argparse.ArgumentParser) -> None:
-    from nbops.drift import EXIT_CODES_HELP, EXIT_DRIFT  # stdlib-only at import
+    from nbops.runner.drift import EXIT_CODES_HELP, EXIT_DRIFT  # stdlib-only at import
 
     p.epilog = f"{epilog('drift').split('exit codes:')[0]}{EXIT_CODES_HELP}"
     _params_option(p, "names the model and the data")
@@ -193,14 +193,17 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "rollback": ("move champion back to the previous champion", _add_registry),
     "drift": ("compare the data with the champion's training data (KS, chi2)", _add_drift),
     "sweep": ("run a parameter sweep (local pool, or Dask with --scheduler)", _add_sweep),
-    "space": ("build or serve the Hugging Face Space folder of the champion", _delegated("nbops.space")),
+    "space": (
+        "build or serve the Hugging Face Space folder of the champion",
+        _delegated("nbops.serve.space"),
+    ),
     "container": (
         "build, run and stop the Space folder's image with docker or podman",
         _delegated("nbops.container"),
     ),
     "deploy": (
         "upload space/ to its Hugging Face Space and wait until it serves",
-        _delegated("nbops.deploy"),
+        _delegated("nbops.serve.deploy"),
     ),
     "comment": ("write a pull request's comment from a CI run's summary (CI)", _delegated("nbops.comment")),
     "params-schema": (
@@ -288,7 +291,7 @@ def _lab(args: argparse.Namespace) -> int:
 
 
 def _registry(args: argparse.Namespace) -> int:
-    from nbops import tracking
+    from nbops.ml import tracking
     from nbops.params import load_params
 
     root = Path(args.root).resolve()
@@ -305,7 +308,7 @@ def _registry(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from nbops.runner import render_only
+    from nbops.runner.pipeline import render_only
 
     print(f"reports: {render_only(args.params, args.root) / 'index.html'}")
     return 0
@@ -326,19 +329,19 @@ def _params_schema(args: argparse.Namespace) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     command = args.command
     if command == "run":
-        from nbops.runner import main_run
+        from nbops.runner.pipeline import main_run
 
         return main_run(args.params, args.root, args.force, args.only, args.jobs)
     if command == "drift":
-        from nbops.drift import main_drift
+        from nbops.runner.drift import main_drift
 
         return main_drift(args.params, args.root, args.retrain, args.force, args.fail_on_drift)
     if command == "sweep" and args.check:
-        from nbops.sweep import main_check
+        from nbops.sweep.run import main_check
 
         return main_check(args.sweep, args.root)
     if command == "sweep":
-        from nbops.sweep import main_sweep
+        from nbops.sweep.run import main_sweep
 
         promote = not args.no_promote
         return main_sweep(

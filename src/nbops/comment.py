@@ -6,9 +6,9 @@ artifact a PR's CI run uploaded. That artifact is untrusted, so:
 - the PR number is checked here to be a plain positive integer, and the workflow then checks
   that the PR's head commit is the one CI ran on before it comments;
 - any HTML left in the summary is neutralised: `<img src=x onerror=...>` shows as text
-  (`report.summary_markdown` escapes data already; this holds even for a forged summary);
+  (`runner.summary.summary_markdown` escapes data already; this holds even for a forged summary);
 - the body is cut below GitHub's 65,536-character limit, with a note and a link to the run's
-  artifacts (`report.cap_markdown`).
+  artifacts (`markdown.cap_markdown`).
 
 A run that stopped before writing `summary.md` (the artifact holds only `pr-number.txt`) still
 gets a comment: "the pipeline stopped before any report", linking the run, so the last push's
@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 from nbops.exceptions import NbopsError, print_problems
-from nbops.report import SUMMARY_LIMIT, SUMMARY_MARKER, cap_markdown, md_escape
+from nbops.markdown import SUMMARY_LIMIT, SUMMARY_MARKER, cap_markdown, md_escape
 
 GITHUB_COMMENT_LIMIT = 65_536  # GitHub answers 422 above this
 _PR_NUMBER = re.compile(r"[1-9][0-9]{0,9}")
@@ -68,7 +68,7 @@ def _checked_url(url: str | None, what: str) -> str | None:
 def neutralise_html(markdown: str) -> str:
     """Show every `<` and `>` as text, so a comment carries no HTML, only Markdown.
 
-    `&` is left alone: entities `report.md_escape` wrote (`&lt;img`) stay single-escaped.
+    `&` is left alone: entities `markdown.md_escape` wrote (`&lt;img`) stay single-escaped.
     """
     return markdown.replace("<", "&lt;").replace(">", "&gt;")
 

@@ -42,7 +42,7 @@ STRIP_KEYS = [
 
 
 def lab_steps() -> list[str]:
-    from nbops.runner import STEPS
+    from nbops.runner.plan import STEPS
 
     return [s.name for s in STEPS] + [DRIFT_STEP]
 
@@ -50,7 +50,7 @@ def lab_steps() -> list[str]:
 def lab_parameters(root: Path, params_file: Path, step: str) -> dict:
     """The values a hand run of `step` gets: the runner's for build/lab, as a hand run."""
     from nbops.params import load_params
-    from nbops.runner import make_plan
+    from nbops.runner.plan import make_plan
 
     if step == DRIFT_STEP:  # `python -m nbops drift` writes these; 04_drift only reads them
         params = load_params(params_file)
@@ -76,8 +76,9 @@ def lab_parameters(root: Path, params_file: Path, step: str) -> dict:
 def ensure_lab_table(plan) -> None:
     """build/lab/00_validate/table.parquet for this params file and data, made when missing or
     stale: a hand run never reads (or waits for) the pipeline's build/."""
+    from nbops.layout import VALIDATE
     from nbops.products import read_json, write_json
-    from nbops.runner import VALIDATE, run_validate
+    from nbops.runner.pipeline import run_validate
 
     stamp = plan.stamp_path(VALIDATE)
     try:

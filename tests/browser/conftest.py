@@ -204,7 +204,7 @@ def kernel_status(origin: str, kernel_id: str) -> int:
 def close_tab(pg, timeout: float = 20) -> str | None:
     """Close the page as a visitor closes a tab (its beforeunload handlers run: Voila's page
     asks the server to shut its kernel down) and wait until that kernel is gone, so a test
-    leaves no kernel behind to count against the server's caps (nbops.voila_kernels: 2 per
+    leaves no kernel behind to count against the server's caps (nbops.serve.voila_kernels: 2 per
     client address, and every test here comes from 127.0.0.1). Returns the kernel id, if any."""
     if pg.is_closed():
         return None
@@ -232,7 +232,7 @@ def screenshots() -> Path:
 
 @pytest.fixture(scope="session")
 def exported_model(space_dir):
-    from nbops.tracking import load_model_dir
+    from nbops.ml.tracking import load_model_dir
 
     return load_model_dir(space_dir / "champion" / "model")
 

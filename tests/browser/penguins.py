@@ -47,8 +47,8 @@ def penguins_table(rows: int = 240, seed: int = 0) -> pd.DataFrame:
 
 def fit_penguins(df: pd.DataFrame):
     """The project's own pipeline (imputers, one-hot encoder with handle_unknown='ignore')."""
-    from nbops.data import infer_schema
-    from nbops.models import make_model
+    from nbops.ml.data import infer_schema
+    from nbops.ml.models import make_model
 
     model = make_model("decision_tree", {"random_state": 0, "max_depth": 4}, NUMERIC, CATEGORICAL)
     model.fit(df[[*NUMERIC, *CATEGORICAL]], df[TARGET])

@@ -6,9 +6,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nbops.data import load_table, split_holdout
+from nbops.ml.data import load_table, split_holdout
+from nbops.ml.synthetic import drug_label, generate_drug_table
 from nbops.params import load_params
-from nbops.synthetic import drug_label, generate_drug_table
 
 REPO = Path(__file__).resolve().parents[2]
 REAL = REPO.parent / "shared" / "data" / "drug200.csv"

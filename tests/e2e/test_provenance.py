@@ -76,7 +76,7 @@ def test_a_run_in_a_clean_checkout_records_its_commit_everywhere(repo):
 
 
 def test_the_model_card_and_the_space_name_the_commit(repo):
-    from nbops import dashboard, space
+    from nbops.serve import dashboard, space
 
     head = git(repo, "rev-parse", "HEAD")
     with pytest.MonkeyPatch.context() as mp:

@@ -1,4 +1,4 @@
-"""The edit-a-param-and-rerun loop with kernels kept warm (nbops.spares), through the real CLI:
+"""The edit-a-param-and-rerun loop with kernels kept warm (nbops.runner.spares), through the real CLI:
 the rerun's steps run in the kernels the last run left, give the same results a fresh kernel
 gives, and nothing is left running once spares are turned off."""
 
@@ -8,8 +8,8 @@ import time
 import pytest
 from jupyter_client import BlockingKernelClient
 
-from nbops import spares
-from nbops.kernels import connection_is_encrypted
+from nbops.runner import spares
+from nbops.runner.kernels import connection_is_encrypted
 from tests.conftest import make_project, nbops, write_params
 
 pytestmark = pytest.mark.e2e

@@ -23,7 +23,7 @@ class SmokeRun:
     def __init__(self, root: Path, run, space):
         self.root = root
         self.run = run  # CompletedProcess of `python -m nbops run`
-        self.space = space  # CompletedProcess of `python -m nbops.space build`
+        self.space = space  # CompletedProcess of `python -m nbops.serve.space build`
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +38,7 @@ def smoke_run(tmp_path_factory) -> SmokeRun:
         [
             sys.executable,
             "-m",
-            "nbops.space",
+            "nbops.serve.space",
             "build",
             "--params",
             str(root / "params" / "smoke.yaml"),

@@ -95,7 +95,7 @@ def test_confusion_heatmap_of_600_classes_renders_within_memory_and_time():
         """
         import io, time
         import numpy as np
-        from nbops import plots
+        from nbops.ml import plots
         rng = np.random.default_rng(0)
         n = 600
         matrix = np.zeros((n, n), dtype=int)
@@ -149,7 +149,7 @@ def test_a_long_column_list_validates_in_linear_time():
 
 
 def _generate(path: Path, rows: int) -> Path:
-    from nbops.synthetic import write_synthetic_table
+    from nbops.ml.synthetic import write_synthetic_table
 
     return write_synthetic_table(path, rows, 42, 0.0)
 
@@ -164,7 +164,7 @@ def test_reading_and_validating_a_csv_costs_a_few_times_its_size(tmp_path):
         from pathlib import Path
         import pandas, pandera.pandas, sklearn.model_selection
         from nbops.params import load_params
-        from nbops.data import read_table, validate_table, check_splittable
+        from nbops.ml.data import read_table, validate_table, check_splittable
         def hwm():  # not ru_maxrss: Linux carries that over from the parent (pytest) across exec
             return int(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1))
         params = load_params("params/default.yaml")

@@ -1,4 +1,4 @@
-"""Voila's kernels as nbops.voila_kernels manages them, with real kernels. A visitor who takes a
+"""Voila's kernels as nbops.serve.voila_kernels manages them, with real kernels. A visitor who takes a
 kernel that waited in Voila's preheated pool for longer than the cull idle timeout still gets a
 live dashboard: the kernel is not culled in the moment between handing out the page and the
 browser connecting (the stock manager is run too, so the test is known to catch the race it
@@ -74,7 +74,7 @@ def test_a_kernel_from_a_stale_pool_is_not_culled_before_the_browser_connects(sm
 def test_the_stock_kernel_manager_has_the_race(smoke_run, tmp_path):
     """The control: with Voila's default manager the same sequence culls the handed-out kernel
     at the next cull pass. If this starts failing, Voila fixed it upstream and
-    nbops.voila_kernels can go."""
+    nbops.serve.voila_kernels can go."""
     handed, culled_early = _handed_out_after_a_stale_wait(
         smoke_run.root, tmp_path / "voila.log", f"--VoilaConfiguration.multi_kernel_manager_class={STOCK}"
     )

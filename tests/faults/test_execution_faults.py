@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from nbops.runner import child_pids
+from nbops.runner.schedule import child_pids
 from tests.conftest import make_project, nbops, write_params
 
 

@@ -37,7 +37,7 @@ def hostile(tmp_path_factory) -> Path:
     notebook has a markdown cell with a script; the smoke pipeline run on it once."""
     import pandas as pd
 
-    from nbops.synthetic import write_synthetic_table
+    from nbops.ml.synthetic import write_synthetic_table
 
     root = make_project(tmp_path_factory.mktemp("hostile-data") / "project")
     df = pd.read_csv(write_synthetic_table(root / "data" / "raw" / "base.csv", 120, 42, 0.0))
@@ -203,7 +203,7 @@ def _other_tables_labels(df):
 def test_table_that_would_train_a_wrong_model_is_refused_before_any_kernel(tmp_path, make, expected):
     import pandas as pd
 
-    from nbops.synthetic import write_synthetic_table
+    from nbops.ml.synthetic import write_synthetic_table
 
     root = make_project(tmp_path / "project")
     base = pd.read_csv(write_synthetic_table(root / "data" / "raw" / "base.csv", 120, 42, 0.0))
@@ -245,7 +245,7 @@ def _nul_past_the_first_mb(df):
 def test_unbounded_lines_and_late_nuls_are_one_line_in_bounded_memory(tmp_path, make, expected):
     import pandas as pd
 
-    from nbops.synthetic import write_synthetic_table
+    from nbops.ml.synthetic import write_synthetic_table
     from tests.faults.test_bounds import nbops_bounded, nothing_registered
 
     root = make_project(tmp_path / "project")

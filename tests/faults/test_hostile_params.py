@@ -65,7 +65,7 @@ def test_strings_with_newlines_and_code_land_as_literal_strings(root):
     column_marker = root / "column-ran"
     experiment = f'x"\n{_code(experiment_marker)}\n#' + "'''\n" + _code(experiment_marker) + "\n'''"
     column = f'BP"+{_code(column_marker)}+"\\'
-    from nbops.synthetic import write_synthetic_table
+    from nbops.ml.synthetic import write_synthetic_table
 
     table = write_synthetic_table(root / "data" / "raw" / "base.csv", 120, 42, 0.0)
     import pandas as pd
@@ -135,7 +135,7 @@ def wide_csv(root) -> Path:
     import numpy as np
     import pandas as pd
 
-    from nbops.synthetic import write_synthetic_table
+    from nbops.ml.synthetic import write_synthetic_table
 
     base = pd.read_csv(write_synthetic_table(root / "data" / "raw" / "base.csv", 120, 42, 0.0))
     extra = pd.DataFrame(

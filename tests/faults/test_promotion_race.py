@@ -8,7 +8,7 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from nbops import tracking
+from nbops.ml import tracking
 
 NAME = "race-model"
 METRICS = {"1": 0.85, "2": 0.90, "3": 0.95}

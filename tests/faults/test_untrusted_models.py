@@ -105,7 +105,7 @@ def test_load_model_refuses_pickle(evil_champion):
     root, marker, version = evil_champion
     code = textwrap.dedent(
         f"""
-        from nbops import tracking
+        from nbops.ml import tracking
         from nbops.exceptions import ModelError
         try:
             tracking.load_model("models:/drug-classifier/{version}")
@@ -124,7 +124,7 @@ def test_dashboard_shows_a_friendly_page(evil_champion):
     code = textwrap.dedent(
         f"""
         import ipywidgets as w
-        from nbops.dashboard import build_app
+        from nbops.serve.dashboard import build_app
         page = build_app(env={env!r})
         texts = []
         def walk(x):
@@ -182,7 +182,7 @@ def test_skops_file_with_an_untrusted_type_is_refused(tmp_path):
     import yaml
 
     from nbops.exceptions import ModelError
-    from nbops.tracking import load_model_dir
+    from nbops.ml.tracking import load_model_dir
     from tests.faults.helpers import Payload
 
     folder = tmp_path / "model"

@@ -6,9 +6,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nbops.models import make_model
+from nbops.ml.models import make_model
+from nbops.ml.synthetic import generate_drug_table
 from nbops.params import load_params
-from nbops.synthetic import generate_drug_table
 
 REPO = Path(__file__).resolve().parents[2]
 

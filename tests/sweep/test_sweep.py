@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nbops.sweep import SweepError, load_sweep
+from nbops.sweep.spec import SweepError, load_sweep
 from tests.conftest import nbops
 
 SMOKE_SWEEP = "params/sweeps/smoke.yaml"

@@ -12,7 +12,8 @@ from types import ModuleType, SimpleNamespace
 import pytest
 import yaml
 
-from nbops import sweep
+from nbops.sweep import point
+from nbops.sweep import run as sweep
 from tests.conftest import REPO
 
 SENTINEL = "SENTINEL-PW"
@@ -62,7 +63,7 @@ def faked(project, monkeypatch):
         (spec_file.parent / "result.json").write_text(json.dumps(result))
         return SimpleNamespace(returncode=0)
 
-    monkeypatch.setattr(sweep, "subprocess", SimpleNamespace(run=fake_run, STDOUT=subprocess.STDOUT))
+    monkeypatch.setattr(point, "subprocess", SimpleNamespace(run=fake_run, STDOUT=subprocess.STDOUT))
     monkeypatch.setattr(sweep, "_prepare_tracking", lambda s, selected: (URI, "parent-run"))
     monkeypatch.setattr(sweep, "_finish_parent", lambda *a: None)
     return SimpleNamespace(root=project, envs=envs)
@@ -113,16 +114,16 @@ def test_a_dask_task_carries_no_credentials_and_the_worker_checks_its_own(monkey
     monkeypatch.setitem(sys.modules, "distributed", fake)
     specs = {"p1": {"build": str(tmp_path / "p1")}}
     done = []
-    sweep.run_dask(specs, "tcp://127.0.0.1:8786", lambda pid, out: done.append(out), URI)
+    point.run_dask(specs, "tcp://127.0.0.1:8786", lambda pid, out: done.append(out), URI)
     assert submitted == [(specs["p1"], None, STORE)]  # the URI's credential-free form only
     local = "sqlite:////tmp/x/mlflow.db"
     submitted.clear()
-    sweep.run_dask(specs, "tcp://127.0.0.1:8786", lambda pid, out: None, local)
+    point.run_dask(specs, "tcp://127.0.0.1:8786", lambda pid, out: None, local)
     assert submitted == [(specs["p1"], local, local)]  # nothing secret: sent as it is
 
     # on a worker whose environment has another store, the point fails saying what to set
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/mlflow.db")
-    out = sweep.run_point({"build": str(tmp_path / "p1")}, None, STORE)
+    out = point.run_point({"build": str(tmp_path / "p1")}, None, STORE)
     assert out == {
         "status": "failed",
         "reason": f"this worker's MLFLOW_TRACKING_URI is not the sweep's store {STORE}: set it in the "
@@ -145,5 +146,5 @@ def test_a_dask_task_carries_no_credentials_and_the_worker_checks_its_own(monkey
     ],
 )
 def test_redact_uri_drops_what_can_carry_a_secret(uri, redacted):
-    assert sweep.redact_uri(uri) == redacted
-    assert sweep.scrub(f"at {uri}: refused", uri) == f"at {redacted}: refused"
+    assert point.redact_uri(uri) == redacted
+    assert point.scrub(f"at {uri}: refused", uri) == f"at {redacted}: refused"

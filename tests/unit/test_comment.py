@@ -8,7 +8,8 @@ import mistune
 import pytest
 
 from nbops import comment
-from nbops.report import SUMMARY_MARKER, summary_markdown
+from nbops.markdown import SUMMARY_MARKER
+from nbops.runner.summary import summary_markdown
 
 XSS = "<img src=x onerror=alert(1)>"
 RUN_URL = "https://github.com/acme/nbops/actions/runs/123456"

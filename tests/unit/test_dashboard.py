@@ -10,8 +10,8 @@ import re
 import pandas as pd
 import pytest
 
-from nbops import dashboard as d
 from nbops.exceptions import ModelError
+from nbops.serve import dashboard as d
 from tests.conftest import run_coroutine
 
 SCHEMA = {
@@ -29,7 +29,7 @@ HEADER = "Age,Sex,BP,Na_to_K\n"
 
 @pytest.fixture(scope="module")
 def champion():
-    from nbops.models import make_model
+    from nbops.ml.models import make_model
 
     rows = pd.DataFrame(
         {
@@ -307,7 +307,7 @@ def test_the_downloaded_csv_neutralises_formulas_in_text_cells_and_keeps_numbers
     import csv
     import io
 
-    from nbops.models import make_model
+    from nbops.ml.models import make_model
 
     train = pd.DataFrame(
         {
@@ -474,7 +474,7 @@ def test_voila_py_serves_the_page_with_the_nbops_template(monkeypatch):
     from traitlets.config.loader import PyFileConfigLoader
     from voila.paths import collect_template_paths
 
-    from nbops import voila_kernels as vk
+    from nbops.serve import voila_kernels as vk
     from tests.conftest import REPO
 
     monkeypatch.setenv("JUPYTER_PATH", "/elsewhere")
@@ -532,12 +532,12 @@ def test_voila_json_bounds_kernels_and_lets_an_oversized_upload_reach_the_kernel
     default 10 MiB dropped the websocket of a 12 MB upload, silently)."""
     from traitlets.config import Config
 
-    from nbops.voila_kernels import BoundedKernelManager
+    from nbops.serve.voila_kernels import BoundedKernelManager
 
     config = voila_json()
     assert (
         config["VoilaConfiguration"]["multi_kernel_manager_class"]
-        == "nbops.voila_kernels.BoundedKernelManager"
+        == "nbops.serve.voila_kernels.BoundedKernelManager"
     )
     manager = BoundedKernelManager(config=Config(config))
     assert (manager.max_kernels, manager.max_kernels_per_client) == (8, 2)
@@ -562,13 +562,13 @@ def test_voila_json_bounds_kernels_and_lets_an_oversized_upload_reach_the_kernel
     ],
 )
 def test_the_client_address_is_read_from_trusted_proxies_only(peer, forwarded, client):
-    from nbops.voila_kernels import PRIVATE_NETWORKS, client_address
+    from nbops.serve.voila_kernels import PRIVATE_NETWORKS, client_address
 
     assert client_address(peer, forwarded, PRIVATE_NETWORKS) == client
 
 
 def test_the_busy_page_says_when_to_come_back_and_loads_nothing():
-    from nbops.voila_kernels import busy_page
+    from nbops.serve.voila_kernels import busy_page
 
     page = busy_page("Too many <pages>.", 60)
     assert "Busy: try again in a minute" in page and "Too many &lt;pages&gt;." in page
@@ -629,7 +629,7 @@ def fake_voila(tmp_path, monkeypatch):
     from traitlets.config import Config, Configurable
     from voila.voila_kernel_manager import voila_kernel_manager_factory
 
-    from nbops.voila_kernels import BoundedKernelManager
+    from nbops.serve.voila_kernels import BoundedKernelManager
 
     seen = {"most": 0}
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from nbops.data import load_table
 from nbops.exceptions import DataError, ParamsError
+from nbops.ml.data import load_table
 from nbops.params import load_params
 
 REPO = Path(__file__).resolve().parents[2]
@@ -334,10 +334,10 @@ def test_a_nul_after_the_header_is_refused_in_the_first_chunk(tmp_path, params):
 
 
 def test_a_nul_far_into_the_file_names_its_line(tmp_path, params, monkeypatch):
-    import nbops.data
+    import nbops.ml.data
 
-    monkeypatch.setattr(nbops.data, "HEAD_BYTES", 64)  # the streamed pass finds it, not the header's
-    monkeypatch.setattr(nbops.data, "BLOCK_BYTES", 50)
+    monkeypatch.setattr(nbops.ml.data, "HEAD_BYTES", 64)  # the streamed pass finds it, not the header's
+    monkeypatch.setattr(nbops.ml.data, "BLOCK_BYTES", 50)
     text = csv(*GOOD).replace("61,F,LOW", "61,F,L\x00W")
     line = refused(tmp_path, params, text, "^")
     assert line == "data/t.csv: not a text CSV file (binary content at line 6)"
@@ -357,9 +357,9 @@ def test_an_all_nul_file_is_refused_at_once(tmp_path, params):
 
 @pytest.mark.parametrize("block", [7, 64, 1 << 20])
 def test_ragged_rows_are_found_across_block_boundaries(tmp_path, params, monkeypatch, block):
-    import nbops.data
+    import nbops.ml.data
 
-    monkeypatch.setattr(nbops.data, "BLOCK_BYTES", block)
+    monkeypatch.setattr(nbops.ml.data, "BLOCK_BYTES", block)
     rows = list(GOOD)
     rows[2] += ",extra"
     rows[6] = rows[6].rsplit(",", 1)[0]
@@ -388,7 +388,7 @@ def test_labels_are_normalised_to_the_most_frequent_spelling_without_data_classe
 def test_data_file_hash_refuses_a_fifo_without_waiting(tmp_path):
     import os
 
-    from nbops.data import file_hash
+    from nbops.ml.data import file_hash
 
     os.mkfifo(tmp_path / "fifo")
     with pytest.raises(OSError, match="not a regular file"):

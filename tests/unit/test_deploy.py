@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 from huggingface_hub.errors import EntryNotFoundError
 
-from nbops import deploy, space
-from nbops.deploy import DeployError
+from nbops.serve import deploy, space
+from nbops.serve.deploy import DeployError
 
 NAME = "drug-classifier"
 PARAMS = Path(__file__).resolve().parents[2] / "params" / "smoke.yaml"
@@ -414,7 +414,7 @@ def test_a_network_failure_is_one_line_and_exit_1_not_a_traceback(tmp_path, monk
 
     import huggingface_hub
 
-    from nbops import tracking
+    from nbops.ml import tracking
 
     module, _, name = error.rpartition(".")
     cls = getattr(importlib.import_module(module), name) if module else OSError
@@ -439,7 +439,7 @@ def test_a_network_failure_is_one_line_and_exit_1_not_a_traceback(tmp_path, monk
 def test_the_commit_message_names_the_commit_the_run_tested_not_mains_head(tmp_path, monkeypatch, capsys):
     import huggingface_hub
 
-    from nbops import tracking
+    from nbops.ml import tracking
 
     api = FakeApi()
     monkeypatch.setattr(huggingface_hub, "HfApi", lambda token: api)

@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nbops import drift
 from nbops.exceptions import DataError, ModelError
+from nbops.ml import drift
+from nbops.ml.synthetic import generate_drug_table
 from nbops.params import load_params
-from nbops.synthetic import generate_drug_table
+from nbops.runner import drift as drift_command
 
 REPO = Path(__file__).resolve().parents[2]
 NUMERIC = ["Age", "Na_to_K"]
@@ -206,7 +207,8 @@ def test_markdown_heading_is_text_every_font_can_show(training):
 def command(monkeypatch, tmp_path, training):
     """main_drift with the check, the notebook and the retrain replaced; returns a setter for the
     verdict and the list of retrain calls."""
-    from nbops import runner, tracking
+    from nbops.ml import tracking
+    from nbops.runner import pipeline
 
     state = {"current": training, "retrain_code": 0, "retrains": []}
 
@@ -225,8 +227,8 @@ def command(monkeypatch, tmp_path, training):
 
     monkeypatch.setattr(tracking, "configure_tracking", lambda root: "sqlite:///unused")
     monkeypatch.setattr(drift, "check_drift", fake_check)
-    monkeypatch.setattr(drift, "render_drift_report", lambda *a: tmp_path / "reports" / "drift.html")
-    monkeypatch.setattr(runner, "main_run", fake_run)
+    monkeypatch.setattr(drift_command, "render_drift_report", lambda *a: tmp_path / "reports" / "drift.html")
+    monkeypatch.setattr(pipeline, "main_run", fake_run)
 
     def run(*, drifted: bool | None, **flags) -> int:
         """drifted=None: the registry has no champion yet."""
@@ -234,16 +236,16 @@ def command(monkeypatch, tmp_path, training):
             state["current"] = None
         else:
             state["current"] = training.assign(Na_to_K=training["Na_to_K"] + 5) if drifted else training
-        return drift.main_drift(str(REPO / "params" / "smoke.yaml"), str(tmp_path), **flags)
+        return drift_command.main_drift(str(REPO / "params" / "smoke.yaml"), str(tmp_path), **flags)
 
     run.state = state
     return run
 
 
 def test_drift_found_exits_0_by_default_and_3_with_fail_on_drift(command, capsys):
-    assert command(drifted=True) == drift.EXIT_OK == 0
+    assert command(drifted=True) == drift_command.EXIT_OK == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("drift: Na_to_K differ")
-    assert command(drifted=True, fail_on_drift=True) == drift.EXIT_DRIFT == 3
+    assert command(drifted=True, fail_on_drift=True) == drift_command.EXIT_DRIFT == 3
 
 
 def test_no_drift_exits_0_even_with_fail_on_drift(command):
@@ -257,7 +259,7 @@ def test_fail_on_drift_after_a_successful_retrain_still_exits_3(command):
 
 def test_a_failed_retrain_exits_with_its_code_not_3(command):
     command.state["retrain_code"] = 1
-    assert command(drifted=True, retrain=True, fail_on_drift=True) == drift.EXIT_ERROR == 1
+    assert command(drifted=True, retrain=True, fail_on_drift=True) == drift_command.EXIT_ERROR == 1
 
 
 def test_retrain_not_needed_without_drift(command, capsys):
@@ -267,7 +269,7 @@ def test_retrain_not_needed_without_drift(command, capsys):
 
 
 def test_no_champion_without_retrain_says_so_in_one_line_and_exits_0(command, tmp_path, capsys):
-    assert command(drifted=None, fail_on_drift=True) == drift.EXIT_OK
+    assert command(drifted=None, fail_on_drift=True) == drift_command.EXIT_OK
     assert capsys.readouterr().out == "no champion yet: nothing to compare; run the pipeline\n"
     assert command.state["retrains"] == []
     assert not (tmp_path / "reports" / "drift.json").exists()  # no verdict to read
@@ -287,7 +289,7 @@ def test_no_champion_with_retrain_runs_the_pipeline_and_exits_with_its_code(comm
 
 
 def test_an_error_exits_1_and_says_why(command, tmp_path, capsys):
-    assert drift.main_drift(str(tmp_path / "missing.yaml"), str(tmp_path), fail_on_drift=True) == 1
+    assert drift_command.main_drift(str(tmp_path / "missing.yaml"), str(tmp_path), fail_on_drift=True) == 1
     assert capsys.readouterr().err == f"error: {tmp_path / 'missing.yaml'}: params file not found\n"
 
 
@@ -296,16 +298,16 @@ def test_failing_report_cell_is_counted_from_1(monkeypatch, tmp_path):
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    from nbops import preload, report
     from nbops.exceptions import StepError
+    from nbops.runner import notebook_html, preload
 
     def fail(*args, **kwargs):
         raise PapermillExecutionError(5, 3, "plot(...)", "RuntimeError", "deliberate", [])
 
     monkeypatch.setattr(preload, "skip_unused_imports", lambda: None)  # keep this process's imports
     monkeypatch.setattr(papermill, "execute_notebook", fail)
-    monkeypatch.setattr(report, "render_notebook_html", lambda *a, **k: None)
+    monkeypatch.setattr(notebook_html, "render_notebook_html", lambda *a, **k: None)
     params = load_params(REPO / "params" / "smoke.yaml")
     with pytest.raises(StepError, match=r"^failed at 04_drift, cell 6: RuntimeError: deliberate$") as exc:
-        drift.render_drift_report(tmp_path, tmp_path, params, 30)
+        drift_command.render_drift_report(tmp_path, tmp_path, params, 30)
     assert exc.value.cell_index == 6

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from nbops.gate import decide_promotion
+from nbops.ml.gate import decide_promotion
 
 FLOORS = {"min_macro_f1": 0.8, "min_accuracy": 0.8, "tolerance": 0.01}
 

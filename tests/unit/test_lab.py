@@ -8,7 +8,7 @@ import json
 import pytest
 
 from nbops import lab
-from nbops.runner import make_plan
+from nbops.runner.plan import make_plan
 from tests.conftest import run_coroutine
 
 
@@ -104,15 +104,15 @@ def no_tracking_uri(monkeypatch):
 
 
 def test_a_notebook_finds_the_projects_store_from_notebooks(project, monkeypatch, no_tracking_uri):
-    from nbops import tracking
+    from nbops.ml import tracking
 
     monkeypatch.chdir(project / "notebooks")
     assert tracking.use_project_store() == f"sqlite:///{project / 'mlflow' / 'mlflow.db'}"
 
 
 def test_no_project_no_store(tmp_path, monkeypatch, no_tracking_uri):
-    from nbops import tracking
     from nbops.exceptions import ModelError
+    from nbops.ml import tracking
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ModelError, match="no nbops project at or above .*: set NBOPS_ROOT"):

@@ -2,9 +2,9 @@ import pytest
 import skops.io as sio
 
 from nbops.exceptions import ModelError
-from nbops.models import TRUSTED_TYPES, fit_model, make_model, predict_table, score_model
+from nbops.ml.models import TRUSTED_TYPES, fit_model, make_model, predict_table, score_model
+from nbops.ml.synthetic import generate_drug_table
 from nbops.params import MODEL_NAMES
-from nbops.synthetic import generate_drug_table
 
 NUMERIC, CATEGORICAL = ["Age", "Na_to_K"], ["Sex", "BP", "Cholesterol"]
 
@@ -64,7 +64,7 @@ def test_invalid_hyperparameter_value_is_a_params_error():
 
 
 def test_folds_run_in_parallel_only_when_the_table_is_large(monkeypatch):
-    from nbops.models import PARALLEL_CV_ROWS, cv_jobs
+    from nbops.ml.models import PARALLEL_CV_ROWS, cv_jobs
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert cv_jobs(200, 5) is None  # a worker's start (~3 s) would cost more than the folds

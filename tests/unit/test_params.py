@@ -6,13 +6,8 @@ import pytest
 
 from nbops.exceptions import ParamsError
 from nbops.params import load_params
-from nbops.runner import (
-    RUNNER_PARAMETERS,
-    STEPS,
-    VALIDATE_PARAMETERS,
-    declared_parameters,
-    read_notebook_source,
-)
+from nbops.runner.notebook import declared_parameters, read_notebook_source
+from nbops.runner.plan import RUNNER_PARAMETERS, STEPS, VALIDATE_PARAMETERS
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from nbops import plots
+from nbops.ml import plots
 
 
 def wide_table(columns=30, rows=200):
@@ -100,7 +100,7 @@ METRICS = {"accuracy": 0.9, "macro_f1": 0.85, "weighted_f1": 0.875}
 
 
 def test_metrics_table_without_a_champion_shows_dashes():
-    from nbops.evaluation import metrics_table
+    from nbops.ml.evaluation import metrics_table
 
     table = metrics_table(METRICS, None)
     assert table.loc["accuracy"].tolist() == ["0.9000", "–", "–"]
@@ -111,7 +111,7 @@ def test_metrics_table_without_a_champion_shows_dashes():
 
 
 def test_cv_table_keeps_the_fold_count_an_integer():
-    from nbops.evaluation import cv_table
+    from nbops.ml.evaluation import cv_table
 
     scores = {
         "cv_accuracy_mean": 0.91234,
@@ -141,7 +141,7 @@ def record(before, after, promotion=None):
 
 
 def test_champion_line_says_whether_the_champion_moved():
-    from nbops.evaluation import champion_line
+    from nbops.ml.evaluation import champion_line
 
     assert champion_line(record("1", "1")) == "champion stays drug-classifier v1"
     assert champion_line(record("1", "3")) == "champion is now drug-classifier v3"

@@ -4,8 +4,10 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from nbops.exceptions import StepError
-from nbops.gate import Decision
-from nbops.report import SUMMARY_MARKER, cap_markdown, md_escape, render_notebook_html, summary_markdown
+from nbops.markdown import SUMMARY_MARKER, cap_markdown, md_escape
+from nbops.ml.gate import Decision
+from nbops.runner.notebook_html import render_notebook_html
+from nbops.runner.summary import summary_markdown
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 
@@ -149,7 +151,7 @@ def test_rendered_html_keeps_headings_paragraphs_and_tables_as_markup(tmp_path):
 def test_clean_html_sanitises_with_nh3_without_bleach(monkeypatch):
     import sys
 
-    from nbops.report import clean_html
+    from nbops.runner.notebook_html import clean_html
 
     monkeypatch.setitem(sys.modules, "bleach", None)  # archived: any import of it fails here
     dirty = (
@@ -167,9 +169,13 @@ def test_clean_html_sanitises_with_nh3_without_bleach(monkeypatch):
 def test_report_code_does_not_use_bleach():
     from pathlib import Path
 
-    import nbops.report
+    import nbops.markdown
+    import nbops.runner.notebook_html
+    import nbops.runner.report
+    import nbops.runner.summary
 
-    assert "bleach" not in Path(nbops.report.__file__).read_text()
+    for module in (nbops.markdown, nbops.runner.notebook_html, nbops.runner.report, nbops.runner.summary):
+        assert "bleach" not in Path(module.__file__).read_text()
 
 
 def fake_plan(tmp_path, commit="3f2a9c1d0e4b-dirty", **model_json):
@@ -210,7 +216,7 @@ RAN = {"01_eda": "ran", "02_train": "ran", "03_evaluate": "ran"}
 
 
 def test_index_says_what_was_trained_on_what_at_which_commit(tmp_path):
-    from nbops.report import index_html, run_facts
+    from nbops.runner.report import index_html, run_facts
 
     plan = fake_plan(tmp_path)
     (plan.reports / "drift.html").write_text("drift")
@@ -235,7 +241,7 @@ def test_index_says_what_was_trained_on_what_at_which_commit(tmp_path):
 
 
 def test_index_without_champion_commit_or_other_reports(tmp_path):
-    from nbops.report import index_html, run_facts
+    from nbops.runner.report import index_html, run_facts
 
     plan = fake_plan(tmp_path, commit=None)  # a Plan from before git_commit was a field
     ev = evaluation()
@@ -249,7 +255,7 @@ def test_index_without_champion_commit_or_other_reports(tmp_path):
 
 
 def test_index_registers_nothing_when_training_did_not_run(tmp_path):
-    from nbops.report import index_html, run_facts
+    from nbops.runner.report import index_html, run_facts
 
     plan = fake_plan(tmp_path)
     statuses = {"01_eda": "ran", "02_train": "failed", "03_evaluate": "not run"}

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from nbops import runner
 from nbops.products import read_json, write_json
+from nbops.runner import noop, stamps
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,7 +32,7 @@ def last_run(tmp_path, monkeypatch):
     (build / "00_validate" / "table.parquet").write_bytes(b"table")
     write_json(build / "03_evaluate" / "metrics.json", {"decision": {"verdict": "promote"}})
     for step, key in keys.items():  # each stamp records its step's products, as write_stamp does
-        products = runner.product_hashes(build / step) if (build / step).is_dir() else {}
+        products = stamps.product_hashes(build / step) if (build / step).is_dir() else {}
         write_json(build / step / ".stamp.json", {"key": key, "products": products})
     reports.mkdir()
     (reports / "index.html").write_text("<html></html>")
@@ -40,10 +40,10 @@ def last_run(tmp_path, monkeypatch):
         root=root, params_file=params, build=build, reports=reports, keys=keys, data_path=data,
         synthetic=True, params=SimpleNamespace(data=SimpleNamespace(path="data/raw/real.csv")),
     )  # fmt: skip
-    runner.remember_run(plan)
+    noop.remember_run(plan)
 
     def again():
-        return runner.unchanged_since_last_run(params, root, build, reports)
+        return noop.unchanged_since_last_run(params, root, build, reports)
 
     return SimpleNamespace(root=root, params=params, data=data, build=build, reports=reports, again=again)
 
@@ -68,8 +68,8 @@ CHANGES = {
     "a stamp removed": lambda p, m: (p.build / "03_evaluate" / ".stamp.json").unlink(),
     "the validated table removed": lambda p, m: (p.build / "00_validate" / "table.parquet").unlink(),
     "the reports removed": lambda p, m: shutil.rmtree(p.reports),
-    "the record damaged": lambda p, m: (p.build / runner.LAST_RUN).write_text("{"),
-    "the package's source": lambda p, m: m.setattr(runner, "package_hash", lambda: "edited"),
+    "the record damaged": lambda p, m: (p.build / noop.LAST_RUN).write_text("{"),
+    "the package's source": lambda p, m: m.setattr(noop, "package_hash", lambda: "edited"),
 }
 
 
@@ -81,7 +81,7 @@ def test_any_change_to_what_the_plan_reads_takes_the_full_path(last_run, monkeyp
 
 
 def test_the_record_names_the_data_file_it_was_made_from(last_run):
-    record = read_json(last_run.build / runner.LAST_RUN)
+    record = read_json(last_run.build / noop.LAST_RUN)
     assert Path(record["data_path"]) == last_run.data and record["synthetic"] is True
 
 

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from nbops.exceptions import NbopsError
-from nbops.runner import declared_parameters, make_plan, source_hash
+from nbops.runner.notebook import declared_parameters, source_hash
+from nbops.runner.plan import make_plan
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,16 +5,18 @@ from types import SimpleNamespace
 
 import pytest
 
-from nbops import runner
 from nbops.exceptions import NbopsError, StepError
+from nbops.runner import schedule as scheduler
+from nbops.runner.plan import STEPS, RunResult, check_step_names
+from nbops.runner.progress import Progress
 
-TRAIN, EVALUATE = (next(s for s in runner.STEPS if s.name == n) for n in ("02_train", "03_evaluate"))
+TRAIN, EVALUATE = (next(s for s in STEPS if s.name == n) for n in ("02_train", "03_evaluate"))
 
 
 def schedule(tmp_path, steps, execute, render):
-    result = runner.RunResult()
+    result = RunResult()
     plan = SimpleNamespace(build=tmp_path, reports=tmp_path)
-    runner._schedule(plan, steps, result, 2, runner.Progress(), {}, execute=execute, render=render)
+    scheduler._schedule(plan, steps, result, 2, Progress(), {}, execute=execute, render=render)
     return result
 
 
@@ -48,7 +50,7 @@ def test_a_failed_step_is_rendered_and_what_needs_it_is_not_run(tmp_path):
 
 
 def test_the_ticker_reports_only_cells_that_have_run_for_the_interval():
-    progress = runner.Progress(every_s=10)
+    progress = Progress(every_s=10)
     progress.cells = {"02_train": (16, 19, 100.0), "01_eda": (3, 12, 95.0)}
     # at t=104 the train cell has run 4 s: not worth a line; EDA's has run 9 s
     assert progress.lines(now=104.0) == []
@@ -63,6 +65,6 @@ def test_an_unknown_step_name_is_refused_with_the_valid_ones():
     with pytest.raises(
         NbopsError, match=r"--only: unknown step 'bogus' \(steps: 01_eda, 02_train, 03_evaluate\)"
     ):
-        runner.check_step_names(["02_train", "bogus"])
-    runner.check_step_names(["02_train", "03_evaluate"])  # known names pass
-    runner.check_step_names(None)
+        check_step_names(["02_train", "bogus"])
+    check_step_names(["02_train", "03_evaluate"])  # known names pass
+    check_step_names(None)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nbops import space
+from nbops.serve import space
 from tests.conftest import REPO
 
 CARD = {
@@ -141,7 +141,8 @@ def exported_champion(monkeypatch):
     """export_champion's registry calls replaced: champion v7, a model folder of two files."""
     from types import SimpleNamespace
 
-    from nbops import dashboard, tracking
+    from nbops.ml import tracking
+    from nbops.serve import dashboard
 
     version = SimpleNamespace(name=CARD["name"], version="7", creation_timestamp=1_764_000_000_000)
     schema = {"numeric": {"Age": {"min": 15, "max": 74}}, "categorical": {"Sex": ["F", "M"]}}

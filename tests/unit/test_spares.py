@@ -1,4 +1,4 @@
-"""Kernels kept warm between runs (nbops.spares), with real kernel processes: adopted only with
+"""Kernels kept warm between runs (nbops.runner.spares), with real kernel processes: adopted only with
 the same key, by one run only, and never left behind (idle time, a claimant gone, make clean)."""
 
 import os
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from nbops import spares
 from nbops.exceptions import NbopsError
+from nbops.runner import spares
 from tests.conftest import run_coroutine
 
 CODE = "import json\nwarmed_up = 'yes'"

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from nbops import tracking
+from nbops.ml import tracking
 
 # mlflow switches telemetry off by itself where these are set (CI, pytest): a child without
 # them shows what a user's `make pipeline` does.

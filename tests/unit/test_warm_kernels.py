@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from nbops.preload import modules_for
-from nbops.runner import STEPS, is_side_branch, read_notebook_source, warmup_code
+from nbops.runner.notebook import read_notebook_source, warmup_code
+from nbops.runner.plan import STEPS
+from nbops.runner.preload import modules_for
+from nbops.runner.warm import is_side_branch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -18,11 +20,20 @@ def _code(cells: list[str]) -> str:
 
 def test_warmup_runs_the_notebooks_imports_then_its_nbops_modules_preloads():
     code = _code(
-        ["import pandas as pd\nfrom nbops import plots, tracking\nx = 1", "import nbops.data\nprint(x)"]
+        [
+            "import pandas as pd\nfrom nbops.ml import plots, tracking\nx = 1",
+            "import nbops.ml.data\nfrom nbops.ml.gate import Decision\nprint(x)",
+        ]
     )
     lines = code.splitlines()
-    assert lines[:3] == ["import pandas as pd", "from nbops import plots, tracking", "import nbops.data"]
-    assert lines[-1] == "nbops.preload.preload(['nbops.plots', 'nbops.tracking', 'nbops.data'])"
+    assert lines[:4] == [
+        "import pandas as pd",
+        "from nbops.ml import plots, tracking",
+        "import nbops.ml.data",
+        "from nbops.ml.gate import Decision",
+    ]
+    preloaded = "['nbops.ml.plots', 'nbops.ml.tracking', 'nbops.ml.data', 'nbops.ml.gate']"
+    assert lines[-1] == f"nbops.runner.preload.preload({preloaded})"
     assert "x = 1" not in code and "print" not in code  # imports only: no step work runs early
 
 
@@ -42,10 +53,10 @@ def test_a_notebook_without_nbops_imports_preloads_nothing():
 
 
 def test_preload_lists_name_the_heavy_libraries_the_steps_use():
-    assert {"mlflow", "mlflow.sklearn", "skops.io"} <= set(modules_for(["nbops.tracking"]))
-    assert {"matplotlib.pyplot", "seaborn"} <= set(modules_for(["nbops.plots"]))
+    assert {"mlflow", "mlflow.sklearn", "skops.io"} <= set(modules_for(["nbops.ml.tracking"]))
+    assert {"matplotlib.pyplot", "seaborn"} <= set(modules_for(["nbops.ml.plots"]))
     assert modules_for(["nbops.products"]) == []
-    both = modules_for(["nbops.evaluation", "nbops.tracking"])
+    both = modules_for(["nbops.ml.evaluation", "nbops.ml.tracking"])
     assert len(both) == len(set(both))
 
 
@@ -54,7 +65,7 @@ def test_every_preload_of_every_notebook_imports(step):
     """The warm-up of each real notebook runs in a fresh interpreter (a kernel would swallow
     the error silently and the step would just be slower)."""
     code = warmup_code(read_notebook_source(REPO / "notebooks" / f"{step}.ipynb"))
-    assert "nbops.preload.preload(" in code
+    assert "nbops.runner.preload.preload(" in code
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
 
@@ -72,7 +83,7 @@ def test_eda_is_the_side_branch_only_when_train_and_evaluate_run_beside_it():
 def test_a_side_branch_kernel_really_runs_at_the_lower_priority(tmp_path):
     import os
 
-    from nbops.runner import SIDE_BRANCH_NICE, WarmKernel
+    from nbops.runner.warm import SIDE_BRANCH_NICE, WarmKernel
 
     warm = WarmKernel("import json", tmp_path, nice=SIDE_BRANCH_NICE)
     try:
@@ -86,7 +97,7 @@ def test_a_side_branch_kernel_really_runs_at_the_lower_priority(tmp_path):
 
 def _preloaded_in_kernel(code: str, cwd, modules) -> bool:
     """Start a WarmKernel with `code`, then ask the kernel whether every module is in sys.modules."""
-    from nbops.runner import WarmKernel
+    from nbops.runner.warm import WarmKernel
     from tests.conftest import run_coroutine
 
     warm = WarmKernel(code, cwd)
@@ -115,12 +126,12 @@ def _preloaded_in_kernel(code: str, cwd, modules) -> bool:
 
 
 def test_a_warm_kernel_has_the_steps_libraries_loaded_before_the_step_starts(tmp_path):
-    """What the runner hands papermill: a kernel in which a notebook's `from nbops import data`
-    already brought in data.PRELOAD, though importing nbops.data alone imports none of it."""
-    from nbops import data
+    """What the runner hands papermill: a kernel in which a notebook's `from nbops.ml import data`
+    already brought in data.PRELOAD, though importing nbops.ml.data alone imports none of it."""
+    from nbops.ml import data
 
-    assert _preloaded_in_kernel(_code(["from nbops import data"]), tmp_path, data.PRELOAD)
-    assert not _preloaded_in_kernel("from nbops import data", tmp_path, data.PRELOAD)  # the control
+    assert _preloaded_in_kernel(_code(["from nbops.ml import data"]), tmp_path, data.PRELOAD)
+    assert not _preloaded_in_kernel("from nbops.ml import data", tmp_path, data.PRELOAD)  # the control
 
 
 _IMPORT_PROBE = """
@@ -153,15 +164,17 @@ def test_the_runner_skips_the_grammar_jsonschema_builds_for_a_format_it_never_ch
     """papermill -> nbformat -> jsonschema imports rfc3987_syntax (installed for Voila) and builds
     a grammar: about 1 s of the runner's CPU. After skip_unused_imports it is not imported and
     notebooks still validate; without it (the control) it is."""
-    assert not _loads_rfc3987_syntax("from nbops.preload import skip_unused_imports; skip_unused_imports()")
+    skip = "from nbops.runner.preload import skip_unused_imports; skip_unused_imports()"
+    assert not _loads_rfc3987_syntax(skip)
     assert _loads_rfc3987_syntax("")
 
 
 def test_rendering_a_report_does_not_load_that_grammar_either():
-    """The wiring at a real call site: nbops.report renders HTML (nbconvert -> nbformat ->
+    """The wiring at a real call site: nbops.runner.report renders HTML (nbconvert -> nbformat ->
     jsonschema) in the runner's process without importing rfc3987_syntax."""
     render = (
-        "import tempfile; from pathlib import Path; from nbops.report import render_notebook_html; "
+        "import tempfile; from pathlib import Path; "
+        "from nbops.runner.notebook_html import render_notebook_html; "
         "render_notebook_html(Path(sys.argv[1]), Path(tempfile.mkdtemp()) / 'r.html', with_code=True)"
     )
     assert not _loads_rfc3987_syntax(render)
@@ -176,7 +189,7 @@ def test_a_warm_kernel_loads_the_database_store_client_only_for_a_database_store
     monkeypatch, uri, loads_db_client
 ):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    heavy = modules_for(["nbops.tracking"])
+    heavy = modules_for(["nbops.ml.tracking"])
     assert ("mlflow.store.tracking.sqlalchemy_store" in heavy) is loads_db_client
     assert ("mlflow.store.model_registry.sqlalchemy_store" in heavy) is loads_db_client
 
@@ -186,5 +199,5 @@ def test_the_database_store_client_modules_exist(monkeypatch):
     import importlib
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x/mlflow.db")
-    for name in modules_for(["nbops.tracking"]):
+    for name in modules_for(["nbops.ml.tracking"]):
         importlib.import_module(name)

@@ -176,14 +176,15 @@ def test_a_forged_pr_number_stops_the_step_before_anything_is_posted(comment_ste
     assert result.returncode != 0 and "number=" not in outputs and body is None
 
 
-# ------------------------------------------------------------------ cd.yml → nbops.deploy
+# ------------------------------------------------------------------ cd.yml → nbops.serve.deploy
 
 
 def test_the_space_commit_names_the_commit_ci_tested_not_mains_head(tmp_path, monkeypatch):
     """Under workflow_run, GITHUB_SHA is main's head: the step passes the run's head_sha."""
     import huggingface_hub
 
-    from nbops import deploy, tracking
+    from nbops.ml import tracking
+    from nbops.serve import deploy
 
     doc = workflow("cd.yml")
     job, step = find_step(doc, r"\bmake (-s )?deploy\b")
@@ -228,7 +229,9 @@ def test_the_space_commit_names_the_commit_ci_tested_not_mains_head(tmp_path, mo
 def test_the_scheduled_retrain_with_no_champion_runs_the_pipeline(tmp_path, monkeypatch, force):
     """A fresh store (the cached registry evicted): the scheduled run's `make drift` must train
     a champion, not fail every week."""
-    from nbops import drift, runner, tracking
+    from nbops.ml import drift, tracking
+    from nbops.runner import drift as drift_command
+    from nbops.runner import pipeline
 
     doc = workflow("retrain.yml")
     job, step = find_step(doc, r"\bmake (-s )?drift\b")
@@ -252,8 +255,8 @@ def test_the_scheduled_retrain_with_no_champion_runs_the_pipeline(tmp_path, monk
     ran = []
     monkeypatch.setattr(tracking, "configure_tracking", lambda root: "sqlite:///unused")
     monkeypatch.setattr(drift, "check_drift", no_champion)
-    monkeypatch.setattr(runner, "main_run", lambda *a: ran.append(a) or 0)
+    monkeypatch.setattr(pipeline, "main_run", lambda *a: ran.append(a) or 0)
     options = {"--retrain": "retrain", "--force": "force", "--fail-on-drift": "fail_on_drift"}
     kwargs = {options[f]: True for f in flags}
-    code = drift.main_drift(str(REPO / "params" / "smoke.yaml"), str(tmp_path), **kwargs)
+    code = drift_command.main_drift(str(REPO / "params" / "smoke.yaml"), str(tmp_path), **kwargs)
     assert code == 0 and len(ran) == 1

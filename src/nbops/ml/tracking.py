@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbops.exceptions import ModelError
 
-# Heavy libraries imported inside the functions below; warm kernels load them early (nbops.preload).
+# Heavy libraries imported inside the functions below; warm kernels load them early (nbops.runner.preload).
 PRELOAD = ("mlflow", "mlflow.models", "mlflow.pyfunc", "mlflow.sklearn", "skops.io")
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
@@ -35,7 +35,7 @@ def preload_for_environment() -> tuple[str, ...]:
 
 
 if TYPE_CHECKING:
-    from nbops.gate import Decision
+    from nbops.ml.gate import Decision
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -245,7 +245,7 @@ def log_training(
     import mlflow
     from mlflow.models import infer_signature
 
-    from nbops.models import TRUSTED_TYPES
+    from nbops.ml.models import TRUSTED_TYPES
 
     # a fresh store is created here, under the store lock: parallel steps and runs may be first
     mlflow.set_experiment(experiment_id=ensure_experiment(experiment))
@@ -391,7 +391,7 @@ def load_model_dir(local: Path, label: str = ""):
     import yaml
     from skops.io.exceptions import UntrustedTypesFoundException
 
-    from nbops.models import TRUSTED_TYPES
+    from nbops.ml.models import TRUSTED_TYPES
 
     label = label or str(local)
     try:
@@ -465,7 +465,7 @@ def promote_if_better(
     """
     import mlflow
 
-    from nbops.gate import decide_promotion
+    from nbops.ml.gate import decide_promotion
 
     if client is None:
         use_project_store()

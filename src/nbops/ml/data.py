@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbops.exceptions import DataError, ParamsError
 
-# Heavy libraries imported inside the functions below; warm kernels load them early (nbops.preload).
+# Heavy libraries imported inside the functions below; warm kernels load them early (nbops.runner.preload).
 PRELOAD = ("pandas", "sklearn.model_selection")
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def resolve_data_path(params: Params, root: Path, source: str = "params") -> Pat
         raise ParamsError(f"{source}: key 'data.path': {data.path} is not a file")
     if data.synthetic is None:
         raise ParamsError(f"{source}: key 'data.path': data file not found: {data.path}")
-    from nbops.synthetic import write_synthetic_table
+    from nbops.ml.synthetic import write_synthetic_table
 
     syn = data.synthetic
     return write_synthetic_table(root / syn.path, syn.rows, syn.seed, syn.label_noise)

@@ -8,285 +8,21 @@ never as markup, in HTML and in Markdown alike.
 from __future__ import annotations
 
 import html
-import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nbops.layout import TITLES
+from nbops.runner.notebook_html import render_notebook_html
+from nbops.runner.summary import fmt_delta, fmt_value, summary_markdown
+
 if TYPE_CHECKING:
-    from nbops.runner import Plan, RunResult
-
-SUMMARY_LIMIT = 60_000
-SUMMARY_MARKER = "<!-- nbops-summary -->"
-TITLES = {"01_eda": "Exploratory data analysis", "02_train": "Train", "03_evaluate": "Evaluate and gate"}
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~!])")
-
-
-def md_escape(value) -> str:
-    """Text for a Markdown table cell: no markup, no HTML, one line."""
-    text = html.escape(str(value), quote=True)
-    text = _MD_SPECIAL.sub(r"\\\1", text)
-    return " ".join(text.split())
-
-
-def cap_markdown(body: str, limit: int = SUMMARY_LIMIT, link: str | None = None) -> str:
-    """Cut a Markdown body to `limit` characters at a line break, saying so."""
-    if len(body) <= limit:
-        return body
-    note = "\n\n…cut: the full summary is too long for a comment"
-    note += f"; read it in the [reports artifact]({link})." if link else "; read it in the reports."
-    cut = body[: limit - len(note)]
-    cut = cut[: cut.rfind("\n")] if "\n" in cut else cut
-    return cut + note
-
-
-# ------------------------------------------------------------------ HTML of notebooks
-
-
-# What notebook HTML (markdown cells, DataFrame tables, rich outputs) may keep. nbconvert's own
-# `clean_html` filter allows so few tags that headings, paragraphs and table headers end up as
-# escaped text; this list keeps formatting and tables, and still no script, style, iframe,
-# form, image or event attribute: anything else is shown as text.
-SAFE_TAGS = frozenset(
-    {
-        "a",
-        "abbr",
-        "b",
-        "blockquote",
-        "br",
-        "caption",
-        "code",
-        "col",
-        "colgroup",
-        "dd",
-        "del",
-        "details",
-        "div",
-        "dl",
-        "dt",
-        "em",
-        "h1",
-        "h2",
-        "h3",
-        "h4",
-        "h5",
-        "h6",
-        "hr",
-        "i",
-        "kbd",
-        "li",
-        "ol",
-        "p",
-        "pre",
-        "s",
-        "samp",
-        "small",
-        "span",
-        "strong",
-        "sub",
-        "summary",
-        "sup",
-        "table",
-        "tbody",
-        "td",
-        "tfoot",
-        "th",
-        "thead",
-        "tr",
-        "u",
-        "ul",
-    }
-)
-SAFE_ATTRIBUTES = {
-    "*": ["class", "id", "title"],
-    "a": ["href", "title", "class"],
-    "td": ["colspan", "rowspan", "class"],
-    "th": ["colspan", "rowspan", "class"],
-}
-SAFE_URL_SCHEMES = frozenset({"http", "https", "mailto"})
-_STYLE_BLOCK = re.compile(r"<style\b[^>]*>.*?</style>", re.IGNORECASE | re.DOTALL)
-_TAG_START = re.compile(r"<(?=/?([A-Za-z][A-Za-z0-9:-]*))")
-
-
-def _escape_unsafe_tags(text: str) -> str:
-    """`<` of every tag not in SAFE_TAGS as `&lt;`: a `<script>` in a label is read as text."""
-    return _TAG_START.sub(lambda m: "<" if m.group(1).lower() in SAFE_TAGS else "&lt;", text)
-
-
-def clean_html(element) -> str:
-    """Sanitise HTML with nh3 (ammonia) and SAFE_TAGS: nbconvert's `clean_html` filter.
-
-    Before nh3, pandas' `<style scoped>` blocks are dropped and tags outside SAFE_TAGS escaped,
-    so they show as text rather than vanish; both are cosmetic. nh3, after them, is what keeps
-    markup from running: it drops every attribute not in SAFE_ATTRIBUTES and links whose scheme
-    is not in SAFE_URL_SCHEMES, whatever the escaping step missed."""
-    import nh3
-
-    text = element.decode() if isinstance(element, bytes) else str(element)
-    return nh3.clean(
-        _escape_unsafe_tags(_STYLE_BLOCK.sub("", text)),
-        tags=set(SAFE_TAGS),
-        attributes={tag: set(names) for tag, names in SAFE_ATTRIBUTES.items()},
-        url_schemes=set(SAFE_URL_SCHEMES),
-        strip_comments=True,
-    )
-
-
-def render_notebook_html(notebook: Path, out: Path, with_code: bool) -> Path:
-    """nbconvert HTML with sanitize_html on: no <script>, no on*= from outputs or markdown."""
-    from nbops.preload import skip_unused_imports
-
-    skip_unused_imports()
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    exporter = HTMLExporter(
-        template_name="lab",
-        filters={"clean_html": clean_html},
-        sanitize_html=True,
-        embed_images=False,
-        exclude_input=not with_code,
-        exclude_input_prompt=not with_code,
-        exclude_output_prompt=not with_code,
-    )
-    nb = nbformat.read(notebook, as_version=4)
-    body, _ = exporter.from_notebook_node(nb)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(body, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    from nbops.runner.plan import Plan, RunResult
 
 
 def _fresh(html_file: Path, source: Path) -> bool:
     return html_file.exists() and html_file.stat().st_mtime >= source.stat().st_mtime
 
-
-# ------------------------------------------------------------------ summary.md
-
-
-def _fmt(value) -> str:
-    return "–" if value is None else f"{value:.4f}"
-
-
-def _delta(value) -> str:
-    return "–" if value is None else f"{value:+.4f}"
-
-
-VERDICT_ICON = {"promote": "✅", "keep champion": "⏸️", "reject": "❌", "not promoted (promote: false)": "🔎"}
-
-
-def summary_markdown(
-    evaluation: dict | None,
-    failure=None,
-    statuses: dict | None = None,
-    link_prefix: str = "",
-    commit: str | None = None,
-) -> str:
-    """The PR-comment body: verdict first, then metrics, per-class F1, confusion, params diff,
-    data and commit."""
-    lines = [SUMMARY_MARKER]
-    at = f"Commit: {md_escape(commit)}" if commit else ""
-    links = " · ".join(
-        f"[{TITLES[s]}]({link_prefix}{s}.html)"
-        for s in TITLES
-        if (statuses or {}).get(s) in ("ran", "skipped", "failed")
-    )
-    if failure is not None:
-        lines += [
-            f"## ❌ Pipeline failed at {md_escape(failure.step)}"
-            + (f", cell {failure.cell_index}" if failure.cell_index is not None else ""),
-            "",
-            f"{md_escape(failure.ename)}: {md_escape(failure.evalue)}"
-            if failure.ename
-            else md_escape(failure.evalue),
-            "",
-            "No alias was moved. The executed notebook, with the failing cell, is in the reports.",
-            "",
-            *([at, ""] if at else []),
-            f"Reports: {links}" if links else "",
-        ]
-        return cap_markdown("\n".join(lines).rstrip() + "\n")
-    if evaluation is None:
-        lines += [
-            "## Pipeline ran without an evaluation step",
-            "",
-            *([at, ""] if at else []),
-            f"Reports: {links}",
-        ]
-        return cap_markdown("\n".join(lines) + "\n")
-
-    name = md_escape(evaluation["model_name"])
-    decision = evaluation["decision"]
-    chal = evaluation["challenger"]
-    champ = evaluation.get("champion") or {}
-    cm, pm = chal["metrics"], champ.get("metrics")
-    verdict = decision["verdict"]
-    head = f"## {VERDICT_ICON.get(verdict, '')} Gate: {md_escape(verdict)}"
-    if decision["promote"]:
-        head += f": {name} v{chal['version']} is the new champion"
-    lines += [head, ""]
-    lines += [f"- {md_escape(r)}" for r in decision["reasons"]]
-    champ_col = f"champion v{champ['version']}" if champ.get("version") else "champion (none)"
-    lines += ["", f"| metric | challenger v{chal['version']} | {champ_col} | Δ |", "|---|---:|---:|---:|"]
-    for metric in ("accuracy", "macro_f1", "weighted_f1"):
-        p = pm[metric] if pm else None
-        lines.append(
-            f"| {metric} | {_fmt(cm[metric])} | {_fmt(p)} | {_delta(None if p is None else cm[metric] - p)} |"
-        )
-    if champ.get("error"):
-        lines += ["", f"Champion not scored: {md_escape(champ['error'])}"]
-
-    lines += [
-        "",
-        "### Per-class F1",
-        "",
-        "| class | support | challenger | champion | Δ |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for label, v in cm["per_class"].items():
-        p = pm["per_class"].get(label, {}).get("f1") if pm else None
-        lines.append(
-            f"| {md_escape(label)} | {v['support']} | {_fmt(v['f1'])} | {_fmt(p)} | "
-            f"{_delta(None if p is None else v['f1'] - p)} |"
-        )
-
-    labels = cm["labels"]
-    lines += [
-        "",
-        f"### Confusion matrix, challenger v{chal['version']} (rows: actual, columns: predicted)",
-        "",
-        "| actual \\\\ predicted | " + " | ".join(md_escape(x) for x in labels) + " |",
-        "|---|" + "---:|" * len(labels),
-    ]
-    for label, row in zip(labels, cm["confusion_matrix"], strict=True):
-        lines.append(f"| **{md_escape(label)}** | " + " | ".join(str(n) for n in row) + " |")
-
-    diff = evaluation.get("params_diff") or {}
-    if diff:
-        lines += [
-            "",
-            "### Params that differ from the champion's",
-            "",
-            "| param | champion | challenger |",
-            "|---|---|---|",
-        ]
-        lines += [f"| {md_escape(k)} | {md_escape(a)} | {md_escape(b)} |" for k, (a, b) in diff.items()]
-    data = evaluation["data"]
-    kind = " (SYNTHETIC)" if data.get("synthetic") else ""
-    lines += [
-        "",
-        f"Data: {md_escape(data['source'])}{kind} · sha256 {md_escape(str(data['hash'])[:12])} · "
-        f"{data['holdout_rows']} held-out rows",
-    ]
-    if at:
-        lines += ["", at]
-    if links:
-        lines += ["", f"Reports: {links} · [index]({link_prefix}index.html)"]
-    return cap_markdown("\n".join(lines) + "\n")
-
-
-# ------------------------------------------------------------------ index.html
 
 METRICS = ("accuracy", "macro_f1", "weighted_f1")
 
@@ -403,8 +139,9 @@ def _metrics_html(evaluation: dict) -> str:
     for metric in METRICS:
         p = pm[metric] if pm else None
         body.append(
-            f"<tr><td>{metric}</td><td class='num'>{_fmt(cm[metric])}</td><td class='num'>{_fmt(p)}</td>"
-            f"<td class='num'>{_delta(None if p is None else cm[metric] - p)}</td></tr>"
+            f"<tr><td>{metric}</td><td class='num'>{fmt_value(cm[metric])}</td>"
+            f"<td class='num'>{fmt_value(p)}</td>"
+            f"<td class='num'>{fmt_delta(None if p is None else cm[metric] - p)}</td></tr>"
         )
     note = f"<p>Champion not scored: {esc(str(champ['error']))}</p>" if champ.get("error") else ""
     return f"<table class='metrics'>{head}{''.join(body)}</table>{note}"

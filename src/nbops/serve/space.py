@@ -10,8 +10,8 @@ Two builds of one champion from one commit are byte-identical (nothing in the fo
 it was built), and the folder's `content_hash` is written into its `.nbops-space` marker: the
 deploy compares it with the one the Space holds and makes no commit when they are equal.
 
-    python -m nbops.space build --params params/default.yaml --out space
-    python -m nbops.space serve space --host 127.0.0.1 --port 7860
+    python -m nbops.serve.space build --params params/default.yaml --out space
+    python -m nbops.serve.space serve space --host 127.0.0.1 --port 7860
 """
 
 from __future__ import annotations
@@ -187,7 +187,8 @@ Run it locally without Docker with `make space-serve`.
 
 def export_champion(model_name: str, dest: Path) -> dict[str, Any]:
     """Write the champion to `dest`: `model/` (MLflow model folder), `schema.json`, `model_card.json`."""
-    from nbops import dashboard, tracking
+    from nbops.ml import tracking
+    from nbops.serve import dashboard
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     version, schema, card = dashboard.registry_champion_info(model_name)
@@ -215,7 +216,7 @@ def _copy_package(src: Path, dest: Path) -> None:
 
 def build_space(root: Path, params_path: Path, out: Path, license_id: str = "mit") -> dict[str, Any]:
     """Assemble the Space folder in a temp sibling, then swap it in: a failure leaves `out` as it was."""
-    from nbops import tracking
+    from nbops.ml import tracking
     from nbops.params import load_params
 
     root = root.resolve()
@@ -335,7 +336,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nbops.space", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m nbops.serve.space", description=__doc__.split("\n")[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-# Heavy libraries imported inside the functions below; warm kernels load them early (nbops.preload).
+# Heavy libraries imported inside the functions below; warm kernels load them early (nbops.runner.preload).
 PRELOAD = ("matplotlib.pyplot", "seaborn")
 
 if TYPE_CHECKING:

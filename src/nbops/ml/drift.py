@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbops.exceptions import DataError, ModelError, print_problems
+from nbops.exceptions import DataError, ModelError
 
-# Heavy libraries imported inside the functions below; warm kernels load them early (nbops.preload).
+# Heavy libraries imported inside the functions below; warm kernels load them early (nbops.runner.preload).
 PRELOAD = ("pandas", "scipy.stats", "matplotlib.pyplot")
 
 if TYPE_CHECKING:
@@ -37,19 +37,6 @@ DRIFT = "drift"
 NO_DRIFT = "no drift"
 INSUFFICIENT = "insufficient data"
 _SHOWN_CATEGORIES = 3
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_DRIFT = 3  # only with --fail-on-drift: a scheduler's run turns red
-NO_CHAMPION_LINE = "no champion yet: nothing to compare; run the pipeline"
-EXIT_CODES_HELP = f"""\
-exit codes:
-  {EXIT_OK}  the check ran: no drift, insufficient data, or drift without --fail-on-drift
-     (the verdict is printed and written to reports/drift.json); or no champion yet
-     (nothing to compare; with --retrain the pipeline ran and passed)
-  {EXIT_ERROR}  an error: bad params or data, the report notebook failed, or
-     the retrain (--retrain, --force, or --retrain with no champion) failed
-  {EXIT_DRIFT}  drift found and --fail-on-drift given (after the retrain, if one ran and passed)"""
 
 
 class NoChampionToCompare(ModelError):
@@ -244,7 +231,7 @@ def load_reference(model_name: str, client=None, download=None) -> tuple[pd.Data
     """
     import pandas as pd
 
-    from nbops import tracking
+    from nbops.ml import tracking
 
     champion = tracking.get_alias_version(model_name, tracking.CHAMPION, client)
     if champion is None:
@@ -270,7 +257,7 @@ def load_reference(model_name: str, client=None, download=None) -> tuple[pd.Data
 
 def check_drift(params: Params, root: Path, client=None, download=None) -> tuple[DriftReport, Any, Any]:
     """Current table (validated) vs the champion's sample: (report, reference, current)."""
-    from nbops.data import load_table
+    from nbops.ml.data import load_table
 
     current, _ = load_table(params, root)
     reference, version = load_reference(params.registry.model_name, client, download)
@@ -333,7 +320,7 @@ def plot_distributions(
 
 def drift_markdown(report: dict[str, Any]) -> str:
     """The verdict and per-column table as Markdown (job summary, notebook); data escaped."""
-    from nbops.report import md_escape
+    from nbops.markdown import md_escape
 
     champion = (
         f"{md_escape(report['model_name'])} v{md_escape(report['champion_version'])}"
@@ -360,120 +347,3 @@ def drift_markdown(report: dict[str, Any]) -> str:
             f"{'**yes**' if c['drifted'] else 'no'} | {md_escape(c['detail'])} |"
         )
     return "\n".join(lines) + "\n"
-
-
-# ------------------------------------------------------------------ the command
-
-
-NOTEBOOK = "notebooks/04_drift.ipynb"
-STEP = "04_drift"
-
-
-def _say(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def _write_no_champion(root: Path) -> None:
-    """reports/drift.md says why there is no verdict (the workflow shows it in the job summary);
-    no drift.json: there is no verdict to read."""
-    reports = root / "reports"
-    reports.mkdir(parents=True, exist_ok=True)
-    (reports / "drift.md").write_text(f"## Drift check: not run\n\n{NO_CHAMPION_LINE}.\n", encoding="utf-8")
-
-
-def render_drift_report(root: Path, products: Path, params: Params, timeout_s: int) -> Path:
-    """Run notebooks/04_drift.ipynb (papermill) on the products and render reports/drift.html."""
-    from nbops.preload import skip_unused_imports
-
-    skip_unused_imports()
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    from nbops.exceptions import StepError
-    from nbops.report import render_notebook_html
-
-    executed = products / f"{STEP}.ipynb"
-    reports = root / "reports"
-    try:
-        papermill.execute_notebook(
-            str(root / NOTEBOOK),
-            str(executed),
-            kernel_name="python3",
-            cwd=str(root / "notebooks"),
-            progress_bar=False,
-            execution_timeout=timeout_s,
-            parameters={
-                "drift_json": str(products / "drift.json"),
-                "reference_path": str(products / "reference.parquet"),
-                "current_path": str(products / "current.parquet"),
-                "data_numeric": params.data.numeric,
-                "data_categorical": params.data.categorical,
-            },
-        )
-    except PapermillExecutionError as exc:
-        if executed.exists():  # the failing notebook is still a report to read
-            render_notebook_html(executed, reports / "drift.html", with_code=True)
-        # papermill counts cells from 0; messages count from 1, as the runner's do
-        raise StepError(STEP, exc.cell_index + 1, exc.ename, exc.evalue) from None
-    return render_notebook_html(executed, reports / "drift.html", with_code=False)
-
-
-def main_drift(
-    params_file: str,
-    root: str = ".",
-    retrain: bool = False,
-    force: bool = False,
-    fail_on_drift: bool = False,
-) -> int:
-    """`python -m nbops drift`: check, write reports/drift.{json,md,html}, retrain if asked.
-    Returns the exit code (EXIT_CODES_HELP)."""
-
-    from nbops import tracking
-    from nbops.exceptions import NbopsError
-    from nbops.params import load_params
-    from nbops.products import write_json
-
-    root_path = Path(root).resolve()
-    path = Path(params_file) if Path(params_file).is_absolute() else root_path / params_file
-    try:
-        params = load_params(path)
-        tracking.configure_tracking(root_path)
-        no_champion = False
-        try:
-            report, reference, current = check_drift(params, root_path)
-        except NoChampionToCompare:
-            no_champion, report = True, None
-            _say(NO_CHAMPION_LINE)
-            _write_no_champion(root_path)
-        except ModelError as exc:
-            if not force:
-                raise
-            _say(f"drift: not checked ({exc}); retraining because of --force")
-            report = None
-        if report is not None:
-            products = root_path / "build" / STEP
-            products.mkdir(parents=True, exist_ok=True)
-            reference.to_parquet(products / "reference.parquet")
-            current.to_parquet(products / "current.parquet")
-            data = report.to_dict()
-            write_json(products / "drift.json", data)
-            write_json(root_path / "reports" / "drift.json", data)
-            (root_path / "reports" / "drift.md").write_text(drift_markdown(data), encoding="utf-8")
-            html = render_drift_report(root_path, products, params, params.run.cell_timeout_s)
-            _say(f"drift report: {html}")
-            _say(report.summary_line())
-    except NbopsError as exc:
-        print_problems(exc)
-        return EXIT_ERROR
-    drifted = report is not None and report.verdict == DRIFT
-    if force or (retrain and (drifted or no_champion)):
-        why = "forced" if force else ("no champion yet" if no_champion else "drift found")
-        _say(f"retrain: {why}; running the pipeline (promotion through the gate)")
-        from nbops.runner import main_run
-
-        code = main_run(str(path), str(root_path), True, None, 2)
-        if code != EXIT_OK:
-            return code
-    elif retrain:
-        _say(f"retrain: not needed ({report.verdict})")
-    return EXIT_DRIFT if fail_on_drift and drifted else EXIT_OK

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from nbops.exceptions import NbopsError
 from nbops.products import read_json
 
-# Heavy libraries imported inside the functions below; warm kernels load them early (nbops.preload).
+# Heavy libraries imported inside the functions below; warm kernels load them early (nbops.runner.preload).
 PRELOAD = ("pandas", "mlflow")
 NO_VALUE = "–"  # a table cell with nothing to show (no champion to compare with)
 
@@ -45,7 +45,7 @@ def model_label(role: str, info: dict) -> str:
 
 def score_version(model_name: str, version: str, X, y, labels) -> dict[str, Any]:
     """Metrics of one registered version on the rows, or raise NbopsError if it cannot score."""
-    from nbops import models, tracking
+    from nbops.ml import models, tracking
 
     try:
         model = tracking.load_model(f"models:/{model_name}/{version}")
@@ -56,7 +56,7 @@ def score_version(model_name: str, version: str, X, y, labels) -> dict[str, Any]
 
 def score_champion(model_name: str, challenger_version: str, X, y, labels) -> dict[str, Any]:
     """Score the current champion on the rows; never raises for a champion that cannot score."""
-    from nbops import tracking
+    from nbops.ml import tracking
 
     champ = tracking.get_alias_version(model_name, tracking.CHAMPION)
     if champ is None:

@@ -129,7 +129,7 @@ def spawn(
     token = uuid.uuid4().hex[:12]
     base = folder / f"{step}.{token}"
     conn = Path(f"{base}.conn.json")
-    from nbops.kernels import curve_keys
+    from nbops.runner.kernels import curve_keys
 
     write_connection_file(
         str(conn), ip="127.0.0.1", key=uuid.uuid4().hex.encode(), kernel_name="python3", **curve_keys()
@@ -144,7 +144,7 @@ def spawn(
         import subprocess
 
         proc = subprocess.Popen(
-            [sys.executable, "-m", "nbops.spares", str(spec)],
+            [sys.executable, "-m", "nbops.runner.spares", str(spec)],
             cwd=cwd,
             env=child_env,
             stdin=subprocess.DEVNULL,
@@ -210,7 +210,7 @@ def is_spare_process(pid: int, token: str) -> bool:
     except OSError:
         return False
     state = stat.rsplit(")", 1)[1].split()[0]
-    return state not in ("Z", "X") and "nbops.spares" in cmdline and f".{token}.spec.json" in cmdline
+    return state not in ("Z", "X") and "nbops.runner.spares" in cmdline and f".{token}.spec.json" in cmdline
 
 
 def stop_process(pid: int, token: str, grace_s: float = 2.0) -> None:

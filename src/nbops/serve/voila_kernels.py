@@ -59,7 +59,7 @@ from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelMana
 from traitlets import Float, Integer, List, Unicode
 
 PAGE_TEMPLATE = "nbops"
-JUPYTER_DATA = Path(__file__).resolve().parent / "jupyter_data"  # holds voila/templates/nbops
+JUPYTER_DATA = Path(__file__).resolve().parents[1] / "jupyter_data"  # holds voila/templates/nbops
 # Where a Space's (or any local) reverse proxy connects from.
 PRIVATE_NETWORKS = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
 

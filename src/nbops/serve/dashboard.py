@@ -147,7 +147,7 @@ def _mlflow():
 
 def registry_champion_info(model_name: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """(model version, schema, model card) of the current champion; NoChampionError if none."""
-    from nbops import tracking
+    from nbops.ml import tracking
 
     version = tracking.get_alias_version(model_name, tracking.CHAMPION)
     if version is None:
@@ -177,7 +177,7 @@ def _quiet_mlflow() -> None:
 
 def load_champion(source: ModelSource) -> Champion:
     """Load the model (skops, trusted types fixed in code), its schema and its model card."""
-    from nbops import tracking
+    from nbops.ml import tracking
 
     if source.kind == "folder":
         return load_exported_champion(source.folder)
@@ -191,7 +191,7 @@ def load_champion(source: ModelSource) -> Champion:
 
 def load_exported_champion(folder: Path) -> Champion:
     """An exported champion: `model/` (MLflow model folder), `schema.json`, `model_card.json`."""
-    from nbops import tracking
+    from nbops.ml import tracking
 
     if not folder.is_dir():
         raise NoChampionError(
@@ -285,7 +285,7 @@ class Prediction:
 
 
 def predict_one(champion: Champion, row: pd.DataFrame) -> Prediction:
-    from nbops.models import predict_table
+    from nbops.ml.models import predict_table
 
     start = time.perf_counter()
     table = predict_table(champion.model, row[champion.features])
@@ -470,7 +470,7 @@ _UNKNOWN_OK = {
 
 def _column_steps(model) -> dict[str, list[tuple[Any, int]]]:
     """Input column -> the fitted steps applied to it, each with the column's position among the
-    columns of its branch, for a Pipeline with a ColumnTransformer step (as nbops.models makes)."""
+    columns of its branch, for a Pipeline with a ColumnTransformer step (as nbops.ml.models makes)."""
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
 
@@ -518,7 +518,7 @@ def read_batch(content: bytes, name: str, schema: dict[str, Any]) -> tuple[pd.Da
     """Read an uploaded CSV as text: (the rows, index = spreadsheet row with the header as row 1;
     one problem per row whose number of fields differs from the header's, those rows left out).
 
-    nbops.data's reader is not reused: it reads a file path and requires the target column."""
+    nbops.ml.data's reader is not reused: it reads a file path and requires the target column."""
     import pandas as pd
 
     if len(content) > MAX_UPLOAD_BYTES:
@@ -714,7 +714,7 @@ def validate_batch(
 def score_batch(champion: Champion, content: bytes, name: str) -> BatchResult:
     """Check an uploaded CSV against the model's schema; score every row the model can take,
     with a `warnings` column naming what in it is unlike the training data."""
-    from nbops.models import predict_table
+    from nbops.ml.models import predict_table
 
     df, ragged = read_batch(content, name, champion.schema)
     good, problems, warnings = validate_batch(df, champion.schema, champion.tolerance)
@@ -863,7 +863,7 @@ def message_html(text: str, kind: str = "error", title: str = "") -> str:
 
 def _log_to_server(exc: BaseException) -> None:
     """Tracebacks go to the server's log (the kernel's real stderr), never to the page."""
-    print("nbops.dashboard:", "".join(traceback.format_exception(exc)), file=sys.__stderr__, flush=True)
+    print("nbops.serve.dashboard:", "".join(traceback.format_exception(exc)), file=sys.__stderr__, flush=True)
 
 
 def _header(ipywidgets, subtitle: str, title: str = TITLE):

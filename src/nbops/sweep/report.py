@@ -11,11 +11,11 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nbops.markdown import md_escape
 from nbops.products import write_json
-from nbops.report import md_escape
 
 if TYPE_CHECKING:
-    from nbops.sweep import Sweep
+    from nbops.sweep.spec import Sweep
 
 METRICS = ("macro_f1", "accuracy", "weighted_f1")
 PLOT = "macro_f1_vs_params.png"

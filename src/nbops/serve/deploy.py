@@ -1,6 +1,6 @@
 """Deploy the champion to the Hugging Face Space, then wait until the Space serves it.
 
-    python -m nbops.deploy --params params/default.yaml --space-dir space --space-id owner/name
+    python -m nbops.serve.deploy --params params/default.yaml --space-dir space --space-id owner/name
 
 1. `champion` is resolved to a version in the registry;
 2. the Space folder (`make space`) must carry a `model_card.json` naming that same version,
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from nbops.exceptions import NbopsError, print_problems
-from nbops.space import MARKER, UPLOAD_IGNORED, content_hash
+from nbops.serve.space import MARKER, UPLOAD_IGNORED, content_hash
 
 MODEL_CARD = "model_card.json"
 TOKEN_ENV = "HF_TOKEN"
@@ -131,7 +131,7 @@ def read_model_card(space_dir: Path) -> tuple[dict[str, Any], Path]:
 
 def resolve_champion(model_name: str, client=None) -> str:
     """The version behind `champion` in the registry."""
-    from nbops import tracking
+    from nbops.ml import tracking
 
     version = tracking.get_alias_version(model_name, tracking.CHAMPION, client)
     if version is None:
@@ -428,7 +428,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nbops.deploy", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m nbops.serve.deploy", description=__doc__.split("\n\n")[0]
+    )
     add_arguments(parser)
     return run(parser.parse_args(argv))
 
@@ -436,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Upload and wait, as parsed by add_arguments; the exit code."""
     try:
-        from nbops import tracking
+        from nbops.ml import tracking
         from nbops.params import load_params
 
         root = Path(args.root).resolve()

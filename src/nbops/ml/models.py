@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbops.exceptions import ModelError
 
-# Heavy libraries imported inside the functions below; warm kernels load them early (nbops.preload).
+# Heavy libraries imported inside the functions below; warm kernels load them early (nbops.runner.preload).
 PRELOAD = (
     "sklearn.compose",
     "sklearn.impute",

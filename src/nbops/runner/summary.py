@@ -1,0 +1,131 @@
+"""summary.md: the run in a few Markdown lines, made for a PR comment."""
+
+from __future__ import annotations
+
+from nbops.layout import TITLES
+from nbops.markdown import SUMMARY_MARKER, cap_markdown, md_escape
+
+
+def fmt_value(value) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def fmt_delta(value) -> str:
+    return "–" if value is None else f"{value:+.4f}"
+
+
+VERDICT_ICON = {"promote": "✅", "keep champion": "⏸️", "reject": "❌", "not promoted (promote: false)": "🔎"}
+
+
+def summary_markdown(
+    evaluation: dict | None,
+    failure=None,
+    statuses: dict | None = None,
+    link_prefix: str = "",
+    commit: str | None = None,
+) -> str:
+    """The PR-comment body: verdict first, then metrics, per-class F1, confusion, params diff,
+    data and commit."""
+    lines = [SUMMARY_MARKER]
+    at = f"Commit: {md_escape(commit)}" if commit else ""
+    links = " · ".join(
+        f"[{TITLES[s]}]({link_prefix}{s}.html)"
+        for s in TITLES
+        if (statuses or {}).get(s) in ("ran", "skipped", "failed")
+    )
+    if failure is not None:
+        lines += [
+            f"## ❌ Pipeline failed at {md_escape(failure.step)}"
+            + (f", cell {failure.cell_index}" if failure.cell_index is not None else ""),
+            "",
+            f"{md_escape(failure.ename)}: {md_escape(failure.evalue)}"
+            if failure.ename
+            else md_escape(failure.evalue),
+            "",
+            "No alias was moved. The executed notebook, with the failing cell, is in the reports.",
+            "",
+            *([at, ""] if at else []),
+            f"Reports: {links}" if links else "",
+        ]
+        return cap_markdown("\n".join(lines).rstrip() + "\n")
+    if evaluation is None:
+        lines += [
+            "## Pipeline ran without an evaluation step",
+            "",
+            *([at, ""] if at else []),
+            f"Reports: {links}",
+        ]
+        return cap_markdown("\n".join(lines) + "\n")
+
+    name = md_escape(evaluation["model_name"])
+    decision = evaluation["decision"]
+    chal = evaluation["challenger"]
+    champ = evaluation.get("champion") or {}
+    cm, pm = chal["metrics"], champ.get("metrics")
+    verdict = decision["verdict"]
+    head = f"## {VERDICT_ICON.get(verdict, '')} Gate: {md_escape(verdict)}"
+    if decision["promote"]:
+        head += f": {name} v{chal['version']} is the new champion"
+    lines += [head, ""]
+    lines += [f"- {md_escape(r)}" for r in decision["reasons"]]
+    champ_col = f"champion v{champ['version']}" if champ.get("version") else "champion (none)"
+    lines += ["", f"| metric | challenger v{chal['version']} | {champ_col} | Δ |", "|---|---:|---:|---:|"]
+    for metric in ("accuracy", "macro_f1", "weighted_f1"):
+        p = pm[metric] if pm else None
+        lines.append(
+            f"| {metric} | {fmt_value(cm[metric])} | {fmt_value(p)} | "
+            f"{fmt_delta(None if p is None else cm[metric] - p)} |"
+        )
+    if champ.get("error"):
+        lines += ["", f"Champion not scored: {md_escape(champ['error'])}"]
+
+    lines += [
+        "",
+        "### Per-class F1",
+        "",
+        "| class | support | challenger | champion | Δ |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, v in cm["per_class"].items():
+        p = pm["per_class"].get(label, {}).get("f1") if pm else None
+        lines.append(
+            f"| {md_escape(label)} | {v['support']} | {fmt_value(v['f1'])} | {fmt_value(p)} | "
+            f"{fmt_delta(None if p is None else v['f1'] - p)} |"
+        )
+
+    labels = cm["labels"]
+    lines += [
+        "",
+        f"### Confusion matrix, challenger v{chal['version']} (rows: actual, columns: predicted)",
+        "",
+        "| actual \\\\ predicted | " + " | ".join(md_escape(x) for x in labels) + " |",
+        "|---|" + "---:|" * len(labels),
+    ]
+    for label, row in zip(labels, cm["confusion_matrix"], strict=True):
+        lines.append(f"| **{md_escape(label)}** | " + " | ".join(str(n) for n in row) + " |")
+
+    diff = evaluation.get("params_diff") or {}
+    if diff:
+        lines += [
+            "",
+            "### Params that differ from the champion's",
+            "",
+            "| param | champion | challenger |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {md_escape(k)} | {md_escape(a)} | {md_escape(b)} |" for k, (a, b) in diff.items()]
+    data = evaluation["data"]
+    kind = " (SYNTHETIC)" if data.get("synthetic") else ""
+    lines += [
+        "",
+        f"Data: {md_escape(data['source'])}{kind} · sha256 {md_escape(str(data['hash'])[:12])} · "
+        f"{data['holdout_rows']} held-out rows",
+    ]
+    if at:
+        lines += ["", at]
+    if links:
+        lines += ["", f"Reports: {links} · [index]({link_prefix}index.html)"]
+    return cap_markdown("\n".join(lines) + "\n")
+
+
+# ------------------------------------------------------------------ index.html

@@ -1,0 +1,225 @@
+"""Parameter sweeps: many params sets through the same runner, on a local pool or on Dask.
+
+A sweep file (`params/sweeps/*.yaml`) names a base params file and the overrides to try, as
+dotted keys:
+
+    name: trees                       # optional; default: the file's stem
+    base: params/default.yaml
+    grid:                             # every combination; a list of grids expands each one
+      model.params.max_depth: [2, 4, 8]
+      model.params.min_samples_leaf: [1, 5]
+    points:                           # explicit override sets, added after the grid's
+      - {model.name: random_forest, model.params.n_estimators: 50}
+
+Every point is merged into the base and validated (params schema, hyperparameter names and
+values) before anything runs: a bad point stops the sweep naming the point and the key.
+
+Each point runs the train and evaluate notebooks through `run_pipeline` in its own
+`build/sweeps/<name>/<point>/` folder (so the cache works per point: an unchanged point is
+skipped), as an MLflow child run of one parent run for the sweep, tagged with its overrides,
+with `promote: false`. The best point by the gate's metric then goes through the same gate
+(`decide_promotion` + `apply_decision`) as a normal run, unless promotion is off (pull requests).
+
+Executors: a local pool of worker processes bounded by the cores (default), or Dask
+distributed when a scheduler address is given. A worker that dies fails its point only.
+
+The tracking URI can carry credentials (`postgresql://user:password@host/db`), and the sweep's
+folders are uploaded as CI artifacts: no point spec, record, log or report holds it. A local
+worker gets it in its environment; a Dask task gets it as an argument only when it carries no
+credentials, else the worker must have it in its own environment (checked against the
+credential-free form). Reasons and logs are scrubbed of it in case an error message quotes it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from nbops.exceptions import NbopsError
+from nbops.params import params_hash, parse_params, read_yaml
+
+# Keys a point may not override: the sweep decides promotion, and every point must be scored on
+# the same held-out rows and registered under the same name for the ranking and the gate to be fair.
+FIXED_KEYS = {
+    "promote": "the sweep decides promotion",
+    "data": "every point must be scored on the same held-out rows",
+    "split": "every point must be scored on the same held-out rows",
+    "registry": "every point must register the same model",
+}
+RANK_METRIC = "macro_f1"  # the gate's primary metric (nbops.ml.gate.PRIMARY_METRIC)
+
+
+class SweepError(NbopsError):
+    """A sweep file is unreadable or one of its points is invalid."""
+
+
+class SweepFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)
+    base: str = Field(min_length=1)
+    grid: dict[str, list[Any]] | list[dict[str, list[Any]]] = []
+    points: list[dict[str, Any]] = []
+
+
+@dataclass
+class Point:
+    index: int  # 1-based, in the order of the sweep file
+    id: str  # stable across runs: a hash of the overrides (the cache folder's name)
+    overrides: dict[str, Any]
+    params: dict[str, Any]  # the merged, validated params (promote: false)
+
+    @property
+    def label(self) -> str:
+        return format_overrides(self.overrides)
+
+
+@dataclass
+class Sweep:
+    name: str
+    file: Path
+    shown: str
+    base: Path
+    base_params: dict[str, Any]
+    points: list[Point]
+    root: Path
+
+    @property
+    def build(self) -> Path:
+        return self.root / "build" / "sweeps" / self.name
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports" / "sweep" / self.name
+
+    def point_build(self, point: Point) -> Path:
+        return self.build / point.id
+
+    def point_reports(self, point: Point) -> Path:
+        return self.reports / point.id
+
+
+@dataclass
+class SweepResult:
+    sweep: Sweep
+    records: list[dict] = field(default_factory=list)
+    best: dict | None = None
+    decision: dict | None = None
+    report: Path | None = None
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.records if r["status"] != "ok"]
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def format_overrides(overrides: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items()) or "(base)"
+
+
+def _set_dotted(raw: dict, key: str, value: Any, where: str) -> None:
+    parts = key.split(".")
+    if not all(parts):
+        raise SweepError(f"{where}: key '{key}': not a dotted params key")
+    if parts[0] in FIXED_KEYS:
+        raise SweepError(f"{where}: key '{key}' cannot be swept ({FIXED_KEYS[parts[0]]})")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SweepError(f"{where}: key '{key}': '{'.'.join(parts[: depth + 1])}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def expand_overrides(spec: SweepFile, shown: str) -> list[dict[str, Any]]:
+    """The grid's combinations (each grid of a list in turn), then the explicit points."""
+    grids = spec.grid if isinstance(spec.grid, list) else ([spec.grid] if spec.grid else [])
+    out: list[dict[str, Any]] = []
+    for g, grid in enumerate(grids, 1):
+        for key, values in grid.items():
+            if not values:
+                where = f"grid {g} " if len(grids) > 1 else "grid "
+                raise SweepError(f"{shown}: {where}key '{key}': empty list of values")
+        keys = list(grid)
+        out += [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*grid.values())]
+    out += [dict(p) for p in spec.points]
+    if not out:
+        raise SweepError(f"{shown}: no points: give a 'grid' and/or 'points'")
+    return out
+
+
+def load_sweep(path: str | Path, root: str | Path = ".") -> Sweep:
+    """Read the sweep file and validate every point (schema, hyperparameters) before any run."""
+    from nbops.ml.models import make_estimator
+
+    root = Path(root).resolve()
+    path = Path(path)
+    file = path if path.is_absolute() else root / path
+    shown = str(path)
+    try:
+        raw = read_yaml(file, shown)  # bounded: a regular file of at most 1 MB, no aliases
+    except FileNotFoundError:
+        raise SweepError(f"{shown}: sweep file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SweepError(f"{shown}: cannot read sweep file ({type(exc).__name__})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SweepError(f"{shown}: not valid YAML{where}: {getattr(exc, 'problem', '') or exc}") from None
+    if not isinstance(raw, dict):
+        raise SweepError(f"{shown}: expected a mapping with 'base' and 'grid' and/or 'points'")
+    try:
+        spec = SweepFile.model_validate(raw)
+    except ValidationError as exc:
+        raise SweepError(
+            [
+                f"{shown}: key '{'.'.join(map(str, e['loc'])) or '(top)'}': {e['msg']}"
+                if e["type"] != "extra_forbidden"
+                else f"{shown}: unknown key '{'.'.join(map(str, e['loc']))}'"
+                for e in exc.errors()
+            ]
+        ) from None
+    base = Path(spec.base)
+    base_file = base if base.is_absolute() else root / base
+    try:
+        base_raw = read_yaml(base_file, spec.base)
+    except FileNotFoundError:
+        raise SweepError(f"{shown}: key 'base': params file not found: {spec.base}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise SweepError(f"{shown}: key 'base': {spec.base} is unreadable ({type(exc).__name__})") from None
+    parse_params(base_raw, spec.base)  # a broken base names the base file, not a point
+
+    problems: list[str] = []
+    points: list[Point] = []
+    seen: dict[str, int] = {}
+    for index, overrides in enumerate(expand_overrides(spec, shown), 1):
+        where = f"{shown}: point {index} ({format_overrides(overrides)})"
+        merged = json.loads(json.dumps(base_raw))  # a deep copy of plain YAML data
+        try:
+            for key, value in overrides.items():
+                _set_dotted(merged, key, value, where)
+            merged["promote"] = False
+            params = parse_params(merged, where)
+            make_estimator(params.model.name, params.model.params, where)
+        except NbopsError as exc:
+            problems += exc.problems
+            continue
+        point_id = "p" + params_hash(overrides)[:10]
+        if point_id in seen:
+            problems.append(f"{where}: repeats point {seen[point_id]}")
+            continue
+        seen[point_id] = index
+        points.append(Point(index, point_id, overrides, params.model_dump(mode="json")))
+    if problems:
+        raise SweepError(problems)
+    return Sweep(spec.name or file.stem, file, shown, base_file, base_raw, points, root)

@@ -21,7 +21,7 @@ from yaml.composer import Composer
 from yaml.events import AliasEvent
 
 from nbops.exceptions import ParamsError
-from nbops.ml.models import ESTIMATORS
+from nbops.ml.estimators import ESTIMATORS
 from nbops.products import params_hash  # noqa: F401  (here too: sweeps and tests import it from params)
 
 MODEL_NAMES = tuple(ESTIMATORS)

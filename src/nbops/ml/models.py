@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from nbops.exceptions import ModelError
+from nbops.ml.estimators import ESTIMATORS
 
 # Heavy libraries imported inside the functions below; warm kernels load them early (nbops.runner.preload).
 PRELOAD = (
@@ -29,16 +30,6 @@ TRUSTED_TYPES = [
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.tree._tree.Tree",
 ]
-
-
-# name -> (module, class): only the named model's module is imported (the runner checks
-# hyperparameters before any kernel starts; importing all four costs it about a second)
-ESTIMATORS = {
-    "decision_tree": ("sklearn.tree", "DecisionTreeClassifier"),
-    "random_forest": ("sklearn.ensemble", "RandomForestClassifier"),
-    "logistic_regression": ("sklearn.linear_model", "LogisticRegression"),
-    "hist_gradient_boosting": ("sklearn.ensemble", "HistGradientBoostingClassifier"),
-}
 
 
 def _estimator_class(name: str):

@@ -14,11 +14,12 @@ from functools import cache
 from pathlib import Path
 
 PACKAGE = "nbops"
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # read at each call: tests point it at a copy
 
 
-def module_file(name: str, package_dir: Path = PACKAGE_DIR) -> Path | None:
+def module_file(name: str, package_dir: Path | None = None) -> Path | None:
     """The source file of package module `name` (`nbops.ml.data`), or None when there is none."""
+    package_dir = package_dir or PACKAGE_DIR
     parts = name.split(".")
     if parts[0] != PACKAGE:
         return None
@@ -34,8 +35,9 @@ def _is_package(name: str, package_dir: Path) -> bool:
     return file is not None and file.name == "__init__.py"
 
 
-def imported_modules(tree: ast.AST, module: str, package_dir: Path = PACKAGE_DIR) -> set[str]:
+def imported_modules(tree: ast.AST, module: str, package_dir: Path | None = None) -> set[str]:
     """The package modules `tree` (the source of `module`, "" for a notebook) imports anywhere."""
+    package_dir = package_dir or PACKAGE_DIR
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -71,13 +73,19 @@ def _with_parents(name: str) -> list[str]:
 
 
 @cache
-def _module_imports(file: Path, mtime_ns: int, module: str, package_dir: Path) -> frozenset[str]:
+def _module_imports(file: Path, stamp: tuple[int, int], module: str, package_dir: Path) -> frozenset[str]:
     tree = ast.parse(file.read_bytes(), str(file))
     return frozenset(imported_modules(tree, module, package_dir))
 
 
-def module_closure(roots: list[str] | set[str], package_dir: Path = PACKAGE_DIR) -> list[str]:
+def _stamp(file: Path) -> tuple[int, int]:
+    info = file.stat()
+    return info.st_mtime_ns, info.st_size
+
+
+def module_closure(roots: list[str] | set[str], package_dir: Path | None = None) -> list[str]:
     """`roots` and every package module they import, directly or through each other (sorted)."""
+    package_dir = package_dir or PACKAGE_DIR
     seen: set[str] = set()
     todo = [p for r in roots if module_file(r, package_dir) for p in _with_parents(r)]
     while todo:
@@ -88,14 +96,15 @@ def module_closure(roots: list[str] | set[str], package_dir: Path = PACKAGE_DIR)
         file = module_file(name, package_dir)
         if file is None:
             continue
-        for imported in _module_imports(file, file.stat().st_mtime_ns, name, package_dir):
+        for imported in _module_imports(file, _stamp(file), name, package_dir):
             todo += [p for p in _with_parents(imported) if p not in seen]
     return sorted(m for m in seen if module_file(m, package_dir))
 
 
-def notebook_modules(nb: dict, package_dir: Path = PACKAGE_DIR) -> set[str]:
+def notebook_modules(nb: dict, package_dir: Path | None = None) -> set[str]:
     """The package modules a notebook's code cells import (cells that do not parse are skipped:
     the step reports them when it runs)."""
+    package_dir = package_dir or PACKAGE_DIR
     found: set[str] = set()
     for cell in nb.get("cells", []):
         if cell.get("cell_type") != "code":
@@ -108,8 +117,9 @@ def notebook_modules(nb: dict, package_dir: Path = PACKAGE_DIR) -> set[str]:
     return found
 
 
-def code_hash(modules: list[str], package_dir: Path = PACKAGE_DIR) -> str:
+def code_hash(modules: list[str], package_dir: Path | None = None) -> str:
     """Hash of the named modules' paths and bytes."""
+    package_dir = package_dir or PACKAGE_DIR
     digest = hashlib.sha256()
     for name in sorted(modules):
         file = module_file(name, package_dir)
@@ -119,13 +129,15 @@ def code_hash(modules: list[str], package_dir: Path = PACKAGE_DIR) -> str:
     return digest.hexdigest()[:16]
 
 
-def notebook_code_hash(nb: dict, extra: tuple[str, ...] = (), package_dir: Path = PACKAGE_DIR) -> str:
+def notebook_code_hash(nb: dict, extra: tuple[str, ...] = (), package_dir: Path | None = None) -> str:
     """Hash of the source of what a notebook can run of the package (plus `extra` roots)."""
+    package_dir = package_dir or PACKAGE_DIR
     return code_hash(module_closure(notebook_modules(nb, package_dir) | set(extra), package_dir), package_dir)
 
 
-def package_hash(package_dir: Path = PACKAGE_DIR) -> str:
+def package_hash(package_dir: Path | None = None) -> str:
     """Hash of every module of the package (unparsed): the no-op fast path's fingerprint."""
+    package_dir = package_dir or PACKAGE_DIR
     digest = hashlib.sha256()
     for file in sorted(package_dir.rglob("*.py")):
         digest.update(file.relative_to(package_dir).as_posix().encode())

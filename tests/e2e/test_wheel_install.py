@@ -54,5 +54,5 @@ def test_the_wheel_installs_with_pip_and_runs(tmp_path):
     help_text = run(bin_dir / "nbops", "run", "--help", cwd=tmp_path, env=env).stdout
     assert help_text.startswith("usage: nbops run") and "--params" in help_text
     # the installed package, not the repository's src/
-    where = run(python, "-c", "import nbops, nbops.runner.pipeline; print(nbops.__file__)", cwd=tmp_path, env=env)
+    where = run(python, "-c", "import nbops, nbops.runner; print(nbops.__file__)", cwd=tmp_path, env=env)
     assert Path(where.stdout.strip()).is_relative_to(venv)

@@ -28,7 +28,7 @@ def run(root: Path, params_file: Path) -> Path:
 
     matplotlib.use("agg")
 
-    from nbops.ml import data, evaluation, gate, models, plots, tracking
+    from nbops.ml import data, evaluation, gate, models, plots, registry, tracking
     from nbops.params import load_params
     from nbops.runner import report
 
@@ -82,7 +82,7 @@ def run(root: Path, params_file: Path) -> Path:
     rows = table.loc[holdout_ids]
     X, y = rows[features], rows[d.target]
     labels = sorted(schema["classes"])
-    challenger_model = tracking.load_model(registered["model_uri"])
+    challenger_model = registry.load_model(registered["model_uri"])
     challenger_metrics = models.score_model(challenger_model, X, y, labels)
     tracking.log_holdout_metrics(registered["run_id"], challenger_metrics)
     champion = evaluation.score_champion(params.registry.model_name, registered["version"], X, y, labels)
@@ -108,7 +108,7 @@ def run(root: Path, params_file: Path) -> Path:
         challenger_version=registered["version"],
         champion_version=champion["version"],
     )
-    decision = tracking.apply_decision(params.registry.model_name, decision)
+    decision = registry.apply_decision(params.registry.model_name, decision)
     record = evaluation.build_evaluation(
         challenger_info=registered,
         challenger_metrics=challenger_metrics,

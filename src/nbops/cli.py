@@ -291,7 +291,7 @@ def _lab(args: argparse.Namespace) -> int:
 
 
 def _registry(args: argparse.Namespace) -> int:
-    from nbops.ml import tracking
+    from nbops.ml import registry, tracking
     from nbops.params import load_params
 
     root = Path(args.root).resolve()
@@ -299,10 +299,10 @@ def _registry(args: argparse.Namespace) -> int:
     tracking.configure_tracking(root)
     name = params.registry.model_name
     if args.command == "rollback":
-        old, new = tracking.rollback_champion(name)
+        old, new = registry.rollback_champion(name)
         print(f"champion of {name}: v{old} -> v{new}")
     else:
-        version = tracking.get_alias_version(name, tracking.CHAMPION)
+        version = registry.get_alias_version(name, tracking.CHAMPION)
         print(f"{name} v{version.version}" if version else f"{name}: no champion yet")
     return 0
 

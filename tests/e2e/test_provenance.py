@@ -76,17 +76,17 @@ def test_a_run_in_a_clean_checkout_records_its_commit_everywhere(repo):
 
 
 def test_the_model_card_and_the_space_name_the_commit(repo):
-    from nbops.serve import dashboard, space
+    from nbops.serve import champion, page, space
 
     head = git(repo, "rev-parse", "HEAD")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow' / 'mlflow.db'}")
-        _, _, card = dashboard.registry_champion_info(MODEL)
+        _, _, card = champion.registry_champion_info(MODEL)
         assert card["git_commit"] == head
-        assert head[:12] in dashboard.model_card_html(card)
+        assert head[:12] in page.model_card_html(card)
         space.build_space(repo, repo / "params" / "smoke.yaml", repo / "build" / "space")
     folder = repo / "build" / "space"
-    exported = json.loads(next(folder.rglob(dashboard.MODEL_CARD_FILE)).read_text())
+    exported = json.loads(next(folder.rglob(champion.MODEL_CARD_FILE)).read_text())
     assert exported["git_commit"] == head
     assert f"commit `{head[:12]}`" in (folder / "README.md").read_text()
 

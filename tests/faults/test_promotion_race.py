@@ -8,7 +8,7 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from nbops.ml import tracking
+from nbops.ml import registry
 
 NAME = "race-model"
 METRICS = {"1": 0.85, "2": 0.90, "3": 0.95}
@@ -29,7 +29,7 @@ def _promote(uri, version, delay, barrier, out):
         return metrics(v)
 
     barrier.wait()
-    decision = tracking.promote_if_better(
+    decision = registry.promote_if_better(
         NAME, version, metrics(version), gate=GATE, allow_promotion=True, score_version=score
     )
     out.put((version, decision.promote, decision.champion_version))
@@ -72,7 +72,7 @@ def test_racing_promotions_end_with_the_better_champion(store, slow):
 
 def test_decision_is_recorded_on_the_version(store):
     uri, client = store
-    decision = tracking.promote_if_better(
+    decision = registry.promote_if_better(
         NAME, "2", metrics("2"), gate=GATE, allow_promotion=False, score_version=metrics
     )
     assert decision.verdict == "not promoted (promote: false)"

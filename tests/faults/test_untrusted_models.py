@@ -106,9 +106,10 @@ def test_load_model_refuses_pickle(evil_champion):
     code = textwrap.dedent(
         f"""
         from nbops.ml import tracking
+        from nbops.ml import registry
         from nbops.exceptions import ModelError
         try:
-            tracking.load_model("models:/drug-classifier/{version}")
+            registry.load_model("models:/drug-classifier/{version}")
         except ModelError as exc:
             print("refused:", exc)
         """

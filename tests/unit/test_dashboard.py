@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 from nbops.exceptions import ModelError
-from nbops.serve import dashboard as d
+from nbops.serve import batch, dashboard, predict
+from nbops.serve import champion as champ
+from nbops.serve import page as html_page
 from tests.conftest import run_coroutine
 
 SCHEMA = {
@@ -51,7 +53,7 @@ def champion():
         "labels": [],
         "confusion_matrix": [],
     }
-    return d.Champion(model, SCHEMA, card)
+    return champ.Champion(model, SCHEMA, card)
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +63,11 @@ def penguins():
 
     table = penguins_table()
     model, schema = fit_penguins(table)
-    return table, d.Champion(model, schema, {"name": "penguins", "version": "1"})
+    return table, champ.Champion(model, schema, {"name": "penguins", "version": "1"})
 
 
 def test_inputs_follow_the_schema():
-    inputs = d.build_inputs(SCHEMA)
+    inputs = predict.build_inputs(SCHEMA)
     assert list(inputs) == ["Age", "Na_to_K", "Sex", "BP"]
     age, ratio = inputs["Age"], inputs["Na_to_K"]
     assert (type(age).__name__, age.min, age.max, age.value) == ("BoundedIntText", 17, 73, 46)
@@ -76,7 +78,7 @@ def test_inputs_follow_the_schema():
 
 
 def test_dropdowns_start_at_the_most_frequent_value_and_labels_take_their_own_width():
-    inputs = d.build_inputs(SCHEMA, {"BP": "NORMAL", "Sex": "X"})  # X: not an option, so the first
+    inputs = predict.build_inputs(SCHEMA, {"BP": "NORMAL", "Sex": "X"})  # X: not an option, so the first
     assert (inputs["BP"].value, inputs["Sex"].value) == ("NORMAL", "F")
     # 'initial': each label as wide as its text (above its input), not a fixed 9em that cut
     # `flipper_length_mm` to `flipper_length_…`
@@ -87,27 +89,27 @@ def test_the_page_starts_at_the_penguins_most_frequent_island_and_sex(penguins):
     """The training table has more Dream than Biscoe and more Male than Female: the form starts
     there, not at the alphabetically first value the schema lists first."""
     table, champion = penguins
-    dash = d.Dashboard(champion)
+    dash = dashboard.Dashboard(champion)
     assert champion.schema["categorical"]["island"][0] == "Biscoe"
     assert dash.inputs["island"].value == table["island"].mode()[0] == "Dream"
     assert dash.inputs["sex"].value == table["sex"].mode()[0] == "Male"
 
 
 def test_predict_one_matches_the_model_and_orders_probabilities(champion):
-    inputs = d.build_inputs(SCHEMA)
+    inputs = predict.build_inputs(SCHEMA)
     inputs["Age"].value, inputs["Na_to_K"].value = 30, 35.0
-    row = d.read_inputs(inputs)
-    pred = d.predict_one(champion, row)
+    row = predict.read_inputs(inputs)
+    pred = predict.predict_one(champion, row)
     assert pred.label == champion.model.predict(row)[0] == "drugY"
     assert list(pred.probabilities)[0] == "drugY" and sum(pred.probabilities.values()) == pytest.approx(1)
-    html = d.prediction_html(pred)
+    html = html_page.prediction_html(pred)
     assert '<div class="nbops-label">drugY</div>' in html and "100%" in html
 
 
 def test_html_escapes_values_from_the_model_and_the_file():
-    pred = d.Prediction("<script>x</script>", {"<script>x</script>": 1.0})
-    assert "<script>" not in d.prediction_html(pred)
-    card = d.model_card_html(
+    pred = predict.Prediction("<script>x</script>", {"<script>x</script>": 1.0})
+    assert "<script>" not in html_page.prediction_html(pred)
+    card = html_page.model_card_html(
         {"name": "<b>n</b>", "version": "1", "labels": ["<i>"], "confusion_matrix": [[1]]}
     )
     assert "<b>n</b>" not in card and "&lt;b&gt;n&lt;/b&gt;" in card
@@ -115,7 +117,7 @@ def test_html_escapes_values_from_the_model_and_the_file():
 
 def test_batch_refuses_only_cells_the_model_cannot_take(champion):
     csv = HEADER + "30,F,HIGH,35\n200,f,low,abc\n,M,MEDIUM,inf\n\n45, m ,normal,10\n"
-    result = d.score_batch(champion, csv.encode(), "p.csv")
+    result = batch.score_batch(champion, csv.encode(), "p.csv")
     assert [(p.row, p.column, p.value, p.problem) for p in result.problems] == [
         (3, "Na_to_K", "abc", "is not a number"),
         (4, "Na_to_K", "inf", "is not a finite number"),
@@ -145,7 +147,7 @@ def test_batch_scores_missing_and_out_of_range_values_and_says_so(penguins):
         "47.5,15.0,217,5080,Atlantis,Female\n"  # row 5: an island the encoder has never seen
         "46.0,deep,200,4200,Dream,Male\n"  # row 6: not a number
     )
-    result = d.score_batch(champion, csv.encode(), "penguins.csv")
+    result = batch.score_batch(champion, csv.encode(), "penguins.csv")
     assert [p.text() for p in result.problems] == ["bill_depth_mm 'deep' is not a number"]
     assert result.scored.index.tolist() == [2, 3, 4, 5]
     assert result.scored["warnings"].to_dict() == {
@@ -166,7 +168,7 @@ def test_batch_scores_missing_and_out_of_range_values_and_says_so(penguins):
         out.columns[-1] == "warnings"
         and out.set_index("row")["warnings"].to_dict() == result.scored["warnings"].to_dict()
     )
-    page = d.batch_html(result, "penguins.csv")
+    page = html_page.batch_html(result, "penguins.csv")
     assert 'class="nbops-warnings"' in page and "outside the training range 33.1 to 59.6" in page
     assert "the model fills in 198" in page and "deep" in page
 
@@ -188,9 +190,9 @@ def test_what_the_model_tolerates_is_read_from_its_own_pipeline():
         ]
     )
     strict = Pipeline([("preprocess", pre), ("model", DecisionTreeClassifier())]).fit(rows, ["a", "b"] * 6)
-    assert d.read_tolerance(strict, SCHEMA) == d.ModelTolerance()
-    champion = d.Champion(strict, SCHEMA, {})
-    result = d.score_batch(
+    assert champ.read_tolerance(strict, SCHEMA) == champ.ModelTolerance()
+    champion = champ.Champion(strict, SCHEMA, {})
+    result = batch.score_batch(
         champion, (HEADER + "30,F,MEDIUM,20\n,M,HIGH,20\n40,F,LOW,250\n").encode(), "s.csv"
     )
     assert [p.text() for p in result.problems] == [
@@ -203,17 +205,17 @@ def test_what_the_model_tolerates_is_read_from_its_own_pipeline():
 def test_a_row_with_too_few_or_too_many_fields_is_refused_not_shifted(champion):
     """pandas fills a short row with NaN (it would pass for missing values) and, when every row
     has one field more than the header, takes the first field as the index (shifting all)."""
-    short = d.score_batch(champion, (HEADER + "30,F,HIGH,35\n40,M,20\n50,F,LOW,9,x\n").encode(), "r.csv")
+    short = batch.score_batch(champion, (HEADER + "30,F,HIGH,35\n40,M,20\n50,F,LOW,9,x\n").encode(), "r.csv")
     assert [(p.row, p.text()) for p in short.problems] == [
         (3, "has 3 fields; the header has 4"),
         (4, "has 5 fields; the header has 4"),
     ]
     assert short.scored.index.tolist() == [2] and short.rows == 3
-    every = d.score_batch(champion, (HEADER + "30,F,HIGH,35,x\n40,M,LOW,20,y\n").encode(), "w.csv")
+    every = batch.score_batch(champion, (HEADER + "30,F,HIGH,35,x\n40,M,LOW,20,y\n").encode(), "w.csv")
     assert [p.row for p in every.problems] == [2, 3] and every.scored.empty
     # empty trailing fields, as some spreadsheets export them, are no problem
     trailing = "Age,Sex,BP,Na_to_K,\n30,F,HIGH,35\n40,M,LOW,20,,\n"
-    assert d.score_batch(champion, trailing.encode(), "t.csv").scored.index.tolist() == [2, 3]
+    assert batch.score_batch(champion, trailing.encode(), "t.csv").scored.index.tolist() == [2, 3]
 
 
 @pytest.mark.parametrize(
@@ -240,14 +242,14 @@ def test_a_row_with_too_few_or_too_many_fields_is_refused_not_shifted(champion):
     ],
 )
 def test_unscorable_files_get_one_clear_line(champion, content, message):
-    with pytest.raises(d.BatchError, match=message):
-        d.score_batch(champion, content, "up.csv")
+    with pytest.raises(batch.BatchError, match=message):
+        batch.score_batch(champion, content, "up.csv")
 
 
 def test_oversized_upload_is_refused_with_its_size_and_the_limit(champion):
     content = (HEADER + "30,F,HIGH,35\n").encode().ljust(12 * 2**20, b" ")
-    with pytest.raises(d.BatchError, match=r"^big\.csv: the file is 12\.0 MB; the limit is 5 MB$"):
-        d.score_batch(champion, content, "big.csv")
+    with pytest.raises(batch.BatchError, match=r"^big\.csv: the file is 12\.0 MB; the limit is 5 MB$"):
+        batch.score_batch(champion, content, "big.csv")
 
 
 def test_a_file_far_wider_than_the_model_is_refused_by_its_header_before_it_is_parsed(champion):
@@ -264,28 +266,28 @@ def test_a_file_far_wider_than_the_model_is_refused_by_its_header_before_it_is_p
     assert 3.5e6 < len(wide) < 5 * 2**20
     start = time.perf_counter()
     with pytest.raises(
-        d.BatchError,
+        batch.BatchError,
         match=r"^wide\.csv: the header has 500004 columns; at most 1004 are read "
         r"\(the model's 4 and 1000 others\)$",
     ):
-        d.score_batch(champion, wide.encode(), "wide.csv")
+        batch.score_batch(champion, wide.encode(), "wide.csv")
     assert time.perf_counter() - start < 2
     row = HEADER + "30,F,HIGH,35\n" + ",".join(["30", "F", "HIGH", "35"] + ["1"] * 2000) + "\n"
-    with pytest.raises(d.BatchError, match=r"^row\.csv: row 3 has 2004 fields; at most 1004 are read"):
-        d.score_batch(champion, row.encode(), "row.csv")
+    with pytest.raises(batch.BatchError, match=r"^row\.csv: row 3 has 2004 fields; at most 1004 are read"):
+        batch.score_batch(champion, row.encode(), "row.csv")
     # a few hundred extra columns, as exports have them, are read and ignored
     some = ",".join(["Age", "Sex", "BP", "Na_to_K", *extra[:300]]) + "\n" + "30,F,HIGH,35" + ",x" * 300 + "\n"
-    assert d.score_batch(champion, some.encode(), "some.csv").scored.index.tolist() == [2]
+    assert batch.score_batch(champion, some.encode(), "some.csv").scored.index.tolist() == [2]
 
 
 def test_a_huge_cell_is_cut_to_80_characters_in_the_tables_and_messages(champion):
     """One 4 MB cell was printed whole in the problems table (the page, its widget message)."""
     huge = "4" + "x" * 4_000_000
     content = (HEADER + "30,F,HIGH,35\n" + f"{huge},F,HIGH,35\n" + f"40,M,{'H' * 200_000},20\n").encode()
-    result = d.score_batch(champion, content, "cell.csv")
+    result = batch.score_batch(champion, content, "cell.csv")
     assert [(p.row, p.column) for p in result.problems] == [(3, "Age")]
     assert result.problems[0].value == huge  # the value itself is kept; only what is shown is cut
-    page = d.batch_html(result, "cell.csv")
+    page = html_page.batch_html(result, "cell.csv")
     page_without_download = re.sub(r'href="data:text/csv;base64,[^"]*"', "", page)
     assert len(page_without_download) < 5_000
     shown = re.search(r'<table class="nbops-problems">.*?<td>3</td><td>Age</td><td>([^<]*)</td>', page).group(
@@ -294,7 +296,7 @@ def test_a_huge_cell_is_cut_to_80_characters_in_the_tables_and_messages(champion
     assert shown == "&#x27;" + huge[:80] + "…&#x27;"
     warned = result.scored.loc[4, "warnings"]
     assert warned == f"BP '{'H' * 80}…' is not one of HIGH, LOW, NORMAL; the model scores it as none of them"
-    assert len(d.message_html(result.problems[0].text())) < 300
+    assert len(html_page.message_html(result.problems[0].text())) < 300
 
 
 FORMULAS = ["=cmd|' /C calc'!A0", "+F", "@SUM(1+1)", "-2+3"]
@@ -323,17 +325,17 @@ def test_the_downloaded_csv_neutralises_formulas_in_text_cells_and_keeps_numbers
         "numeric": {"delta": {"min": -2.0, "max": 2.0, "median": 0.0}},
         "categorical": {"=code": FORMULAS, "plain": ["a", "b", "c"]},
     }
-    champion = d.Champion(model, schema, {})
+    champion = champ.Champion(model, schema, {})
     rows = io.StringIO()
     writer = csv.writer(rows)
     writer.writerow(["delta", "=code", "plain"])
     writer.writerows([[-1.5, f, "@x"] for f in FORMULAS] + [[1.5, "=unseen()", "a"]])
-    result = d.score_batch(champion, rows.getvalue().encode(), "f.csv")
+    result = batch.score_batch(champion, rows.getvalue().encode(), "f.csv")
     assert len(result.scored) == len(FORMULAS) + 1
     out = list(csv.reader(io.StringIO(result.to_csv())))
     header, body = out[0], out[1:]
     assert header[:4] == ["row", "delta", "'=code", "plain"]
-    dangerous = tuple(d.FORMULA_START)
+    dangerous = tuple(batch.FORMULA_START)
     for record in body:
         for cell in record:
             assert not cell.startswith(dangerous) or _is_number(cell), record
@@ -345,7 +347,7 @@ def test_the_downloaded_csv_neutralises_formulas_in_text_cells_and_keeps_numbers
     assert '\'=HYPERLINK("http://evil")' in by_col["prediction"]
     assert by_col["warnings"][-1].startswith("'=code '=unseen()' is not one of")
     # the table on the page is HTML, escaped: the values are shown as they are
-    assert "=cmd|&#x27; /C calc&#x27;!A0" in d.batch_html(result, "f.csv")
+    assert "=cmd|&#x27; /C calc&#x27;!A0" in html_page.batch_html(result, "f.csv")
 
 
 def test_formula_neutralising_covers_tab_and_cr_and_leaves_numbers_and_missing_cells():
@@ -357,13 +359,13 @@ def test_formula_neutralising_covers_tab_and_cr_and_leaves_numbers_and_missing_c
         },
         index=pd.RangeIndex(5, name="=row"),
     )
-    out = d.neutralise_formulas(df)
+    out = batch.neutralise_formulas(df)
     assert out["text"].tolist()[:3] == ["'\tx", "'\ry", "ok"] and out["text"].isna().tolist()[3]
     assert out["text"].tolist()[4] == "'-1.5"  # text in a text column is text, whatever it reads like
     assert out["obj"].tolist()[:2] == ["'=1", 2] and out["obj"].tolist()[3:] == ["a-b", "'@"]
     assert out["num"].tolist()[:2] == [-1.5, 2.0] and out["num"].dtype == "float64"
     assert out.index.name == "'=row" and df.index.name == "=row"  # the original is left alone
-    assert d.neutralise_formula(-1.5) == -1.5 and d.neutralise_formula("") == ""
+    assert batch.neutralise_formula(-1.5) == -1.5 and batch.neutralise_formula("") == ""
 
 
 def _is_number(text: str) -> bool:
@@ -388,7 +390,7 @@ def upload_item(name: str, content: bytes) -> dict:
 
 
 def test_dashboard_wires_predict_and_upload(champion):
-    dash = d.Dashboard(champion)
+    dash = dashboard.Dashboard(champion)
     dash.inputs["Na_to_K"].value = 35.0
     dash.predict_button.click()
     assert 'data-update="1"' in dash.result.value and "drugY" in dash.result.value
@@ -401,45 +403,45 @@ def test_dashboard_wires_predict_and_upload(champion):
 
 
 def test_model_source_env_folder_wins_else_params_names_the_model(tmp_path):
-    src = d.resolve_model_source({"NBOPS_MODEL_DIR": "champion"}, cwd=tmp_path)
+    src = champ.resolve_model_source({"NBOPS_MODEL_DIR": "champion"}, cwd=tmp_path)
     assert (src.kind, src.folder) == ("folder", tmp_path / "champion")
     (tmp_path / "params").mkdir()
     (tmp_path / "notebooks").mkdir()
     from tests.conftest import REPO
 
     (tmp_path / "params" / "default.yaml").write_text((REPO / "params" / "smoke.yaml").read_text())
-    src = d.resolve_model_source({}, cwd=tmp_path / "notebooks")
+    src = champ.resolve_model_source({}, cwd=tmp_path / "notebooks")
     assert (src.kind, src.model_name, src.root) == ("registry", "drug-classifier", tmp_path)
     with pytest.raises(Exception, match=r"params file not found"):
-        d.resolve_model_source({"NBOPS_PARAMS": "params/nope.yaml"}, cwd=tmp_path)
+        champ.resolve_model_source({"NBOPS_PARAMS": "params/nope.yaml"}, cwd=tmp_path)
 
 
 def test_missing_or_broken_exported_champion_gives_a_page_not_a_traceback(tmp_path):
-    with pytest.raises(d.NoChampionError, match=r"No exported champion at .*make space"):
-        d.load_exported_champion(tmp_path / "none")
+    with pytest.raises(champ.NoChampionError, match=r"No exported champion at .*make space"):
+        champ.load_exported_champion(tmp_path / "none")
     folder = tmp_path / "champion"
     (folder / "model").mkdir(parents=True)
     (folder / "schema.json").write_text(json.dumps(SCHEMA))
     with pytest.raises(ModelError, match=r"model_card.json is missing"):
-        d.load_exported_champion(folder)
+        champ.load_exported_champion(folder)
     (folder / "model_card.json").write_text("{}")
     with pytest.raises(ModelError, match=r"not an MLflow scikit-learn model folder"):
-        d.load_exported_champion(folder)
-    page = d.build_app({"NBOPS_MODEL_DIR": str(folder)})
+        champ.load_exported_champion(folder)
+    page = dashboard.build_app({"NBOPS_MODEL_DIR": str(folder)})
     text = " ".join(getattr(c, "value", "") for c in page.children)
     assert "The model could not be loaded" in text and "not an MLflow scikit-learn model folder" in text
-    page = d.build_app({"NBOPS_MODEL_DIR": str(tmp_path / "none")})
+    page = dashboard.build_app({"NBOPS_MODEL_DIR": str(tmp_path / "none")})
     assert "No model to show yet" in " ".join(getattr(c, "value", "") for c in page.children)
 
 
 def test_schema_without_columns_is_refused():
     with pytest.raises(ModelError, match=r"schema must list numeric columns"):
-        d.check_schema({"numeric": {"Age": {"min": 1}}, "categorical": {}}, "s.json")
+        champ.check_schema({"numeric": {"Age": {"min": 1}}, "categorical": {}}, "s.json")
 
 
 def test_the_page_names_the_model_version_without_javascript(champion):
     """Voila puts an output's text/plain into the served HTML: `make deploy` polls for it."""
-    bundle = d.Dashboard(champion)._repr_mimebundle_()
+    bundle = dashboard.Dashboard(champion)._repr_mimebundle_()
     data = bundle[0] if isinstance(bundle, tuple) else bundle
     card = champion.card
     assert data["text/plain"] == f"{card['name']} v{card['version']} dashboard"
@@ -456,13 +458,13 @@ def test_a_registry_champion_without_its_evaluation_artifacts_is_one_clear_error
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     client = mlflow.MlflowClient()
     with mlflow.start_run() as run:
-        mlflow.log_dict(SCHEMA, d.SCHEMA_FILE)  # the schema, but no holdout_metrics.json
+        mlflow.log_dict(SCHEMA, champ.SCHEMA_FILE)  # the schema, but no holdout_metrics.json
     client.create_registered_model("m")
     version = client.create_model_version("m", f"runs:/{run.info.run_id}/model", run.info.run_id)
     client.set_registered_model_alias("m", "champion", version.version)
     expected = r"^m v1 \(run \w+\): .*no readable holdout_metrics.json.*make pipeline"
     with pytest.raises(ModelError, match=expected):
-        d.registry_champion_info("m")
+        champ.registry_champion_info("m")
 
 
 # ---------------------------------------------------------------- the Voila server's side (deploy/voila)
@@ -545,7 +547,7 @@ def test_voila_json_bounds_kernels_and_lets_an_oversized_upload_reach_the_kernel
     assert 0 < manager.unconnected_cull_timeout < manager.cull_idle_timeout
     assert manager.cull_interval <= manager.unconnected_cull_timeout / 2  # culled within 1.5× its timeout
     limit = config["Voila"]["tornado_settings"]["websocket_max_message_size"]
-    assert limit >= 16 * 2**20 and limit >= 3 * d.MAX_UPLOAD_BYTES
+    assert limit >= 16 * 2**20 and limit >= 3 * batch.MAX_UPLOAD_BYTES
 
 
 @pytest.mark.parametrize(

@@ -334,10 +334,10 @@ def test_a_nul_after_the_header_is_refused_in_the_first_chunk(tmp_path, params):
 
 
 def test_a_nul_far_into_the_file_names_its_line(tmp_path, params, monkeypatch):
-    import nbops.ml.data
+    import nbops.ml.csv_reader
 
-    monkeypatch.setattr(nbops.ml.data, "HEAD_BYTES", 64)  # the streamed pass finds it, not the header's
-    monkeypatch.setattr(nbops.ml.data, "BLOCK_BYTES", 50)
+    monkeypatch.setattr(nbops.ml.csv_reader, "HEAD_BYTES", 64)  # the streamed pass finds it, not the header's
+    monkeypatch.setattr(nbops.ml.csv_reader, "BLOCK_BYTES", 50)
     text = csv(*GOOD).replace("61,F,LOW", "61,F,L\x00W")
     line = refused(tmp_path, params, text, "^")
     assert line == "data/t.csv: not a text CSV file (binary content at line 6)"
@@ -357,9 +357,9 @@ def test_an_all_nul_file_is_refused_at_once(tmp_path, params):
 
 @pytest.mark.parametrize("block", [7, 64, 1 << 20])
 def test_ragged_rows_are_found_across_block_boundaries(tmp_path, params, monkeypatch, block):
-    import nbops.ml.data
+    import nbops.ml.csv_reader
 
-    monkeypatch.setattr(nbops.ml.data, "BLOCK_BYTES", block)
+    monkeypatch.setattr(nbops.ml.csv_reader, "BLOCK_BYTES", block)
     rows = list(GOOD)
     rows[2] += ",extra"
     rows[6] = rows[6].rsplit(",", 1)[0]

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from huggingface_hub.errors import EntryNotFoundError
 
-from nbops.serve import deploy, space
+from nbops.serve import deploy, space, space_wait
 from nbops.serve.deploy import DeployError
 
 NAME = "drug-classifier"
@@ -177,7 +177,7 @@ def test_a_page_naming_the_version_counts_as_an_answer(tmp_path):
     ],
 )
 def test_served_version_reads_json_or_page_text(status, text, expected):
-    assert deploy.served_version(status, text, NAME) == expected
+    assert space_wait.served_version(status, text, NAME) == expected
 
 
 def test_a_folder_exported_for_another_version_is_not_uploaded(tmp_path):
@@ -264,7 +264,7 @@ def test_resolve_champion_returns_the_alias_version():
 
 def test_polling_refuses_plain_http_to_remote_hosts():
     with pytest.raises(DeployError, match="https only"):
-        deploy.wait_for_version("http://example.org/x", "1", NAME, get=answers((200, "")))
+        space_wait.wait_for_version("http://example.org/x", "1", NAME, get=answers((200, "")))
 
 
 def test_http_get_reads_status_and_body_from_a_loopback_server():
@@ -285,10 +285,10 @@ def test_http_get_reads_status_and_body_from_a_loopback_server():
     thread.start()
     try:
         base = f"http://127.0.0.1:{server.server_port}"
-        assert deploy.http_get(f"{base}/model_card.json") == (200, '{"version": "4"}')
-        assert deploy.http_get(f"{base}/other")[0] == 503
+        assert space_wait.http_get(f"{base}/model_card.json") == (200, '{"version": "4"}')
+        assert space_wait.http_get(f"{base}/other")[0] == 503
         assert (
-            deploy.wait_for_version(
+            space_wait.wait_for_version(
                 f"{base}/model_card.json", "4", NAME, timeout_s=5, interval_s=1, say=lambda _: None
             )
             >= 0
@@ -484,9 +484,9 @@ def test_http_get_sends_the_token_and_drops_it_on_a_redirect_to_another_host():
     thread.start()
     try:
         base = f"http://127.0.0.1:{server.server_port}"
-        assert deploy.http_get(f"{base}/page", token="hf_secret") == (200, "ok")
-        assert deploy.http_get(f"{base}/page") == (200, "ok")
-        assert deploy.http_get(f"{base}/away", token="hf_secret") == (200, "ok")  # localhost: 127.0.0.1
+        assert space_wait.http_get(f"{base}/page", token="hf_secret") == (200, "ok")
+        assert space_wait.http_get(f"{base}/page") == (200, "ok")
+        assert space_wait.http_get(f"{base}/away", token="hf_secret") == (200, "ok")  # localhost: 127.0.0.1
     finally:
         server.shutdown()
         server.server_close()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nbops import evaluation
 from nbops.exceptions import NbopsError
+from nbops.ml import evaluation
 
 
 @pytest.mark.parametrize(

@@ -141,8 +141,8 @@ def exported_champion(monkeypatch):
     """export_champion's registry calls replaced: champion v7, a model folder of two files."""
     from types import SimpleNamespace
 
-    from nbops.ml import tracking
-    from nbops.serve import dashboard
+    from nbops.ml import registry, tracking
+    from nbops.serve import champion
 
     version = SimpleNamespace(name=CARD["name"], version="7", creation_timestamp=1_764_000_000_000)
     schema = {"numeric": {"Age": {"min": 15, "max": 74}}, "categorical": {"Sex": ["F", "M"]}}
@@ -154,11 +154,11 @@ def exported_champion(monkeypatch):
         (Path(dst_path) / "model.skops").write_bytes(b"\x00weights")
 
     monkeypatch.setattr(tracking, "configure_tracking", lambda root: "sqlite:///unused")
-    monkeypatch.setattr(tracking, "load_model_dir", lambda *a: None)
-    monkeypatch.setattr(dashboard, "check_schema", lambda *a: None)
-    monkeypatch.setattr(dashboard, "registry_champion_info", lambda name: (version, schema, dict(CARD)))
+    monkeypatch.setattr(registry, "load_model_dir", lambda *a: None)
+    monkeypatch.setattr(champion, "check_schema", lambda *a: None)
+    monkeypatch.setattr(champion, "registry_champion_info", lambda name: (version, schema, dict(CARD)))
     fake_mlflow = SimpleNamespace(artifacts=SimpleNamespace(download_artifacts=download_artifacts))
-    monkeypatch.setattr(dashboard, "_mlflow", lambda: fake_mlflow)
+    monkeypatch.setattr(champion, "_mlflow", lambda: fake_mlflow)
     monkeypatch.setattr(space, "datetime", Later)
 
 

@@ -231,9 +231,9 @@ def load_reference(model_name: str, client=None, download=None) -> tuple[pd.Data
     """
     import pandas as pd
 
-    from nbops.ml import tracking
+    from nbops.ml import registry, tracking
 
-    champion = tracking.get_alias_version(model_name, tracking.CHAMPION, client)
+    champion = registry.get_alias_version(model_name, tracking.CHAMPION, client)
     if champion is None:
         raise NoChampionToCompare(
             f"registered model {model_name!r} has no champion: run `make pipeline` to train "

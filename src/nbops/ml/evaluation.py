@@ -45,10 +45,10 @@ def model_label(role: str, info: dict) -> str:
 
 def score_version(model_name: str, version: str, X, y, labels) -> dict[str, Any]:
     """Metrics of one registered version on the rows, or raise NbopsError if it cannot score."""
-    from nbops.ml import models, tracking
+    from nbops.ml import models, registry
 
     try:
-        model = tracking.load_model(f"models:/{model_name}/{version}")
+        model = registry.load_model(f"models:/{model_name}/{version}")
         return models.score_model(model, X, y, labels)
     except (ValueError, KeyError) as exc:
         raise NbopsError(f"v{version} cannot score these rows: {exc}") from None
@@ -56,9 +56,9 @@ def score_version(model_name: str, version: str, X, y, labels) -> dict[str, Any]
 
 def score_champion(model_name: str, challenger_version: str, X, y, labels) -> dict[str, Any]:
     """Score the current champion on the rows; never raises for a champion that cannot score."""
-    from nbops.ml import tracking
+    from nbops.ml import registry, tracking
 
-    champ = tracking.get_alias_version(model_name, tracking.CHAMPION)
+    champ = registry.get_alias_version(model_name, tracking.CHAMPION)
     if champ is None:
         return {"version": None, "metrics": None, "error": None, "run_id": None}
     out = {"version": str(champ.version), "run_id": champ.run_id, "metrics": None, "error": None}

@@ -143,10 +143,10 @@ def _close_runs(attempt: str | None) -> None:
     """Mark FAILED any MLflow run this attempt left RUNNING (a kernel that died mid-run)."""
     if attempt is None:
         return
-    from nbops.ml import tracking
+    from nbops.ml import registry
 
     try:
-        tracking.fail_runs_tagged("attempt", attempt)
+        registry.fail_runs_tagged("attempt", attempt)
     except Exception as exc:  # the store itself may be what failed: say so, keep the step's error
         say(f"! could not close this step's MLflow runs ({type(exc).__name__}: {exc})")
 

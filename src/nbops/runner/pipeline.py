@@ -213,7 +213,7 @@ def settle_promotion(plan: Plan, result: RunResult) -> None:
     record = read_json(path)
     if record.get("promotion") != "pending":
         return
-    from nbops.ml import tracking
+    from nbops.ml import registry
     from nbops.ml.gate import Decision
 
     decision = Decision(**record["decision"])
@@ -223,7 +223,7 @@ def settle_promotion(plan: Plan, result: RunResult) -> None:
         decision.reasons.append(f"{result.failure.step} failed: a failed run moves no alias")
         plan.stamp_path("03_evaluate").unlink(missing_ok=True)
     try:
-        decision = tracking.apply_decision(record["model_name"], decision)
+        decision = registry.apply_decision(record["model_name"], decision)
     except Exception as exc:  # the store went away after the evaluation: nothing moved
         decision.promote = False
         decision.verdict = "not promoted (run failed)"

@@ -187,26 +187,26 @@ Run it locally without Docker with `make space-serve`.
 
 def export_champion(model_name: str, dest: Path) -> dict[str, Any]:
     """Write the champion to `dest`: `model/` (MLflow model folder), `schema.json`, `model_card.json`."""
-    from nbops.ml import tracking
-    from nbops.serve import dashboard
+    from nbops.ml import registry
+    from nbops.serve import champion
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    version, schema, card = dashboard.registry_champion_info(model_name)
+    version, schema, card = champion.registry_champion_info(model_name)
     dest.mkdir(parents=True)
-    model_dir = dest / dashboard.MODEL_SUBDIR
-    dashboard._mlflow().artifacts.download_artifacts(
+    model_dir = dest / champion.MODEL_SUBDIR
+    champion._mlflow().artifacts.download_artifacts(
         artifact_uri=f"models:/{model_name}/{version.version}", dst_path=str(model_dir)
     )
-    tracking.load_model_dir(model_dir, f"{model_name} v{version.version}")  # refuse what we would not load
-    dashboard.check_schema(schema, f"{model_name} v{version.version} schema.json")
+    registry.load_model_dir(model_dir, f"{model_name} v{version.version}")  # refuse what we would not load
+    champion.check_schema(schema, f"{model_name} v{version.version} schema.json")
     # No export time: it would make every build of one champion a new Space commit. The
     # version's registration time changes only with the champion.
     card = {**card, "registry_uri": f"models:/{model_name}/{version.version}"}
     created = getattr(version, "creation_timestamp", None)
     if created:
         card["registered_at"] = datetime.fromtimestamp(created / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
-    (dest / dashboard.SCHEMA_FILE).write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
-    (dest / dashboard.MODEL_CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    (dest / champion.SCHEMA_FILE).write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
+    (dest / champion.MODEL_CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return card
 
 

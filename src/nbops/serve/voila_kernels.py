@@ -47,7 +47,6 @@ import asyncio
 import contextvars
 import functools
 import html
-import ipaddress
 import logging
 import os
 from collections import Counter
@@ -58,10 +57,10 @@ from jupyter_server.base.call_context import CallContext
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from traitlets import Float, Integer, List, Unicode
 
+from nbops.serve.clients import PRIVATE_NETWORKS, client_address
+
 PAGE_TEMPLATE = "nbops"
 JUPYTER_DATA = Path(__file__).resolve().parents[1] / "jupyter_data"  # holds voila/templates/nbops
-# Where a Space's (or any local) reverse proxy connects from.
-PRIVATE_NETWORKS = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
 
 
 def use_page_template(config, environ=os.environ) -> None:
@@ -81,31 +80,6 @@ class TornadoPingClampFilter(logging.Filter):
             text.startswith("The websocket_ping_timeout (")
             and "cannot be longer than the websocket_ping_interval" in text
         )
-
-
-@functools.lru_cache(maxsize=16)
-def _networks(cidrs: tuple[str, ...]) -> tuple:
-    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
-
-
-def _in_networks(address: str, cidrs: tuple[str, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.strip("[]"))
-    except ValueError:
-        return False
-    return any(ip in net for net in _networks(cidrs) if ip.version == net.version)
-
-
-def client_address(remote_ip: str, forwarded_for: str, trusted_proxies) -> str:
-    """The address a request came from: the peer's, or, while the peer (then each hop before it)
-    is a trusted proxy, the hop it names in X-Forwarded-For (right to left: what a client writes
-    there itself is further left than what its proxy appended)."""
-    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
-    trusted = tuple(trusted_proxies)
-    address = remote_ip
-    while hops and _in_networks(address, trusted):
-        address = hops.pop()
-    return address
 
 
 def busy_page(reason: str, retry_after: int) -> str:

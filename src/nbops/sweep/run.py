@@ -226,7 +226,7 @@ def gate_best(sweep: Sweep, best: dict, allow_promotion: bool) -> dict:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from nbops.ml import tracking
+    from nbops.ml import registry, tracking
     from nbops.ml.gate import decide_promotion
     from nbops.params import Params
 
@@ -261,7 +261,7 @@ def gate_best(sweep: Sweep, best: dict, allow_promotion: bool) -> dict:
             f"the registry at {redact_uri(mlflow.get_tracking_uri())}: no alias moved"
         )
         return decision.to_dict()
-    decision = tracking.apply_decision(name, decision, client)
+    decision = registry.apply_decision(name, decision, client)
     client.set_registered_model_alias(name, tracking.CHALLENGER, decision.challenger_version)
     client.set_model_version_tag(name, decision.challenger_version, "nbops.sweep", sweep.name)
     return decision.to_dict()

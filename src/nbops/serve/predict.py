@@ -1,0 +1,79 @@
+"""One prediction: the form's inputs from the training schema, and the model's answer."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from nbops.serve.champion import Champion
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def build_inputs(schema: dict[str, Any], most_frequent: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One bounded number box per numeric column (training range, starting at the median), one
+    dropdown per categorical (starting at its most frequent value when `most_frequent` names it,
+    else at the first). Each label sits above its input (STYLE), so a long column name fits."""
+    import ipywidgets as w
+
+    most_frequent = most_frequent or {}
+    inputs: dict[str, Any] = {}
+    style = {"description_width": "initial"}  # the label's own width: nothing cut off
+    for col, info in schema["numeric"].items():
+        low, high = float(info["min"]), float(info["max"])
+        median = round(float(info.get("median", low)), 2)
+        if info.get("integer"):
+            box = w.BoundedIntText(
+                value=round(median), min=int(low), max=int(high), step=1, description=col, style=style
+            )
+        else:
+            # step=None: any decimal is accepted (the arrows move by 1)
+            box = w.BoundedFloatText(value=median, min=low, max=high, step=None, description=col, style=style)
+        inputs[col] = box
+    for col, values in schema["categorical"].items():
+        options = [str(v) for v in values]
+        start = str(most_frequent.get(col, options[0]))
+        inputs[col] = w.Dropdown(
+            options=options, value=start if start in options else options[0], description=col, style=style
+        )
+    for col, widget in inputs.items():
+        widget.layout.width = "16em"
+        widget.add_class("nbops-input")
+        widget.add_class(f"nbops-input-{_css_name(col)}")
+    return inputs
+
+
+def _range_text(info: dict[str, Any]) -> str:
+    return f"{float(info['min']):g} to {float(info['max']):g}"
+
+
+def _css_name(column: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in column)
+
+
+def read_inputs(inputs: dict[str, Any]) -> pd.DataFrame:
+    """The widgets' values as a one-row table with the model's feature columns."""
+    import pandas as pd
+
+    return pd.DataFrame([{col: widget.value for col, widget in inputs.items()}])
+
+
+@dataclass
+class Prediction:
+    label: str
+    probabilities: dict[str, float]  # highest first
+    seconds: float = 0.0
+
+
+def predict_one(champion: Champion, row: pd.DataFrame) -> Prediction:
+    from nbops.ml.models import predict_table
+
+    start = time.perf_counter()
+    table = predict_table(champion.model, row[champion.features])
+    elapsed = time.perf_counter() - start
+    first = table.iloc[0]
+    probs = {c.removeprefix("p_"): float(first[c]) for c in table.columns if c.startswith("p_")}
+    probs = dict(sorted(probs.items(), key=lambda kv: -kv[1]))
+    return Prediction(str(first["prediction"]), probs, elapsed)

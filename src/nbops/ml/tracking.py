@@ -242,9 +242,6 @@ def log_training(
     registry is touched last, after everything else was logged.
     """
     import mlflow
-    from mlflow.models import infer_signature
-
-    from nbops.ml.models import TRUSTED_TYPES
 
     # a fresh store is created here, under the store lock: parallel steps and runs may be first
     mlflow.set_experiment(experiment_id=ensure_experiment(experiment))
@@ -258,24 +255,8 @@ def log_training(
         mlflow.log_metrics({k: float(v) for k, v in cv_scores.items()})
         mlflow.log_dict(schema, "schema.json")
         mlflow.log_dict({"holdout_ids": holdout_ids}, "holdout_ids.json")
-        if reference is not None:  # training rows (sampled) for drift checks against this model
-            with tempfile.TemporaryDirectory() as tmp:
-                sample = reference.sample(min(len(reference), REFERENCE_ROWS), random_state=0)
-                sample.to_parquet(Path(tmp) / "reference_sample.parquet")
-                mlflow.log_artifact(str(Path(tmp) / "reference_sample.parquet"))
-        # the signature needs column types only: a sample, not a prediction over every row
-        sample_rows = X_example.head(SIGNATURE_ROWS)
-        signature = infer_signature(sample_rows, model.predict(sample_rows))
-        with _requirements_known_to_match():
-            info = mlflow.sklearn.log_model(
-                model,
-                name="model",
-                serialization_format="skops",
-                skops_trusted_types=TRUSTED_TYPES,
-                pip_requirements=model_requirements(),
-                signature=signature,
-                input_example=X_example.head(3),
-            )
+        _log_reference(reference)
+        info = _log_model(model, X_example)
         if not register:
             return {
                 "run_id": run.info.run_id,
@@ -285,9 +266,8 @@ def log_training(
                 "experiment": experiment,
             }
         version = register_version(client, model_name, info, run.info.run_id)
-        for key, value in tags.items():
+        for key, value in {**tags, "run_id": run.info.run_id}.items():
             client.set_model_version_tag(model_name, version, TAG_PREFIX + key, value)
-        client.set_model_version_tag(model_name, version, TAG_PREFIX + "run_id", run.info.run_id)
         client.set_registered_model_alias(model_name, CHALLENGER, version)
         return {
             "run_id": run.info.run_id,
@@ -296,6 +276,40 @@ def log_training(
             "model_uri": f"models:/{model_name}/{version}",
             "experiment": experiment,
         }
+
+
+def _log_reference(reference) -> None:
+    """Training rows (sampled) for drift checks against this model, on the active run."""
+    import mlflow
+
+    if reference is None:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        sample = reference.sample(min(len(reference), REFERENCE_ROWS), random_state=0)
+        sample.to_parquet(Path(tmp) / "reference_sample.parquet")
+        mlflow.log_artifact(str(Path(tmp) / "reference_sample.parquet"))
+
+
+def _log_model(model, X_example):
+    """The model as skops with the trusted types fixed in code, on the active run."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from nbops.ml.models import TRUSTED_TYPES
+
+    # the signature needs column types only: a sample, not a prediction over every row
+    sample_rows = X_example.head(SIGNATURE_ROWS)
+    signature = infer_signature(sample_rows, model.predict(sample_rows))
+    with _requirements_known_to_match():
+        return mlflow.sklearn.log_model(
+            model,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=TRUSTED_TYPES,
+            pip_requirements=model_requirements(),
+            signature=signature,
+            input_example=X_example.head(3),
+        )
 
 
 def training_line(registered: dict[str, Any]) -> str:

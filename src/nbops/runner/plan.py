@@ -161,20 +161,7 @@ def make_plan(
         )
     }
     commit = (provenance or {}).get("git_commit") or git_commit(root)
-    runtime = {
-        "table_path": str(build / VALIDATE / TABLE_FILE),
-        "train_dir": str(build / TRAIN),
-        "data_source": str(data_path.relative_to(root) if data_path.is_relative_to(root) else data_path),
-        "data_is_synthetic": synthetic,
-        "data_hash": data_hash,
-        "params_hash": params_hash(params.model_dump(mode="json")),
-        "git_commit": commit,
-        "parent_run_id": None,
-        "run_tags": {},
-        "interactive": False,
-        "register": True,
-        **(provenance or {}),
-    }
+    runtime = _runtime_parameters(root, build, data_path, data_hash, synthetic, params, commit, provenance)
     flat, uri, injected = params.notebook_parameters(), tracking_uri_for_key(root), {}
     for step in STEPS:
         nb = read_notebook_source(root / step.notebook)
@@ -208,6 +195,26 @@ def make_plan(
         commit,
         code,
     )
+
+
+def _runtime_parameters(
+    root: Path, build: Path, data_path: Path, data_hash: str, synthetic: bool, params, commit: str, provenance
+) -> dict:
+    """What the runner provides to every step (RUNNER_PARAMETERS), `products_dir` aside."""
+    return {
+        "table_path": str(build / VALIDATE / TABLE_FILE),
+        "train_dir": str(build / TRAIN),
+        "data_source": str(data_path.relative_to(root) if data_path.is_relative_to(root) else data_path),
+        "data_is_synthetic": synthetic,
+        "data_hash": data_hash,
+        "params_hash": params_hash(params.model_dump(mode="json")),
+        "git_commit": commit,
+        "parent_run_id": None,
+        "run_tags": {},
+        "interactive": False,
+        "register": True,
+        **(provenance or {}),
+    }
 
 
 def _injected(step: Step, nb: dict, root: Path, flat: dict, runtime: dict) -> dict:

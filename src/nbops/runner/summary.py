@@ -34,19 +34,7 @@ def summary_markdown(
         if (statuses or {}).get(s) in ("ran", "skipped", "failed")
     )
     if failure is not None:
-        lines += [
-            f"## ❌ Pipeline failed at {md_escape(failure.step)}"
-            + (f", cell {failure.cell_index}" if failure.cell_index is not None else ""),
-            "",
-            f"{md_escape(failure.ename)}: {md_escape(failure.evalue)}"
-            if failure.ename
-            else md_escape(failure.evalue),
-            "",
-            "No alias was moved. The executed notebook, with the failing cell, is in the reports.",
-            "",
-            *([at, ""] if at else []),
-            f"Reports: {links}" if links else "",
-        ]
+        lines += _failure_lines(failure, at, links)
         return cap_markdown("\n".join(lines).rstrip() + "\n")
     if evaluation is None:
         lines += [
@@ -56,64 +44,10 @@ def summary_markdown(
             f"Reports: {links}",
         ]
         return cap_markdown("\n".join(lines) + "\n")
-
-    name = md_escape(evaluation["model_name"])
-    decision = evaluation["decision"]
-    chal = evaluation["challenger"]
-    champ = evaluation.get("champion") or {}
-    cm, pm = chal["metrics"], champ.get("metrics")
-    verdict = decision["verdict"]
-    head = f"## {VERDICT_ICON.get(verdict, '')} Gate: {md_escape(verdict)}"
-    if decision["promote"]:
-        head += f": {name} v{chal['version']} is the new champion"
-    lines += [head, ""]
-    lines += [f"- {md_escape(r)}" for r in decision["reasons"]]
-    champ_col = f"champion v{champ['version']}" if champ.get("version") else "champion (none)"
-    lines += ["", f"| metric | challenger v{chal['version']} | {champ_col} | Δ |", "|---|---:|---:|---:|"]
-    for metric in ("accuracy", "macro_f1", "weighted_f1"):
-        p = pm[metric] if pm else None
-        lines.append(
-            f"| {metric} | {fmt_value(cm[metric])} | {fmt_value(p)} | "
-            f"{fmt_delta(None if p is None else cm[metric] - p)} |"
-        )
-    if champ.get("error"):
-        lines += ["", f"Champion not scored: {md_escape(champ['error'])}"]
-
-    lines += [
-        "",
-        "### Per-class F1",
-        "",
-        "| class | support | challenger | champion | Δ |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for label, v in cm["per_class"].items():
-        p = pm["per_class"].get(label, {}).get("f1") if pm else None
-        lines.append(
-            f"| {md_escape(label)} | {v['support']} | {fmt_value(v['f1'])} | {fmt_value(p)} | "
-            f"{fmt_delta(None if p is None else v['f1'] - p)} |"
-        )
-
-    labels = cm["labels"]
-    lines += [
-        "",
-        f"### Confusion matrix, challenger v{chal['version']} (rows: actual, columns: predicted)",
-        "",
-        "| actual \\\\ predicted | " + " | ".join(md_escape(x) for x in labels) + " |",
-        "|---|" + "---:|" * len(labels),
-    ]
-    for label, row in zip(labels, cm["confusion_matrix"], strict=True):
-        lines.append(f"| **{md_escape(label)}** | " + " | ".join(str(n) for n in row) + " |")
-
-    diff = evaluation.get("params_diff") or {}
-    if diff:
-        lines += [
-            "",
-            "### Params that differ from the champion's",
-            "",
-            "| param | champion | challenger |",
-            "|---|---|---|",
-        ]
-        lines += [f"| {md_escape(k)} | {md_escape(a)} | {md_escape(b)} |" for k, (a, b) in diff.items()]
+    lines += _gate_lines(evaluation)
+    lines += _per_class_lines(evaluation)
+    lines += _confusion_lines(evaluation)
+    lines += _params_diff_lines(evaluation.get("params_diff") or {})
     data = evaluation["data"]
     kind = " (SYNTHETIC)" if data.get("synthetic") else ""
     lines += [
@@ -128,4 +62,89 @@ def summary_markdown(
     return cap_markdown("\n".join(lines) + "\n")
 
 
-# ------------------------------------------------------------------ index.html
+def _failure_lines(failure, at: str, links: str) -> list[str]:
+    return [
+        f"## ❌ Pipeline failed at {md_escape(failure.step)}"
+        + (f", cell {failure.cell_index}" if failure.cell_index is not None else ""),
+        "",
+        f"{md_escape(failure.ename)}: {md_escape(failure.evalue)}"
+        if failure.ename
+        else md_escape(failure.evalue),
+        "",
+        "No alias was moved. The executed notebook, with the failing cell, is in the reports.",
+        "",
+        *([at, ""] if at else []),
+        f"Reports: {links}" if links else "",
+    ]
+
+
+def _gate_lines(evaluation: dict) -> list[str]:
+    """The verdict, its reasons, and the metrics of challenger and champion."""
+    name = md_escape(evaluation["model_name"])
+    decision, chal = evaluation["decision"], evaluation["challenger"]
+    champ = evaluation.get("champion") or {}
+    cm, pm = chal["metrics"], champ.get("metrics")
+    verdict = decision["verdict"]
+    head = f"## {VERDICT_ICON.get(verdict, '')} Gate: {md_escape(verdict)}"
+    if decision["promote"]:
+        head += f": {name} v{chal['version']} is the new champion"
+    lines = [head, ""]
+    lines += [f"- {md_escape(r)}" for r in decision["reasons"]]
+    champ_col = f"champion v{champ['version']}" if champ.get("version") else "champion (none)"
+    lines += ["", f"| metric | challenger v{chal['version']} | {champ_col} | Δ |", "|---|---:|---:|---:|"]
+    for metric in ("accuracy", "macro_f1", "weighted_f1"):
+        p = pm[metric] if pm else None
+        lines.append(
+            f"| {metric} | {fmt_value(cm[metric])} | {fmt_value(p)} | "
+            f"{fmt_delta(None if p is None else cm[metric] - p)} |"
+        )
+    if champ.get("error"):
+        lines += ["", f"Champion not scored: {md_escape(champ['error'])}"]
+    return lines
+
+
+def _per_class_lines(evaluation: dict) -> list[str]:
+    cm = evaluation["challenger"]["metrics"]
+    pm = (evaluation.get("champion") or {}).get("metrics")
+    lines = [
+        "",
+        "### Per-class F1",
+        "",
+        "| class | support | challenger | champion | Δ |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, v in cm["per_class"].items():
+        p = pm["per_class"].get(label, {}).get("f1") if pm else None
+        lines.append(
+            f"| {md_escape(label)} | {v['support']} | {fmt_value(v['f1'])} | {fmt_value(p)} | "
+            f"{fmt_delta(None if p is None else v['f1'] - p)} |"
+        )
+    return lines
+
+
+def _confusion_lines(evaluation: dict) -> list[str]:
+    chal = evaluation["challenger"]
+    labels = chal["metrics"]["labels"]
+    lines = [
+        "",
+        f"### Confusion matrix, challenger v{chal['version']} (rows: actual, columns: predicted)",
+        "",
+        "| actual \\\\ predicted | " + " | ".join(md_escape(x) for x in labels) + " |",
+        "|---|" + "---:|" * len(labels),
+    ]
+    for label, row in zip(labels, chal["metrics"]["confusion_matrix"], strict=True):
+        lines.append(f"| **{md_escape(label)}** | " + " | ".join(str(n) for n in row) + " |")
+    return lines
+
+
+def _params_diff_lines(diff: dict) -> list[str]:
+    if not diff:
+        return []
+    lines = [
+        "",
+        "### Params that differ from the champion's",
+        "",
+        "| param | champion | challenger |",
+        "|---|---|---|",
+    ]
+    return lines + [f"| {md_escape(k)} | {md_escape(a)} | {md_escape(b)} |" for k, (a, b) in diff.items()]

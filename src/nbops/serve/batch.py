@@ -123,22 +123,7 @@ def read_batch(content: bytes, name: str, schema: dict[str, Any]) -> tuple[pd.Da
     nbops.ml.data's reader is not reused: it reads a file path and requires the target column."""
     import pandas as pd
 
-    if len(content) > MAX_UPLOAD_BYTES:
-        raise BatchError(
-            f"{name}: the file is {len(content) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB"
-        )
-    if not content.strip():
-        raise BatchError(f"{name}: the file is empty")
-    if _BINARY.search(content):
-        raise BatchError(f"{name}: not a CSV text file (binary content)")
-    try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = content[: exc.start].count(b"\n") + 1
-        raise BatchError(
-            f"{name}: not a CSV text file (not UTF-8 text: byte 0x{content[exc.start]:02x} on line {line}; "
-            "save it as CSV UTF-8)"
-        ) from None
+    text = _decoded(content, name)
     wanted = [*schema["numeric"], *schema["categorical"]]
     most_columns = len(wanted) + MAX_EXTRA_COLUMNS
     records = _read_records(text, name, most_columns)
@@ -177,8 +162,41 @@ def read_batch(content: bytes, name: str, schema: dict[str, Any]) -> tuple[pd.Da
             f"{name}: missing column{'s' if len(missing) > 1 else ''} {listed}; "
             f"the header must name {', '.join(wanted)}"
         )
-    # A row is cut short if it lacks a named column's field, too long if it has values beyond
-    # the header (empty trailing fields, as some exports write them, are no problem).
+    ragged = _ragged_rows(records, header)
+    df = df.drop(index=[p.row for p in ragged])[wanted].dropna(how="all")
+    if df.empty and not ragged:
+        raise BatchError(f"{name}: has a header but no data rows")
+    if len(df) + len(ragged) > MAX_BATCH_ROWS:
+        raise BatchError(
+            f"{name}: {len(df) + len(ragged)} rows, more than the {MAX_BATCH_ROWS} scored at once"
+        )
+    return df, ragged
+
+
+def _decoded(content: bytes, name: str) -> str:
+    """The upload as text, refused when too large, empty, binary or not UTF-8."""
+    if len(content) > MAX_UPLOAD_BYTES:
+        raise BatchError(
+            f"{name}: the file is {len(content) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB"
+        )
+    if not content.strip():
+        raise BatchError(f"{name}: the file is empty")
+    if _BINARY.search(content):
+        raise BatchError(f"{name}: not a CSV text file (binary content)")
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = content[: exc.start].count(b"\n") + 1
+        raise BatchError(
+            f"{name}: not a CSV text file (not UTF-8 text: byte 0x{content[exc.start]:02x} on line {line}; "
+            "save it as CSV UTF-8)"
+        ) from None
+    return text
+
+
+def _ragged_rows(records: list[list[str]], header: list[str]) -> list[RowProblem]:
+    """A row is cut short if it lacks a named column's field, too long if it has values beyond
+    the header (empty trailing fields, as some exports write them, are no problem)."""
     named = len(header) - next((i for i, h in enumerate(reversed(header)) if h), 0)
     ragged = []
     for row, record in enumerate(records[1:], start=2):
@@ -188,14 +206,7 @@ def read_batch(content: bytes, name: str, schema: dict[str, Any]) -> tuple[pd.Da
             ragged.append(RowProblem(row, "", "", f"has {len(record)} fields; the header has {named}"))
         elif any(v.strip() for v in record[len(header) :]):
             ragged.append(RowProblem(row, "", "", f"has {len(record)} fields; the header has {len(header)}"))
-    df = df.drop(index=[p.row for p in ragged])[wanted].dropna(how="all")
-    if df.empty and not ragged:
-        raise BatchError(f"{name}: has a header but no data rows")
-    if len(df) + len(ragged) > MAX_BATCH_ROWS:
-        raise BatchError(
-            f"{name}: {len(df) + len(ragged)} rows, more than the {MAX_BATCH_ROWS} scored at once"
-        )
-    return df, ragged
+    return ragged
 
 
 def _read_records(text: str, name: str, most_columns: int) -> list[list[str]]:

@@ -102,7 +102,8 @@ def execute_notebook(
     if warm and warm.cancelled.is_set():  # interrupted while this step waited for its kernel
         warm.shutdown()
         raise StepError(step, None, "KeyboardInterrupt", "the run was interrupted")
-    if km is None:  # no warm kernel, or warming failed (it said why): nbclient starts this one
+    own = km is None  # no warm kernel, or warming failed (it said why): nbclient starts this one
+    if own:
         from nbops.runner.kernels import EncryptedKernelManager
 
         km = EncryptedKernelManager(kernel_name="python3")
@@ -137,6 +138,16 @@ def execute_notebook(
         progress.done(step)
         if warm:
             warm.shutdown()
+        if own:  # nbclient leaves a kernel it was handed running: stop it before saying why
+            _shutdown(km)
+
+
+def _shutdown(km) -> None:
+    from jupyter_core.utils import run_sync
+
+    if km.has_kernel:
+        with contextlib.suppress(Exception):
+            run_sync(km.shutdown_kernel)(now=True)
 
 
 def _close_runs(attempt: str | None) -> None:

@@ -20,10 +20,12 @@ from pathlib import Path
 
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
 
+from nbops.layout import BUILD_DIR, DRIFT, VALIDATE
+
 ENV_PARAMS = "NBOPS_PARAMS"
 INJECTED_TAG = "injected-parameters"
-LAB_BUILD = Path("build") / "lab"
-DRIFT_STEP = "04_drift"
+LAB_BUILD = Path(BUILD_DIR) / "lab"
+DRIFT_STEP = DRIFT
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 LANGUAGE_INFO = {"name": "python"}
 # what the nbstripout git filter strips (its defaults), so a save equals what git would commit
@@ -54,7 +56,7 @@ def lab_parameters(root: Path, params_file: Path, step: str) -> dict:
 
     if step == DRIFT_STEP:  # `python -m nbops drift` writes these; 04_drift only reads them
         params = load_params(params_file)
-        products = root / "build" / DRIFT_STEP
+        products = root / BUILD_DIR / DRIFT_STEP
         return {
             "drift_json": str(products / "drift.json"),
             "reference_path": str(products / "reference.parquet"),
@@ -76,7 +78,6 @@ def lab_parameters(root: Path, params_file: Path, step: str) -> dict:
 def ensure_lab_table(plan) -> None:
     """build/lab/00_validate/table.parquet for this params file and data, made when missing or
     stale: a hand run never reads (or waits for) the pipeline's build/."""
-    from nbops.layout import VALIDATE
     from nbops.products import read_json, write_json
     from nbops.runner.pipeline import run_validate
 

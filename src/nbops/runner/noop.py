@@ -12,6 +12,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from nbops.layout import EVALUATION, STAMP_FILE
 from nbops.products import params_hash, read_json, write_json
 from nbops.runner.codehash import package_hash
 from nbops.runner.plan import STEPS, Plan, RunResult
@@ -62,7 +63,7 @@ def unchanged_since_last_run(params_file: Path, root: Path, build: Path, reports
             return None
         if record["fingerprint"] != inputs_fingerprint(params_file, root, build, reports, record):
             return None
-        stamps = {step: read_json(build / step / ".stamp.json") for step in record["keys"]}
+        stamps = {step: read_json(build / step / STAMP_FILE) for step in record["keys"]}
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if {step: stamp.get("key") for step, stamp in stamps.items()} != record["keys"]:
@@ -78,7 +79,7 @@ def unchanged_since_last_run(params_file: Path, root: Path, build: Path, reports
     for step in record["keys"]:
         say(f"- {step:<12}  skipped (unchanged)")
         result.skipped.append(step)
-    metrics = build / "03_evaluate" / "metrics.json"
+    metrics = build / EVALUATION
     if metrics.exists():
         result.evaluation = read_json(metrics)
     return result

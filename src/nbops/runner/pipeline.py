@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 from nbops.exceptions import NbopsError, StepError, print_problems
-from nbops.layout import EVALUATE
+from nbops.layout import EVALUATE, EVALUATION, MODEL_FILE, TABLE_FILE, TRAIN, VALIDATE
 from nbops.products import read_json, write_json
 from nbops.runner.noop import LAST_RUN, _say_data, build_lock, remember_run, unchanged_since_last_run
-from nbops.runner.plan import STEPS, VALIDATE, Plan, RunResult, check_step_names, make_plan
+from nbops.runner.plan import STEPS, Plan, RunResult, check_step_names, make_plan
 from nbops.runner.progress import say
 from nbops.runner.schedule import RunBudget, _execute_all
 from nbops.runner.stamps import tracking_uri_for_key, write_stamp
@@ -35,14 +35,14 @@ def run_validate(plan: Plan) -> None:
     check_splittable(df, params.data, params.split.test_size, shown)
     out = plan.build / VALIDATE
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "table.parquet.tmp"
+    tmp = out / (TABLE_FILE + ".tmp")
     df.to_parquet(tmp)
-    tmp.replace(out / "table.parquet")
+    tmp.replace(out / TABLE_FILE)
 
 
 def preflight(plan: Plan, to_run: list[str]) -> None:
     """Checks that need heavier imports, only when a step will actually run."""
-    if "02_train" in to_run:
+    if TRAIN in to_run:
         from nbops.ml.models import make_estimator
 
         source = str(
@@ -129,9 +129,9 @@ def _run(
     from nbops.runner.report import render_reports
 
     result.reports = render_reports(plan, result)
-    if "02_train" in result.ran:
+    if TRAIN in result.ran:
         attach_reports(plan, result)
-    eval_path = plan.build / "03_evaluate" / "metrics.json"
+    eval_path = plan.build / EVALUATION
     if result.ok and eval_path.exists():
         result.evaluation = read_json(eval_path)
     if kernels is not None and keep_warm_s:
@@ -146,7 +146,7 @@ def _run_steps(plan, wanted, result, force, jobs, keep_warm_s, user_env, budget)
     root = plan.root
     # validate
     why = None if force else plan.stale_products(VALIDATE)  # hashed once: the table can be large
-    if force or why or not (plan.build / VALIDATE / "table.parquet").exists():
+    if force or why or not (plan.build / VALIDATE / TABLE_FILE).exists():
         t = time.perf_counter()
         _say_stale(VALIDATE, why)
         plan.stamp_path(VALIDATE).unlink(missing_ok=True)
@@ -200,15 +200,12 @@ def _run_steps(plan, wanted, result, force, jobs, keep_warm_s, user_env, budget)
     return kernels
 
 
-EVALUATION = Path("03_evaluate") / "metrics.json"
-
-
 def settle_promotion(plan: Plan, result: RunResult) -> None:
     """Move `champion` as this run's evaluate step decided, now that every step has finished:
     only when all of them succeeded. A failed run moves no alias, and its evaluate step runs
     again next time, so the decision is made anew when the run can succeed."""
     path = plan.build / EVALUATION
-    if "03_evaluate" not in result.ran or not path.is_file():
+    if EVALUATE not in result.ran or not path.is_file():
         return
     record = read_json(path)
     if record.get("promotion") != "pending":
@@ -221,22 +218,22 @@ def settle_promotion(plan: Plan, result: RunResult) -> None:
         decision.promote = False
         decision.verdict = "not promoted (run failed)"
         decision.reasons.append(f"{result.failure.step} failed: a failed run moves no alias")
-        plan.stamp_path("03_evaluate").unlink(missing_ok=True)
+        plan.stamp_path(EVALUATE).unlink(missing_ok=True)
     try:
         decision = registry.apply_decision(record["model_name"], decision)
     except Exception as exc:  # the store went away after the evaluation: nothing moved
         decision.promote = False
         decision.verdict = "not promoted (run failed)"
         decision.reasons.append(f"could not move champion: {type(exc).__name__}: {exc}")
-        plan.stamp_path("03_evaluate").unlink(missing_ok=True)
-        result.failure = result.failure or StepError("03_evaluate", None, type(exc).__name__, str(exc))
+        plan.stamp_path(EVALUATE).unlink(missing_ok=True)
+        result.failure = result.failure or StepError(EVALUATE, None, type(exc).__name__, str(exc))
     record["decision"] = decision.to_dict()
     record["promotion"] = "applied" if decision.promote else "withheld"
     record["champion_after"] = (
         decision.challenger_version if decision.promote else record["champion"]["version"]
     )
     write_json(path, record)
-    if plan.stamp_path("03_evaluate").is_file():  # the settled record is the step's product now
+    if plan.stamp_path(EVALUATE).is_file():  # the settled record is the step's product now
         write_stamp(plan.build, EVALUATE, plan.keys[EVALUATE])
 
 
@@ -250,13 +247,13 @@ def withdraw_pending_promotion(plan: Plan) -> None:
     """An interrupted run leaves no decided-but-unapplied promotion behind a current stamp."""
     with contextlib.suppress(OSError, ValueError):
         if read_json(plan.build / EVALUATION).get("promotion") == "pending":
-            plan.stamp_path("03_evaluate").unlink(missing_ok=True)
+            plan.stamp_path(EVALUATE).unlink(missing_ok=True)
 
 
 def attach_reports(plan: Plan, result: RunResult) -> None:
     """The executed notebooks and HTML reports of this run, on its training run (`reports/`)."""
     try:
-        run_id = read_json(plan.build / "02_train" / "model.json")["run_id"]
+        run_id = read_json(plan.build / TRAIN / MODEL_FILE)["run_id"]
     except (OSError, ValueError, KeyError):
         return  # training failed before it registered anything
     steps = [*result.ran, *([result.failure.step] if result.failure else [])]
@@ -317,7 +314,7 @@ def main_run(params_file: str, root: str, force: bool, only: list[str] | None, j
         print_problems(exc)
         return 1
     index = result.reports / "index.html" if result.reports else None
-    if result.evaluation and "03_evaluate" in result.ran:
+    if result.evaluation and EVALUATE in result.ran:
         decision = result.evaluation["decision"]
         before = f"v{decision['champion_version']}" if decision["champion_version"] else "none"
         say(

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nbops.layout import TITLES
+from nbops.layout import EVALUATE, EVALUATION, METRICS_FILE, MODEL_FILE, TITLES, TRAIN
 from nbops.runner.notebook_html import render_notebook_html
 from nbops.runner.summary import fmt_delta, fmt_value, summary_markdown
 
@@ -50,9 +50,9 @@ def run_facts(plan: Plan, statuses: dict[str, str], evaluation: dict | None) -> 
         "commit": getattr(plan, "git_commit", "unknown"),
         "links": other_reports(plan.reports),
     }
-    train = plan.build / "02_train"
-    if statuses.get("02_train") in ("ran", "skipped") and (train / "model.json").is_file():
-        registered = read_json(train / "model.json")
+    train = plan.build / TRAIN
+    if statuses.get(TRAIN) in ("ran", "skipped") and (train / MODEL_FILE).is_file():
+        registered = read_json(train / MODEL_FILE)
         facts["registered"] = {
             "name": registered["model_name"],
             "version": str(registered["version"]),
@@ -247,14 +247,14 @@ def render_reports(plan: Plan, result: RunResult) -> Path:
         render_step(plan.build, reports, step)
 
     evaluation = None
-    metrics = plan.build / "03_evaluate" / "metrics.json"
-    if result.failure is None and statuses["03_evaluate"] in ("ran", "skipped") and metrics.exists():
+    metrics = plan.build / EVALUATION
+    if result.failure is None and statuses[EVALUATE] in ("ran", "skipped") and metrics.exists():
         from nbops.products import read_json
 
         evaluation = read_json(metrics)
-        write_json(reports / "metrics.json", evaluation)
+        write_json(reports / METRICS_FILE, evaluation)
     else:
-        (reports / "metrics.json").unlink(missing_ok=True)
+        (reports / METRICS_FILE).unlink(missing_ok=True)
     commit = getattr(plan, "git_commit", "unknown")  # Plan.git_commit: the runner's provenance
     (reports / "summary.md").write_text(
         summary_markdown(evaluation, result.failure, statuses, commit=commit), encoding="utf-8"

@@ -7,6 +7,7 @@ import os
 import threading
 from pathlib import Path
 
+from nbops.layout import NOTEBOOKS_DIR
 from nbops.runner.codehash import notebook_code_hash
 from nbops.runner.notebook import PRELOADER, read_notebook_source, warmup_code
 from nbops.runner.plan import Plan, RunResult, Step
@@ -111,7 +112,7 @@ class Kernels:
         from nbops.runner import spares
 
         self.plan, self.keep_warm_s = plan, keep_warm_s
-        self.cwd = plan.root / "notebooks"
+        self.cwd = plan.root / NOTEBOOKS_DIR
         self.env = dict(os.environ)  # what kernels inherit (the tracking URI is exported by now)
         # the key: the user's environment and the tracking settings, not the variables that
         # libraries imported by this process set for themselves (pandera, scikit-learn do)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from nbops.exceptions import ModelError, NbopsError, print_problems
+from nbops.layout import NOTEBOOKS_DIR
 
 SPACE_PORT = 7860
 APP_DIR = "/home/user/app"
@@ -226,7 +227,7 @@ def build_space(root: Path, params_path: Path, out: Path, license_id: str = "mit
     if out.resolve() in (root, *root.parents):
         raise SpaceError(f"{out}: the Space folder cannot be the project or above it")
     params = load_params(params_path)
-    notebook = root / "notebooks" / NOTEBOOK
+    notebook = root / NOTEBOOKS_DIR / NOTEBOOK
     voila_config = root / "deploy" / "voila" / "voila.json"
     package = root / "src" / "nbops"
     for needed in (

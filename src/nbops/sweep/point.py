@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from nbops.exceptions import NbopsError, _one_line
+from nbops.layout import EVALUATE
 from nbops.products import read_json, write_json
 
 
@@ -72,7 +73,7 @@ def run_point(spec: dict, tracking_uri: str | None = None, store: str | None = N
         result = run_pipeline(
             spec["params"],
             spec["root"],
-            only=["03_evaluate"],
+            only=[EVALUATE],
             jobs=1,
             build=build,
             reports=spec["reports"],

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nbops.layout import TRAIN
 from nbops.markdown import md_escape
 from nbops.products import write_json
 
@@ -159,7 +160,7 @@ def render_sweep_report(sweep: Sweep, records: list[dict], best: dict | None, de
                 "index": rec["index"],
                 "id": rec["id"],
                 "cells": [json.dumps(rec["overrides"][k]) if k in rec["overrides"] else "" for k in keys],
-                "status": rec["status"] + (" (cached)" if "02_train" in (rec.get("skipped") or []) else ""),
+                "status": rec["status"] + (" (cached)" if TRAIN in (rec.get("skipped") or []) else ""),
                 "metrics": [_fmt(metrics.get(m)) for m in METRICS],
                 "version": (rec.get("challenger") or {}).get("version", ""),
                 "run_id": (rec.get("challenger") or {}).get("run_id", ""),

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from nbops.exceptions import NbopsError, print_problems
+from nbops.layout import TRAIN
 from nbops.params import params_hash
 from nbops.products import read_json, write_json
 from nbops.sweep.point import redact_uri, run_dask, run_local, scrub, scrub_folder
@@ -146,7 +147,7 @@ def run_points(
         records.append(rec)
         if rec["status"] == "ok":
             f1 = rec["challenger"]["metrics"][RANK_METRIC]
-            how = "skipped (unchanged)" if "02_train" in rec["skipped"] else "ran"
+            how = "skipped (unchanged)" if TRAIN in rec["skipped"] else "ran"
             say(f"✓ point {point.index} [{point.label}]: macro-F1 {f1:.4f} ({how})")
         else:
             say(f"✗ point {point.index} [{point.label}]: {rec['reason']}")

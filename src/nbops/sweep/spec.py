@@ -42,6 +42,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nbops.exceptions import NbopsError
+from nbops.layout import BUILD_DIR, REPORTS_DIR
 from nbops.params import params_hash, parse_params, read_yaml
 
 # Keys a point may not override: the sweep decides promotion, and every point must be scored on
@@ -92,11 +93,11 @@ class Sweep:
 
     @property
     def build(self) -> Path:
-        return self.root / "build" / "sweeps" / self.name
+        return self.root / BUILD_DIR / "sweeps" / self.name
 
     @property
     def reports(self) -> Path:
-        return self.root / "reports" / "sweep" / self.name
+        return self.root / REPORTS_DIR / "sweep" / self.name
 
     def point_build(self, point: Point) -> Path:
         return self.build / point.id

@@ -66,7 +66,7 @@ def run(root: Path, params_file: Path) -> Path:
     registered = tracking.log_training(
         model,
         X_example=train[features],
-        params={"model_name": m.name, "model_params": m.params, "model_cv_folds": m.cv_folds},
+        params={"model": {"name": m.name, "params": m.params, "cv_folds": m.cv_folds}},
         cv_scores=cv_scores,
         schema=schema,
         holdout_ids=holdout_ids,

@@ -175,6 +175,15 @@ def _add_params_schema(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="FILE", help="write the schema to FILE (default: print it)")
 
 
+# commands whose module keeps its own options (add_arguments) and runs them (run)
+DELEGATED = {
+    "space": "nbops.serve.space",
+    "container": "nbops.container",
+    "deploy": "nbops.serve.deploy",
+    "comment": "nbops.comment",
+}
+
+
 def _delegated(module: str) -> Callable[[argparse.ArgumentParser], None]:
     def add(p: argparse.ArgumentParser) -> None:
         import importlib
@@ -195,17 +204,20 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "sweep": ("run a parameter sweep (local pool, or Dask with --scheduler)", _add_sweep),
     "space": (
         "build or serve the Hugging Face Space folder of the champion",
-        _delegated("nbops.serve.space"),
+        _delegated(DELEGATED["space"]),
     ),
     "container": (
         "build, run and stop the Space folder's image with docker or podman",
-        _delegated("nbops.container"),
+        _delegated(DELEGATED["container"]),
     ),
     "deploy": (
         "upload space/ to its Hugging Face Space and wait until it serves",
-        _delegated("nbops.serve.deploy"),
+        _delegated(DELEGATED["deploy"]),
     ),
-    "comment": ("write a pull request's comment from a CI run's summary (CI)", _delegated("nbops.comment")),
+    "comment": (
+        "write a pull request's comment from a CI run's summary (CI)",
+        _delegated(DELEGATED["comment"]),
+    ),
     "params-schema": (
         "print the JSON schema of params/*.yaml (params/params.schema.json)",
         _add_params_schema,
@@ -347,10 +359,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return main_sweep(
             args.sweep, args.root, args.scheduler, args.workers, args.shard, args.aggregate, promote
         )
-    if command in ("space", "container", "deploy", "comment"):
+    if command in DELEGATED:
         import importlib
 
-        return importlib.import_module(f"nbops.{command}").run(args)
+        return importlib.import_module(DELEGATED[command]).run(args)
     handlers = {
         "report": _report,
         "lab": _lab,

@@ -98,3 +98,32 @@ def test_layout_and_shared_types_import_nothing_above_them():
         "nbops.runner.codehash",
         "nbops.runner.store_probe",
     }
+
+
+def test_every_command_the_cli_delegates_names_a_module_that_runs_it():
+    import importlib
+
+    from nbops.cli import DELEGATED
+
+    for module in DELEGATED.values():
+        loaded = importlib.import_module(module)
+        assert callable(loaded.add_arguments) and callable(loaded.run), module
+
+
+def test_every_module_the_package_runs_by_name_exists():
+    """`-m` targets and module names given to importlib: a moved module must not leave one behind."""
+    named = set()
+    for file in package_modules().values():
+        tree = ast.parse(file.read_bytes())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.List | ast.Tuple):
+                items = [getattr(e, "value", None) for e in node.elts]
+                named |= {
+                    b for a, b in zip(items, items[1:], strict=False) if a == "-m" and isinstance(b, str)
+                }
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module":
+                arg = node.args[0] if node.args else None
+                if isinstance(arg, ast.Constant) and str(arg.value).startswith("nbops"):
+                    named.add(arg.value)
+    assert {"nbops.runner.spare_process", "nbops.sweep.point"} <= named
+    assert [m for m in named if m.startswith("nbops") and m not in package_modules()] == []

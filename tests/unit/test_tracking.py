@@ -56,7 +56,7 @@ def test_logging_a_model_skips_the_scan_of_installed_packages_and_pins_them(tmp_
     model = DecisionTreeClassifier(max_depth=2).fit(X, ["x", "y", "x", "y"])
 
     registered = tracking.log_training(
-        model, X_example=X, params={"model_name": "t"}, cv_scores={"cv_accuracy": 1.0},
+        model, X_example=X, params={"model": {"name": "t"}}, cv_scores={"cv_accuracy": 1.0},
         schema={"classes": ["x", "y"]}, holdout_ids=[0], tags={}, model_name="t-model",
         experiment="t-exp", run_name="t",
     )  # fmt: skip
@@ -67,3 +67,24 @@ def test_logging_a_model_skips_the_scan_of_installed_packages_and_pins_them(tmp_
     mlflow.artifacts.download_artifacts(artifact_uri=registered["model_uri"], dst_path=str(local))
     pinned = (local / "requirements.txt").read_text().split()
     assert set(tracking.model_requirements()) <= set(pinned)
+
+
+def test_params_are_logged_under_their_params_file_names_however_deep():
+    nested = {
+        "model": {
+            "name": "decision_tree",
+            "params": {"max_depth": 6, "class_weight": {"drugY": 2}},
+            "cv_folds": 5,
+        },
+        "split": {"test_size": 0.2},
+        "data": {"numeric": ["Age"], "empty": {}},
+    }
+    assert tracking.flat_params(nested) == {
+        "model.name": '"decision_tree"',
+        "model.params.max_depth": "6",
+        "model.params.class_weight": '{"drugY": 2}',
+        "model.cv_folds": "5",
+        "split.test_size": "0.2",
+        "data.numeric": '["Age"]',
+    }
+    assert len(tracking.flat_params({"data": {"categories": "x" * 10_000}})["data.categories"]) == 6000

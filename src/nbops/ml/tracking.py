@@ -202,14 +202,22 @@ def _requirements_known_to_match():
             setattr(module, name, original)
 
 
-def _flat_params(params: dict[str, Any]) -> dict[str, str]:
+# section.key.name: the params file's deepest mapping (model.params) names its values with three
+# parts; a dict below that is a value (class_weight: {drugY: 2})
+NAME_PARTS = 3
+
+
+def flat_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested params as MLflow params, each value under its params-file name:
+    {"model": {"params": {"max_depth": 6}}} -> {"model.params.max_depth": "6"} (JSON text,
+    at most 6000 characters: MLflow's limit)."""
     out = {}
     for key, value in params.items():
-        if isinstance(value, dict) and key == "model_params":
-            for inner, v in value.items():
-                out[f"model.params.{inner}"] = json.dumps(v)
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and name.count(".") < NAME_PARTS - 1:
+            out.update(flat_params(value, name + "."))
         else:
-            out[key.replace("_", ".", 1)] = json.dumps(value)[:6000]
+            out[name] = json.dumps(value)[:6000]
     return out
 
 
@@ -251,7 +259,7 @@ def log_training(
     if parent_run_id:  # how MLflow links a child run to its parent (sweeps)
         run_tags_all["mlflow.parentRunId"] = parent_run_id
     with mlflow.start_run(run_name=run_name, tags=run_tags_all) as run:
-        mlflow.log_params(_flat_params(params))
+        mlflow.log_params(flat_params(params))
         mlflow.log_metrics({k: float(v) for k, v in cv_scores.items()})
         mlflow.log_dict(schema, "schema.json")
         mlflow.log_dict({"holdout_ids": holdout_ids}, "holdout_ids.json")

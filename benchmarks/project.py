@@ -82,7 +82,7 @@ def package_hash() -> str:
     """The runner's cache input for the package's source: if it changes while the bench runs
     (someone editing src/nbops), every step reruns and noop/one-param figures are void."""
     out = subprocess.run(
-        [PY, "-c", "from nbops.runner.pipeline import package_hash; print(package_hash())"],
+        [PY, "-c", "from nbops.runner.codehash import package_hash; print(package_hash())"],
         env=clean_env(), capture_output=True, text=True, check=True,
     )  # fmt: skip
     return out.stdout.strip()

@@ -232,7 +232,7 @@ def screenshots() -> Path:
 
 @pytest.fixture(scope="session")
 def exported_model(space_dir):
-    from nbops.ml.tracking import load_model_dir
+    from nbops.ml.registry import load_model_dir
 
     return load_model_dir(space_dir / "champion" / "model")
 

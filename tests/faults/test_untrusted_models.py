@@ -183,7 +183,7 @@ def test_skops_file_with_an_untrusted_type_is_refused(tmp_path):
     import yaml
 
     from nbops.exceptions import ModelError
-    from nbops.ml.tracking import load_model_dir
+    from nbops.ml.registry import load_model_dir
     from tests.faults.helpers import Payload
 
     folder = tmp_path / "model"

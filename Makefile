@@ -123,7 +123,7 @@ space-serve: | $(UV) ## serve space/ as its Dockerfile does: its slim pins alone
 	$(UV) pip sync --quiet --compile-bytecode --python $(SPACE_VENV)/bin/python $(SPACE_DIR)/requirements.txt
 	cd $(SPACE_DIR) && PYTHONPATH=src $(abspath $(SPACE_VENV))/bin/python -m nbops.serve.space serve . --host $(HOST) --port $(SPACE_PORT)
 
-# The Space image (nbops.container): docker when its daemon answers, else podman (runc, no default
+# The Space image (nbops.serve.container): docker when its daemon answers, else podman (runc, no default
 # ulimits; CONTAINER_ENGINE=docker|podman forces one); the base is the registry's python:3.11-slim,
 # or a Debian stand-in built once in .cache/containers/.
 CONTAINER = $(NBOPS) container $(if $(CONTAINER_ENGINE),--engine $(CONTAINER_ENGINE))

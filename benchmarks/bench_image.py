@@ -3,7 +3,7 @@ beside `make space-serve`'s (the same folder from build/space-venv, Popen → Pr
 
     python -m benchmarks.run --only image
 
-The image is built once (`nbops.container`, as `make space-image`); each round starts a fresh
+The image is built once (`nbops.serve.container`, as `make space-image`); each round starts a fresh
 container and a fresh `make space-serve` in turn, after one untimed start of each (the first one
 pays the disk cache and the venv sync). Each is stopped by its container id or process group."""
 
@@ -98,7 +98,7 @@ def bench_image(project: Path, rounds: int, samples: dict[str, list], work: Path
     """Fills IMAGE_KEYS' samples; returns the note naming the engine and the base image."""
     from playwright.sync_api import sync_playwright
 
-    from nbops.container import Containers, image_tag, read_card
+    from nbops.serve.container import Containers, image_tag, read_card
 
     lines: list[str] = []
     box = Containers(REPO / ".cache" / "containers", state=work / "bench-container.json", say=lines.append)

@@ -178,7 +178,7 @@ def _add_params_schema(p: argparse.ArgumentParser) -> None:
 # commands whose module keeps its own options (add_arguments) and runs them (run)
 DELEGATED = {
     "space": "nbops.serve.space",
-    "container": "nbops.container",
+    "container": "nbops.serve.container",
     "deploy": "nbops.serve.deploy",
     "comment": "nbops.comment",
 }

@@ -25,14 +25,14 @@ page = browser_conftest.page
 free_port = browser_conftest.free_port
 
 READY_TIMEOUT_S = 180
-BUILD_LOG: list[str] = []  # what nbops.container said while it built the session's image
+BUILD_LOG: list[str] = []  # what nbops.serve.container said while it built the session's image
 _names = itertools.count()
 
 
 @pytest.fixture(scope="session")
 def containers(tmp_path_factory):
-    """nbops.container with the repo's cache (the stand-in base is built once per machine)."""
-    from nbops.container import ContainerError, Containers
+    """nbops.serve.container with the repo's cache (the stand-in base is built once per machine)."""
+    from nbops.serve.container import ContainerError, Containers
 
     state = tmp_path_factory.mktemp("container") / "state.json"
     try:
@@ -45,7 +45,7 @@ def containers(tmp_path_factory):
 def space_image(containers, space_dir) -> str:
     """The image of `make space`'s folder, built as `make space-image` builds it (under a tag of
     its own: a user's <model>:v<version> image is left alone)."""
-    from nbops.container import image_tag, read_card
+    from nbops.serve.container import image_tag, read_card
 
     return containers.build(space_dir, tag="nbops-test/" + image_tag(read_card(space_dir)))
 
@@ -54,7 +54,7 @@ class Container:
     """A running container of the image, with what the browser tests read of a server."""
 
     def __init__(self, containers, folder: Path, image: str, state: Path):
-        from nbops.container import Containers
+        from nbops.serve.container import Containers
 
         self.box = Containers(containers.cache, engine=containers.engine, state=state, say=lambda _: None)
         self.name = "container"

@@ -32,7 +32,7 @@ def server(container_server):
 
 
 def test_the_page_names_the_served_version_as_the_deploy_reads_it(container_server, space_dir):
-    from nbops.deploy import served_version
+    from nbops.serve.space_wait import served_version
 
     card = json.loads((space_dir / "champion" / "model_card.json").read_text())
     status, _, body = get(container_server.url + "/")
@@ -132,7 +132,7 @@ def test_github_runners_build_with_docker_from_the_registrys_image(containers, s
 
 
 def test_the_build_says_which_base_it_used(containers, space_image):
-    from nbops.container import BASE_LABEL
+    from nbops.serve.container_commands import BASE_LABEL
     from tests.container.conftest import BUILD_LOG
 
     said = [line for line in BUILD_LOG if line.startswith("base image: ")]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from nbops.bootstrap import paired_interval, scores_from_confusion
+from nbops.ml.bootstrap import paired_interval, scores_from_confusion
 
 LABELS = ["drugA", "drugB", "drugC", "drugX", "drugY"]
 

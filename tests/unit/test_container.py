@@ -1,4 +1,4 @@
-"""nbops.container without an engine: which engine, which base, and the exact command lines."""
+"""nbops.serve.container without an engine: which engine, which base, and the exact command lines."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nbops import container
-from nbops.container import Base, ContainerError, Containers, Engine
+from nbops.serve import container, container_commands
+from nbops.serve.container import Base, ContainerError, Containers, Engine
 
 PODMAN = Engine("podman", ("podman", "--runtime", "runc"), {"CONTAINERS_CONF": "/c/containers.conf"})
 DOCKER = Engine("docker", ("docker",))
@@ -67,12 +67,12 @@ def test_docker_works_asks_the_daemon():
         assert args == ["docker", "info"]
         return subprocess.CompletedProcess(args, 1, "", "Cannot connect to the Docker daemon")
 
-    assert container.docker_works(run) is False
+    assert container_commands.docker_works(run) is False
 
     def missing(args, **_):
         raise FileNotFoundError("docker")
 
-    assert container.docker_works(missing) is False
+    assert container_commands.docker_works(missing) is False
 
 
 def test_the_tag_is_the_champions_name_and_version():
@@ -249,10 +249,10 @@ def test_without_an_engine_the_command_says_what_to_install_in_one_line(tmp_path
 
     env = {**os.environ, "PATH": str(tmp_path)}  # no docker, no podman
     done = subprocess.run(
-        [sys.executable, "-m", "nbops.container", "--cache", str(tmp_path), "engine"],
+        [sys.executable, "-m", "nbops.serve.container", "--cache", str(tmp_path), "engine"],
         env=env,
         capture_output=True,
         text=True,
     )
     assert done.returncode == 1
-    assert done.stderr.splitlines() == [f"error: {container.INSTALL_HINT}"]
+    assert done.stderr.splitlines() == [f"error: {container_commands.INSTALL_HINT}"]

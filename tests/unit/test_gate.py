@@ -143,7 +143,7 @@ def test_paired_the_drug_holdout_case_one_row_kept_eleven_rows_promoted():
     is within noise; right on eleven more is progress."""
     import numpy as np
 
-    from nbops.bootstrap import paired_interval
+    from nbops.ml.bootstrap import paired_interval
 
     labels = ["drugA", "drugB", "drugC", "drugX", "drugY"]
     y = np.array([labels[i % 5] for i in range(40)], dtype=object)

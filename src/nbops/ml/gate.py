@@ -6,7 +6,7 @@ Rules (both models scored on the same held-out rows):
 3. no champion yet -> promote;
 4. neither metric may fall more than `gate.tolerance` below the champion's;
 5. macro-F1 must be higher than the champion's beyond noise: with the paired interval of
-   Δ macro-F1 (nbops.bootstrap, both models on the same rows), its lower end must be above
+   Δ macro-F1 (nbops.ml.bootstrap, both models on the same rows), its lower end must be above
    `gate.min_improvement`; without one (`gate.paired: false`), strictly higher. A tie keeps
    the champion.
 `promote: false` (pull requests) decides and reports but never moves an alias.
@@ -29,7 +29,7 @@ class Decision:
     deltas: dict[str, float] = field(default_factory=dict)
     challenger_version: str | None = None
     champion_version: str | None = None
-    interval: dict | None = None  # nbops.bootstrap.PairedInterval.to_dict() when compared paired
+    interval: dict | None = None  # nbops.ml.bootstrap.PairedInterval.to_dict() when compared paired
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,7 +120,7 @@ def decide_promotion(
 
 def _beyond_noise(interval: dict, min_improvement: float) -> tuple[bool, str]:
     """Whether the interval's lower end clears `min_improvement`, said as a reviewer reads it."""
-    from nbops.bootstrap import describe
+    from nbops.ml.bootstrap import describe
 
     low = interval["delta"]["low"]
     if not math.isfinite(low) or low <= min_improvement:

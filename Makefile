@@ -16,7 +16,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # MLflow 3's usage telemetry (internet calls from every process that imports mlflow): off
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: help setup pipeline eda train evaluate report test lint format lab mlflow-ui rollback champion clean distclean lock
+.PHONY: help setup init pipeline eda train evaluate report test lint format lab mlflow-ui rollback champion clean distclean lock
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -77,6 +77,10 @@ format: setup ## ruff format and autofix
 
 # JupyterLab's port: PORT when given on the command line (`make lab PORT=8888`), else 8888
 LAB_PORT ?= $(if $(filter command line,$(origin PORT)),$(PORT),8888)
+
+init: setup ## a commented params file for your CSV: make init CSV=data/raw/x.csv TARGET=column [OUT=params/x.yaml]
+	@test -n "$(CSV)" -a -n "$(TARGET)" || { echo "make init CSV=data/raw/your.csv TARGET=column" >&2; exit 2; }
+	$(NBOPS) init $(CSV) --target $(TARGET) $(if $(OUT),--out $(OUT)) $(ARGS)
 
 lab: setup ## JupyterLab on 127.0.0.1:LAB_PORT, PARAMS' values injected into each notebook; hand runs write build/lab/
 	$(NBOPS) lab --params $(PARAMS) --port $(LAB_PORT)

@@ -171,6 +171,15 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check", action="store_true", help="validate every point, run nothing")
 
 
+def _add_init(p: argparse.ArgumentParser) -> None:
+    p.add_argument("csv", help="the table to write a params file for (CSV; the delimiter is sniffed)")
+    p.add_argument("--target", required=True, help="the column to predict")
+    p.add_argument("--out", metavar="FILE", help="the params file to write (default params/<CSV name>.yaml)")
+    p.add_argument("--delimiter", help="the CSV's field separator, when sniffing guesses wrong")
+    p.add_argument("--force", action="store_true", help="overwrite --out when it exists")
+    _root_option(p)
+
+
 def _add_params_schema(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="FILE", help="write the schema to FILE (default: print it)")
 
@@ -195,6 +204,7 @@ def _delegated(module: str) -> Callable[[argparse.ArgumentParser], None]:
 
 # name: (one-line help, what adds its options); the order of `nbops --help`
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "init": ("write a commented params file for a CSV: columns, floors, registry name", _add_init),
     "run": ("run the notebook pipeline (skips unchanged steps)", _add_run),
     "report": ("re-render reports/ from the last executed notebooks", _add_report),
     "lab": ("JupyterLab on 127.0.0.1 with the params' values injected into each notebook", _add_lab),
@@ -338,6 +348,23 @@ def _params_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _init(args: argparse.Namespace) -> int:
+    from nbops.init_params import write_params_file
+
+    root = Path(args.root).resolve()
+    out = write_params_file(
+        Path(args.csv),
+        args.target,
+        root=root,
+        out=Path(args.out) if args.out else None,
+        delimiter=args.delimiter,
+        force=args.force,
+    )
+    shown = out.relative_to(root) if out.is_relative_to(root) else out
+    print(f"wrote {shown}: check its columns and floors, then `make pipeline PARAMS={shown}`")
+    return 0
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     command = args.command
     if command == "run":
@@ -364,6 +391,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return importlib.import_module(DELEGATED[command]).run(args)
     handlers = {
+        "init": _init,
         "report": _report,
         "lab": _lab,
         "champion": _registry,

@@ -35,7 +35,7 @@ TREE = list(parsers(cli.build_parser()))
 def test_the_tree_holds_every_command():
     commands = {path for path, _ in TREE if path}
     expected = {
-        ("run",), ("report",), ("lab",), ("champion",), ("rollback",), ("drift",), ("sweep",),
+        ("init",), ("run",), ("report",), ("lab",), ("champion",), ("rollback",), ("drift",), ("sweep",),
         ("space",), ("space", "build"), ("space", "serve"), ("deploy",), ("comment",), ("params-schema",),
         ("container",), *(("container", c) for c in ("base", "engine", "build", "run", "stop")),
     }  # fmt: skip

@@ -144,6 +144,15 @@ class GateParams(_Section):
         le=1.0,
         description="How far below the champion's macro-F1 and accuracy the challenger's may fall.",
     )
+    paired: bool = Field(
+        True,
+        description="Promote only when the paired bootstrap interval of Δ macro-F1 (both models on the "
+        "same held-out rows) lies above min_improvement; false: any higher macro-F1 promotes.",
+    )
+    confidence: float = Field(0.95, ge=0.5, lt=1.0, description="Coverage of that interval.")
+    min_improvement: float = Field(
+        0.0, ge=0.0, le=1.0, description="The interval's lower end must be above this Δ macro-F1."
+    )
 
 
 class RegistryParams(_Section):

@@ -136,7 +136,7 @@ def test_run_builds_no_other_commands_options():
         "print(sorted(m for m in sys.modules if m.startswith('nbops')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['nbops', 'nbops.cli']"
+    assert out.strip() == "['nbops', 'nbops.cli', 'nbops.cli_help']"  # the parser and its epilog
 
 
 def test_python_dash_m_nbops_is_the_same_command():

@@ -43,33 +43,71 @@ def model_label(role: str, info: dict) -> str:
     return f"{role} (none)"
 
 
-def score_version(model_name: str, version: str, X, y, labels) -> dict[str, Any]:
-    """Metrics of one registered version on the rows, or raise NbopsError if it cannot score."""
-    from nbops.ml import models, registry
+def predict_version(model_name: str, version: str, X):
+    """One registered version's predictions for the rows, or raise NbopsError if it cannot."""
+    from nbops.ml import registry
 
     try:
-        model = registry.load_model(f"models:/{model_name}/{version}")
-        return models.score_model(model, X, y, labels)
+        return registry.load_model(f"models:/{model_name}/{version}").predict(X)
     except (ValueError, KeyError) as exc:
         raise NbopsError(f"v{version} cannot score these rows: {exc}") from None
 
 
+def score_version(model_name: str, version: str, X, y, labels) -> dict[str, Any]:
+    """Metrics of one registered version on the rows, or raise NbopsError if it cannot score."""
+    from nbops.ml import models
+
+    return models.score_predictions(y, predict_version(model_name, version, X), labels)
+
+
 def score_champion(model_name: str, challenger_version: str, X, y, labels) -> dict[str, Any]:
     """Score the current champion on the rows; never raises for a champion that cannot score."""
-    from nbops.ml import registry, tracking
+    from nbops.ml import models, registry, tracking
 
     champ = registry.get_alias_version(model_name, tracking.CHAMPION)
+    none = {"metrics": None, "error": None, "predictions": None}
     if champ is None:
-        return {"version": None, "metrics": None, "error": None, "run_id": None}
-    out = {"version": str(champ.version), "run_id": champ.run_id, "metrics": None, "error": None}
+        return {"version": None, "run_id": None, **none}
+    out = {"version": str(champ.version), "run_id": champ.run_id, **none}
     if str(champ.version) == str(challenger_version):
         out["error"] = "challenger is already the champion"
         return out
     try:
-        out["metrics"] = score_version(model_name, str(champ.version), X, y, labels)
+        out["predictions"] = predict_version(model_name, str(champ.version), X)
+        out["metrics"] = models.score_predictions(y, out["predictions"], labels)
     except NbopsError as exc:
         out["error"] = f"champion {exc}"
     return out
+
+
+def paired_scorer(
+    model_name: str, X, y, challenger_pred, labels, *, confidence: float, seed: int, known=None
+):
+    """For the gate: version -> the paired bootstrap record of Δ macro-F1 between the challenger's
+    predictions and that version's on the same rows (None when the version cannot predict them).
+    `known`: predictions already made, by version."""
+    from nbops.ml.bootstrap import paired_interval
+
+    known = {str(v): p for v, p in (known or {}).items() if v is not None and p is not None}
+
+    def compare(version: str) -> dict | None:
+        pred = known.get(str(version))
+        if pred is None:
+            try:
+                pred = predict_version(model_name, str(version), X)
+            except NbopsError:
+                return None
+        seen = sorted({*map(str, labels), *map(str, y), *map(str, challenger_pred), *map(str, pred)})
+        return paired_interval(
+            [str(v) for v in y],
+            [str(v) for v in challenger_pred],
+            [str(v) for v in pred],
+            seen,
+            confidence=confidence,
+            seed=seed,
+        ).to_dict()
+
+    return compare
 
 
 def quiet_scorer(model_name: str, X, y, labels):
@@ -172,7 +210,7 @@ def build_evaluation(
             "run_id": challenger_info["run_id"],
             "metrics": challenger_metrics,
         },
-        "champion": champion,
+        "champion": {k: v for k, v in champion.items() if k != "predictions"},
         "decision": decision.to_dict(),
         # the evaluate step decides; the runner moves `champion` once every step of the run has
         # succeeded, and then records "applied" or "withheld" and the champion after

@@ -155,10 +155,14 @@ def fit_model(model, X: pd.DataFrame, y: pd.Series, cv_folds: int, seed: int) ->
 
 def score_model(model, X: pd.DataFrame, y: pd.Series, labels: list[str] | None = None) -> dict[str, Any]:
     """Held-out metrics: accuracy, macro/weighted F1, per-class P/R/F1, confusion matrix."""
+    return score_predictions(y, model.predict(X), labels)
+
+
+def score_predictions(y: pd.Series, pred, labels: list[str] | None = None) -> dict[str, Any]:
+    """score_model's metrics from predictions already made (the gate compares them row by row)."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
     labels = sorted(labels or set(y.unique()))
-    pred = model.predict(X)
     prec, rec, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     return {
         "accuracy": float(accuracy_score(y, pred)),

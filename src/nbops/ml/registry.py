@@ -102,6 +102,10 @@ def _record_decision(client, model_name: str, decision: Decision, move_alias: bo
         "gate.deltas": json.dumps(decision.deltas),
         "gate.compared_with": str(decision.champion_version or "none"),
     }
+    if decision.interval:
+        from nbops.ml.bootstrap import describe
+
+        tags["gate.interval"] = describe(decision.interval)
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version, TAG_PREFIX + key, value)
     if decision.promote and move_alias:
@@ -124,6 +128,7 @@ def promote_if_better(
     client=None,
     move_alias: bool = True,
     record: bool = True,
+    interval_for: Callable[[str], dict | None] | None = None,
 ) -> Decision:
     """Read the champion, compare, record, and move `champion` only if the gate says so.
 
@@ -135,7 +140,8 @@ def promote_if_better(
     MLflow has no compare-and-set for aliases, so the whole read-compare-set holds a lock on
     the store: a second evaluation waits, then compares against whatever is champion by
     then (re-scored on its own held-out rows with `score_version`), so racing promotions end
-    with the better model. `known` holds metrics already computed per version.
+    with the better model. `known` holds metrics already computed per version. `interval_for`
+    (the paired gate) gives the bootstrap record of Δ against a version.
     """
     import mlflow
 
@@ -154,10 +160,14 @@ def promote_if_better(
                 champion_metrics = known[champion_version]
             else:
                 champion_metrics = score_version(champion_version)
+        interval = None
+        if interval_for is not None and champion_version is not None and champion_metrics:
+            interval = interval_for(champion_version)
         decision = decide_promotion(
             challenger_metrics,
             (champion_metrics or {}) if champion_version else None,
             **gate,
+            interval=interval,
             allow_promotion=allow_promotion,
             challenger_version=str(challenger_version),
             champion_version=champion_version,

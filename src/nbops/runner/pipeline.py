@@ -321,6 +321,10 @@ def main_run(params_file: str, root: str, force: bool, only: list[str] | None, j
             f"gate: {decision['verdict']} (challenger v{decision['challenger_version']}, "
             f"champion before: {before})"
         )
+        if decision.get("interval"):
+            from nbops.ml.bootstrap import describe
+
+            say(f"      {describe(decision['interval'])}")
         after = result.evaluation["champion_after"]
         say(f"champion: {result.evaluation['model_name']} v{after}" if after else "champion: none yet")
     elif result.evaluation:  # the last evaluation's champion may be stale (a rollback since)

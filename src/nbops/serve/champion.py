@@ -100,6 +100,7 @@ def model_card(model_version, run, holdout: dict[str, Any]) -> dict[str, Any]:
         "params_hash": tags.get("nbops.params_hash", ""),
         "data_hash": tags.get("nbops.data_hash", ""),
         "gate_verdict": tags.get("nbops.gate.verdict", ""),
+        "gate_interval": tags.get("nbops.gate.interval", ""),
         "metrics": {k: holdout[k] for k in ("accuracy", "macro_f1", "weighted_f1") if k in holdout},
         "holdout_rows": holdout.get("rows"),
         "labels": holdout.get("labels", []),

@@ -56,6 +56,8 @@ def model_card_html(card: dict[str, Any]) -> str:
         ("run", str(card.get("run_id", ""))),
         ("loaded from", str(card.get("source", ""))),
     ]
+    if card.get("gate_interval"):  # the paired gate's evidence when it was promoted over a champion
+        facts.append(("gate", f"{card.get('gate_verdict', '')}: {card['gate_interval']}"))
     rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts)
     return (
         '<div class="nbops-card"><h3>Model card</h3>'

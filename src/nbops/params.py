@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from nbops.exceptions import ParamsError
 from nbops.ml.estimators import ESTIMATORS
@@ -94,8 +95,8 @@ class DataParams(_Section):
                     problems.append((key, msg))
                 seen.add(col)
         for key, names, declared in (
-            ("categories", self.categories, "categorical"),
-            ("ranges", self.ranges, "numeric"),
+            ("categories", list(self.categories), "categorical"),
+            ("ranges", list(self.ranges), "numeric"),
         ):
             known = set(getattr(self, declared))
             for col in names:
@@ -250,7 +251,7 @@ def _known_keys(model: type[BaseModel], prefix="") -> list[str]:
     return keys
 
 
-def _describe(error: dict, source: str) -> list[str]:
+def _describe(error: ErrorDetails, source: str) -> list[str]:
     key = shorten(_dotted(error["loc"]))
     if error["type"] == "extra_forbidden":
         close = difflib.get_close_matches(key, _known_keys(Params), n=1)

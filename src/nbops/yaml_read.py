@@ -7,10 +7,11 @@ import os
 import reprlib
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from yaml.composer import Composer
+from yaml.error import Mark
 from yaml.events import AliasEvent
 
 from nbops.exceptions import ParamsError
@@ -43,23 +44,34 @@ _REPR.maxstring = _REPR.maxother = _QUOTED
 class YamlRefused(yaml.MarkedYAMLError):
     """Valid YAML this project does not read: an alias, a duplicate key, deep nesting."""
 
-    def __init__(self, problem: str, mark):
+    def __init__(self, problem: str, mark: Mark):
         super().__init__(problem=problem, problem_mark=mark)
+        self.line = mark.line + 1
 
 
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAGS = ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value")
 
+if TYPE_CHECKING or not hasattr(yaml, "CSafeLoader"):
+    # PyYAML without libyaml: the pure-Python safe loader already composes with Composer
+    _SafeLoader = yaml.SafeLoader
+else:
 
-class _BoundedLoader(Composer, _SAFE_LOADER):
+    class _SafeLoader(Composer, yaml.CSafeLoader):
+        """libyaml's scanner and parser, with the nodes composed by the Python Composer."""
+
+        def __init__(self, stream):
+            yaml.CSafeLoader.__init__(self, stream)
+            Composer.__init__(self)
+
+
+class _BoundedLoader(_SafeLoader):
     """libyaml's safe loader (same safe constructors: a `!!python/object` tag is refused), with
     the nodes composed here so that an alias is refused before anything could expand it (a
     1.4 KB file of nested aliases expands into gigabytes wherever it is walked: validation,
     model_dump, a repr), and a mapping's keys checked for duplicates (YAML keeps the last)."""
 
     def __init__(self, stream):
-        _SAFE_LOADER.__init__(self, stream)
-        Composer.__init__(self)
+        super().__init__(stream)
         self._depth = 0
 
     def compose_node(self, parent, index):
@@ -146,7 +158,7 @@ def read_yaml(path: str | Path, label: str) -> Any:
     try:
         return safe_yaml(text)
     except YamlRefused as exc:
-        raise ParamsError(f"{label}: line {exc.problem_mark.line + 1}: {exc.problem}") from None
+        raise ParamsError(f"{label}: line {exc.line}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -169,7 +170,8 @@ def detect_drift(
     threshold = alpha / tested if tested else None
     columns = []
     for col, kind, ref, cur in pairs:
-        if min(len(ref), len(cur)) < min_rows:
+        # threshold is None only when no column reaches min_rows: then none is tested
+        if threshold is None or min(len(ref), len(cur)) < min_rows:
             columns.append(
                 ColumnDrift(
                     col,
@@ -282,7 +284,7 @@ def plot_distributions(
     current: pd.DataFrame,
     numeric: list[str],
     categorical: list[str],
-    drifted: list[str] = (),
+    drifted: Sequence[str] = (),
 ):
     """One panel per column: reference vs current (density for numeric, shares for categorical)."""
     import matplotlib.pyplot as plt

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 GATED_METRICS = ("macro_f1", "accuracy")
 PRIMARY_METRIC = "macro_f1"
@@ -56,20 +57,21 @@ def decide_promotion(
     min_accuracy: float,
     tolerance: float,
     allow_promotion: bool = True,
-    challenger_version=None,
-    champion_version=None,
+    challenger_version: str | None = None,
+    champion_version: str | None = None,
     interval: dict | None = None,
     min_improvement: float = 0.0,
 ) -> Decision:
     """Pure decision from two metric dicts; `champion=None` means there is no champion yet.
     `interval`: the paired bootstrap record of Δ (challenger − champion) of the primary metric."""
-    versions = {"challenger_version": challenger_version, "champion_version": champion_version}
+    decision = partial(Decision, challenger_version=challenger_version, champion_version=champion_version)
     reasons: list[str] = []
-    values = {m: _value(challenger, m) for m in GATED_METRICS}
-    missing = [m for m, v in values.items() if v is None]
+    read = {m: _value(challenger, m) for m in GATED_METRICS}
+    missing = [m for m, v in read.items() if v is None]
     if missing:
         reasons = [f"challenger metric {m} is missing or not a number" for m in missing]
-        return Decision(False, "reject", reasons, **versions)
+        return decision(False, "reject", reasons)
+    values = {m: v for m, v in read.items() if v is not None}
 
     floors = {"macro_f1": min_macro_f1, "accuracy": min_accuracy}
     for metric, floor in floors.items():
@@ -78,7 +80,7 @@ def decide_promotion(
         else:
             reasons.append(f"{metric} {values[metric]:.4f} meets the floor {floor:.4f}")
     if any(values[m] < floors[m] for m in floors):
-        return Decision(False, "reject", reasons, **versions)
+        return decision(False, "reject", reasons)
 
     deltas: dict[str, float] = {}
     if champion is None:
@@ -88,10 +90,11 @@ def decide_promotion(
         reasons.append("challenger is already the champion")
         promote = False
     else:
-        champ = {m: _value(champion, m) for m in GATED_METRICS}
-        if any(v is None for v in champ.values()):
+        champ_read = {m: _value(champion, m) for m in GATED_METRICS}
+        if any(v is None for v in champ_read.values()):
             reasons.append("champion metrics are missing: cannot compare, champion kept")
-            return Decision(False, "keep champion", reasons, **versions)
+            return decision(False, "keep champion", reasons)
+        champ = {m: v for m, v in champ_read.items() if v is not None}
         deltas = {m: values[m] - champ[m] for m in GATED_METRICS}
         promote = True
         for metric in GATED_METRICS:
@@ -111,11 +114,12 @@ def decide_promotion(
                 f"over the champion's {champ[PRIMARY_METRIC]:.4f}"
             )
 
-    extra = {"interval": interval if champion is not None else None}
+    compared = interval if champion is not None else None
     if promote and not allow_promotion:
         reasons.append("promotion disabled (promote: false): no alias moved")
-        return Decision(False, "not promoted (promote: false)", reasons, deltas, **versions, **extra)
-    return Decision(promote, "promote" if promote else "keep champion", reasons, deltas, **versions, **extra)
+        return decision(False, "not promoted (promote: false)", reasons, deltas, interval=compared)
+    verdict = "promote" if promote else "keep champion"
+    return decision(promote, verdict, reasons, deltas, interval=compared)
 
 
 def _beyond_noise(interval: dict, min_improvement: float) -> tuple[bool, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def _stamp(file: Path) -> tuple[int, int]:
     return info.st_mtime_ns, info.st_size
 
 
-def module_closure(roots: list[str] | set[str], package_dir: Path | None = None) -> list[str]:
+def module_closure(roots: Iterable[str], package_dir: Path | None = None) -> list[str]:
     """`roots` and every package module they import, directly or through each other (sorted)."""
     package_dir = package_dir or PACKAGE_DIR
     seen: set[str] = set()

@@ -77,7 +77,7 @@ def _package_modules(node: ast.Import | ast.ImportFrom) -> list[str]:
 
     if isinstance(node, ast.Import):
         return [a.name for a in node.names if a.name.startswith("nbops.")]
-    if node.level or not (node.module or "").split(".")[0] == "nbops":
+    if node.level or node.module is None or node.module.split(".")[0] != "nbops":
         return []
     subs = [f"{node.module}.{a.name}" for a in node.names if module_file(f"{node.module}.{a.name}")]
     return subs or ([node.module] if node.module != "nbops" else [])

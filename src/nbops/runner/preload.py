@@ -23,7 +23,7 @@ def modules_for(names: list[str]) -> list[str]:
     out: list[str] = []
     for name in names:
         module = importlib.import_module(name)
-        more = getattr(module, "preload_for_environment", tuple)()
+        more: tuple[str, ...] | list[str] = getattr(module, "preload_for_environment", tuple)()
         for heavy in (*getattr(module, "PRELOAD", ()), *more):
             if heavy not in out:
                 out.append(heavy)
@@ -43,4 +43,4 @@ def skip_unused_imports() -> None:
     which jsonschema handles by leaving that format unchecked). Call before papermill or nbconvert
     is imported; a module already imported is left alone. Never called in Voila's process."""
     for name in UNUSED_BY_THE_RUNNER:
-        sys.modules.setdefault(name, None)
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None makes the import raise

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from functools import partial
 from pathlib import Path
 
 from nbops.layout import METRICS_FILE, MODEL_FILE, STAMP_FILE
@@ -19,7 +20,7 @@ def product_hashes(folder: Path) -> dict[str, str]:
         if file.is_file() and file.name != STAMP_FILE and not file.name.endswith(".tmp"):
             digest = hashlib.sha256()
             with open(file, "rb") as fh:
-                for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                for block in iter(partial(fh.read, 1 << 20), b""):
                     digest.update(block)
             hashes[file.relative_to(folder).as_posix()] = digest.hexdigest()
     return hashes

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -51,7 +52,7 @@ def find_project_root(start: Path) -> Path:
     return start
 
 
-def resolve_model_source(env: dict[str, str] | None = None, cwd: Path | None = None) -> ModelSource:
+def resolve_model_source(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> ModelSource:
     """`NBOPS_MODEL_DIR` wins; else the champion of the model named in the params file."""
     env = os.environ if env is None else env
     cwd = cwd or Path.cwd()
@@ -149,7 +150,7 @@ def load_champion(source: ModelSource) -> Champion:
     """Load the model (skops, trusted types fixed in code), its schema and its model card."""
     from nbops.ml import registry, tracking
 
-    if source.kind == "folder":
+    if source.kind == "folder" and source.folder is not None:
         return load_exported_champion(source.folder)
     _quiet_mlflow()
     tracking.configure_tracking(source.root or Path.cwd())

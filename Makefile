@@ -63,9 +63,10 @@ report: setup ## re-render reports/ from the last executed notebooks
 test: setup ## all tests: unit, data, model, notebooks (nbval), end to end
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: setup ## ruff on code and notebooks; no notebook outputs committed
+lint: setup ## ruff on code and notebooks, mypy on src/ ([tool.mypy]); no notebook outputs committed
 	$(VENV)/bin/ruff check src tests notebooks
 	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy
 	@# what git would commit (the staged blob, after the nbstripout filter), not the working file Lab saved
 	@git ls-files -z '*.ipynb' | while IFS= read -r -d '' nb; do \
 	  git show ":$$nb" | $(VENV)/bin/nbstripout --verify >/dev/null \

@@ -154,8 +154,10 @@ class ParamsContentsManager(AsyncLargeFileManager):
         file = (Path(self.root_dir) / path.strip("/")).resolve()
         return file.suffix == ".ipynb" and file.is_relative_to(root / "notebooks")
 
-    async def get(self, path, content=True, type=None, format=None, **kwargs):
-        model = await super().get(path, content=content, type=type, format=format, **kwargs)
+    async def get(self, path, content=True, type=None, format=None, require_hash=False, **kwargs):
+        model = await super().get(
+            path, content=content, type=type, format=format, require_hash=require_hash, **kwargs
+        )
         if content and model.get("type") == "notebook" and self._in_project(path):
             metadata = model["content"].metadata
             if metadata.get("kernelspec", {}).get("name") == KERNELSPEC["name"]:

@@ -83,14 +83,14 @@ def _short(text: str, limit: int = 80) -> str:
 
 def _close_column(col: str, header: list[str]) -> str | None:
     """The header name `col` was probably meant to be (case-insensitive: 'Age' -> 'age')."""
-    lowered = {}
+    lowered: dict[str, str] = {}
     for name in header:
         lowered.setdefault(name.lower(), name)
     close = difflib.get_close_matches(col.lower(), list(lowered), n=1, cutoff=0.75)
     return lowered[close[0]] if close else None
 
 
-def _missing_columns_problem(path: Path, missing: list[str], header: list[str], delimiter: str) -> str:
+def _missing_columns_problem(path: Path | str, missing: list[str], header: list[str], delimiter: str) -> str:
     hints = []
     for col in missing:
         close = _close_column(col, header)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from nbops.layout import BUILD_DIR, DRIFT, NOTEBOOKS_DIR, REPORTS_DIR, executed_notebook, notebook_path
 
 if TYPE_CHECKING:
+    from nbops.ml.drift import DriftReport
     from nbops.params import Params
 
 EXIT_OK = 0
@@ -71,7 +72,7 @@ def render_drift_report(root: Path, products: Path, params: Params, timeout_s: i
     return notebook_html.render_notebook_html(executed, reports / "drift.html", with_code=False)
 
 
-def _write_verdict(root: Path, params: Params) -> tuple[object | None, bool]:
+def _write_verdict(root: Path, params: Params) -> tuple[DriftReport | None, bool]:
     """Check, write build/04_drift/ and reports/drift.{json,md,html}; (report, no champion)."""
     from nbops.ml import drift
     from nbops.products import write_json
@@ -134,6 +135,6 @@ def main_drift(
         code = pipeline.main_run(str(path), str(root_path), True, None, 2)
         if code != EXIT_OK:
             return code
-    elif retrain:
+    elif retrain and report is not None:  # without a report, a retrain ran above
         _say(f"retrain: not needed ({report.verdict})")
     return EXIT_DRIFT if fail_on_drift and drifted else EXIT_OK

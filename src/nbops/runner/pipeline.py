@@ -214,7 +214,7 @@ def settle_promotion(plan: Plan, result: RunResult) -> None:
     from nbops.ml.gate import Decision
 
     decision = Decision(**record["decision"])
-    if not result.ok:
+    if result.failure is not None:
         decision.promote = False
         decision.verdict = "not promoted (run failed)"
         decision.reasons.append(f"{result.failure.step} failed: a failed run moves no alias")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nbops.layout import EVALUATE, EVALUATION, METRICS_FILE, MODEL_FILE, TITLES, TRAIN
 from nbops.runner.notebook_html import render_notebook_html
@@ -36,7 +36,7 @@ def run_facts(plan: Plan, statuses: dict[str, str], evaluation: dict | None) -> 
     model = plan.params.model
     root = plan.root
     data_path = plan.data_path
-    facts = {
+    facts: dict[str, Any] = {
         "model": {"name": model.name, "params": dict(model.params), "cv_folds": model.cv_folds},
         "registered": None,
         "data": {

@@ -27,9 +27,13 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nbops.exceptions import NbopsError
 from nbops.products import params_hash, write_json
+
+if TYPE_CHECKING:
+    from jupyter_client.manager import AsyncKernelManager
 
 KEEP_WARM_ENV = "NBOPS_KEEP_WARM_S"
 DEFAULT_KEEP_WARM_S = 600.0
@@ -90,7 +94,7 @@ def spare_key(step: str, code: str, cwd: Path, env: dict[str, str], package: str
     return {name: params_hash(value) for name, value in parts.items()}
 
 
-def what_changed(old: dict, new: dict) -> list[str]:
+def what_changed(old: object, new: dict) -> list[str]:
     """The parts that differ, by name (a variable set or unset on either side counts)."""
     if not isinstance(old, dict):
         return list(new)
@@ -131,8 +135,14 @@ def spawn(
     conn = Path(f"{base}.conn.json")
     from nbops.runner.kernels import curve_keys
 
+    keys = curve_keys()
     write_connection_file(
-        str(conn), ip="127.0.0.1", key=uuid.uuid4().hex.encode(), kernel_name="python3", **curve_keys()
+        str(conn),
+        ip="127.0.0.1",
+        key=uuid.uuid4().hex.encode(),
+        kernel_name="python3",
+        curve_publickey=keys.get("curve_publickey"),
+        curve_secretkey=keys.get("curve_secretkey"),
     )
     spec = Path(f"{base}.spec.json")
     write_json(
@@ -243,7 +253,7 @@ class SpareKernel:
         self.info, self.claimed = info, claimed
         self.pid, self.token = int(info.get("pid", 0)), str(info.get("token", ""))
         self.cancelled = threading.Event()
-        self.km = None
+        self.km: AsyncKernelManager | None = None
         self._nice = nice
         self._thread: threading.Thread | None = None
 
@@ -258,13 +268,14 @@ class SpareKernel:
             with contextlib.suppress(OSError):
                 nice = min(19, os.getpriority(os.PRIO_PROCESS, 0) + self._nice)
                 os.setpriority(os.PRIO_PROCESS, self.pid, nice)
-        self.km = AdoptedKernelManager(self.pid, self.token, connection_file=self.info["connection_file"])
-        self.km.load_connection_file()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._wait_ready()), daemon=True)
+        km = AdoptedKernelManager(self.pid, self.token, connection_file=self.info["connection_file"])
+        km.load_connection_file()
+        self.km = km
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._wait_ready(km)), daemon=True)
         self._thread.start()
 
-    async def _wait_ready(self) -> None:
-        client = self.km.client()
+    async def _wait_ready(self, km: AsyncKernelManager) -> None:
+        client = km.client()
         client.start_channels()
         try:
             await client.wait_for_ready(timeout=120)
@@ -328,7 +339,8 @@ def _adopted_manager_class():
         interrupt_kernel = _async_interrupt_kernel
         shutdown_kernel = _async_shutdown_kernel
 
-        def cleanup_resources(self, restart: bool = False) -> None:
+        # KernelManager's is sync, AsyncKernelManager's async; nbclient calls it through ensure_async
+        def cleanup_resources(self, restart: bool = False) -> None:  # type: ignore[override]
             pass  # SpareKernel.stop removes the spare's files
 
     return _Adopted

@@ -49,12 +49,11 @@ class WarmKernel:
         try:
             await self.km.start_kernel(cwd=str(self._cwd))
             if self._nice:
+                pid = getattr(self.km.provisioner, "pid", None)  # a local provisioner's
                 with contextlib.suppress(OSError, AttributeError, TypeError):
-                    os.setpriority(
-                        os.PRIO_PROCESS,
-                        self.km.provisioner.pid,
-                        min(19, os.getpriority(os.PRIO_PROCESS, 0) + self._nice),
-                    )
+                    if pid is not None:
+                        nice = min(19, os.getpriority(os.PRIO_PROCESS, 0) + self._nice)
+                        os.setpriority(os.PRIO_PROCESS, pid, nice)
             client = self.km.client()
             client.start_channels()
             try:

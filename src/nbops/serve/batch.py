@@ -218,7 +218,7 @@ def _read_records(text: str, name: str, most_columns: int) -> list[list[str]]:
 
     reader = csv.reader(io.StringIO(text), skipinitialspace=True)
     limit = csv.field_size_limit(max(MAX_UPLOAD_BYTES, csv.field_size_limit()))
-    records = []
+    records: list[list[str]] = []
     try:
         for record in reader:
             if len(record) > most_columns:

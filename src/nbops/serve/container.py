@@ -145,7 +145,8 @@ class Containers:
         try:
             self.call(self.engine.command("import", "-", tag), stdin=tar.stdout, timeout=900)
         finally:
-            tar.stdout.close()
+            if tar.stdout is not None:
+                tar.stdout.close()
             tar.wait()
 
     # ------------------------------------------------------------ build, run, stop

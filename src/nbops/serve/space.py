@@ -99,7 +99,7 @@ def runtime_requirements(lock: dict[str, str], packages=RUNTIME_PACKAGES) -> lis
     from packaging.requirements import Requirement
 
     seen: dict[str, str] = {}
-    todo = [(p, ()) for p in packages]
+    todo: list[tuple[str, tuple[str, ...]]] = [(p, ()) for p in packages]
     while todo:
         name, extras = todo.pop()
         key = _canonical(name)

@@ -71,8 +71,8 @@ def runtime_readiness(api, space_id: str, revision: str | None) -> Readiness:
             raise DeployError(f"Space {space_id} is {stage}: restart it in its settings, then deploy again")
         if stage == STAGE_RUNNING and this_commit:
             return None
-        if stage == STAGE_RUNNING:
-            return f"still running commit {sha[:12]}, not {revision[:12]}"
+        if stage == STAGE_RUNNING:  # not this commit: both shas are known
+            return f"still running commit {str(sha)[:12]}, not {str(revision)[:12]}"
         return f"stage {stage}" + (f" on {sha[:12]}" if sha else "")
 
     return check
@@ -142,7 +142,7 @@ def wait_for_version(
     running = ready is None  # once the runtime runs the commit, it is not asked again
     while True:
         attempt += 1
-        waiting = None if running else ready()
+        waiting = None if running or ready is None else ready()
         running = waiting is None
         try:  # asked even while waiting for the runtime: a request wakes a sleeping Space
             status, text = get(url)

@@ -50,8 +50,10 @@ import html
 import logging
 import os
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from jupyter_server.base.call_context import CallContext
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
@@ -192,6 +194,10 @@ class BoundedKernelManager(AsyncMappingKernelManager):
         help="Networks (CIDR) of reverse proxies whose X-Forwarded-For names the client address.",
     )
 
+    # defined by Voila's subclass (voila.voila_kernel_manager), wrapped when it is created
+    get_rendered_notebook: Callable[..., Any]
+    fill_if_needed: Callable[..., Any]
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         own = cls.__dict__
@@ -295,7 +301,9 @@ class BoundedKernelManager(AsyncMappingKernelManager):
 
     # ------------------------------------------------------------ kernel life
 
-    async def start_kernel(self, *, kernel_id=None, path=None, **kwargs):
+    # The three overrides below are async as AsyncMappingKernelManager's are; mypy also sees the
+    # sync MultiKernelManager signatures that jupyter_client wraps with run_sync.
+    async def start_kernel(self, *, kernel_id=None, path=None, **kwargs):  # type: ignore[override]
         """Every kernel start goes through here: a page view's (its request in the call context)
         is admitted first; a pool's is remembered with its pool task."""
         kernel_id = kernel_id or self.new_kernel_id()
@@ -320,14 +328,14 @@ class BoundedKernelManager(AsyncMappingKernelManager):
         self._connected.add(kernel_id)
         super().notify_connect(kernel_id)
 
-    async def shutdown_kernel(self, kernel_id, *args, **kwargs):
+    async def shutdown_kernel(self, kernel_id, *args, **kwargs):  # type: ignore[override]
         try:
             return await super().shutdown_kernel(kernel_id, *args, **kwargs)
         finally:
             self._forget(kernel_id)
             self._refill_pools()  # a pool refill may have waited for this place
 
-    async def shutdown_all(self, *args, **kwargs):
+    async def shutdown_all(self, *args, **kwargs):  # type: ignore[override]
         self._closing = True
         return await super().shutdown_all(*args, **kwargs)
 

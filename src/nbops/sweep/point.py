@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from nbops.exceptions import NbopsError, _one_line
@@ -82,7 +83,7 @@ def run_point(spec: dict, tracking_uri: str | None = None, store: str | None = N
     except NbopsError as exc:
         reason = scrub("; ".join(exc.problems), os.environ.get("MLFLOW_TRACKING_URI"))
         return {"status": "failed", "reason": reason, "seconds": time.perf_counter() - t0}
-    out = {
+    out: dict[str, Any] = {
         "status": "ok" if result.ok else "failed",
         "reason": scrub(str(result.failure), os.environ.get("MLFLOW_TRACKING_URI"))
         if result.failure
@@ -175,7 +176,7 @@ def scrub_folder(folder: Path, uri: str | None) -> list[Path]:
     """Scrub every text file under `folder` that quotes the URI or its password (a log, an
     executed notebook's traceback); returns the files changed. Binary files are left as they are."""
     secrets = [s.encode("utf-8") for s in uri_secrets(uri)]
-    changed = []
+    changed: list[Path] = []
     if not secrets or not folder.is_dir():
         return changed
     for path in folder.rglob("*"):

@@ -263,8 +263,8 @@ def gate_best(sweep: Sweep, best: dict, allow_promotion: bool) -> dict:
         )
         return decision.to_dict()
     decision = registry.apply_decision(name, decision, client)
-    client.set_registered_model_alias(name, tracking.CHALLENGER, decision.challenger_version)
-    client.set_model_version_tag(name, decision.challenger_version, "nbops.sweep", sweep.name)
+    client.set_registered_model_alias(name, tracking.CHALLENGER, version.version)
+    client.set_model_version_tag(name, version.version, "nbops.sweep", sweep.name)
     return decision.to_dict()
 
 
@@ -325,8 +325,10 @@ def main_sweep(
                 f"best: point {best['index']} [{format_overrides(best['overrides'])}] macro-F1 {f1:.4f} "
                 f"({best['model_name']} v{best['challenger']['version']})"
             )
-            say(f"gate: {result.decision['verdict']}")
-        say(f"report: {result.report / 'index.html'}")
+            if result.decision is not None:  # set with best, like report below
+                say(f"gate: {result.decision['verdict']}")
+        if result.report is not None:
+            say(f"report: {result.report / 'index.html'}")
     for rec in failed:
         print(
             f"error: point {rec['index']} [{format_overrides(rec['overrides'])}]: {rec['reason']}",

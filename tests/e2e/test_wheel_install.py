@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,7 @@ def test_the_wheel_installs_with_pip_and_runs(tmp_path):
     run(uv(), "build", "--wheel", "--quiet", "--out-dir", dist, REPO, cwd=tmp_path)
     (wheel,) = dist.glob("*.whl")
     assert wheel.name.startswith(f"nbops-{version}-py3-none-any")
+    assert "nbops/py.typed" in zipfile.ZipFile(wheel).namelist()  # type checkers read its annotations
 
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv)

@@ -1,4 +1,6 @@
+import importlib.util
 import os
+import re
 import time
 from pathlib import Path
 
@@ -194,6 +196,30 @@ def test_a_duplicate_section_is_not_last_wins(tmp_path):
     text = smoke_text() + "split:\n  test_size: 0.5\n"
     (line,) = refused(write(tmp_path, text))
     assert "duplicate key 'split' (first at line" in line
+
+
+def test_params_read_and_refuse_the_same_without_libyaml(monkeypatch):
+    """PyYAML built without libyaml has no CSafeLoader: the pure-Python loader stands in."""
+    import yaml
+
+    import nbops.yaml_read
+
+    expected = nbops.yaml_read.safe_yaml(smoke_text())
+    monkeypatch.delattr(yaml, "CSafeLoader")
+    spec = importlib.util.spec_from_file_location("yaml_read_pure", nbops.yaml_read.__file__)
+    assert spec is not None and spec.loader is not None
+    pure = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pure)  # a fresh copy: the module the package imported stays as it is
+    assert "CSafeLoader" not in [c.__name__ for c in pure._BoundedLoader.__mro__]
+    assert pure.safe_yaml(smoke_text()) == expected
+    for text, line, problem in (
+        ("a: &x 1\nb: *x\n", 2, "YAML alias '*x' refused"),
+        ("a: 1\na: 2\n", 2, "duplicate key 'a' (first at line 1)"),
+        ("a: " + "[" * 40 + "]" * 40 + "\n", 1, "nested more than 32 levels deep"),
+    ):
+        with pytest.raises(pure.YamlRefused, match=re.escape(problem)) as exc:
+            pure.safe_yaml(text)
+        assert exc.value.line == line
 
 
 def test_deep_nesting_is_refused(tmp_path):

@@ -49,6 +49,13 @@ def test_get_injects_the_runners_values_for_build_lab(manager, project):
     assert not (project / "build" / "00_validate").exists()  # the pipeline's build/ untouched
 
 
+def test_get_takes_the_contents_managers_arguments_by_position(manager):
+    """ContentsManager.get(path, content, type, format, require_hash): the override keeps them."""
+    model = run_coroutine(manager.get("notebooks/02_train.ipynb", True, "notebook", None, True))
+    assert injected_cells(model["content"])
+    assert model["hash"] and model["hash_algorithm"]
+
+
 def test_get_leaves_other_files_alone(manager, project):
     (project / "notebooks" / "scratch.ipynb").write_text(
         (project / "notebooks" / "04_drift.ipynb").read_text(), encoding="utf-8"

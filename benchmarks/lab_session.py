@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.processes import free_port, stop_group
 
 READY_TIMEOUT_S = 120
 PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook tab in front
@@ -24,12 +24,6 @@ ALL_RUN_JS = (
     f"() => {{ const p = [...document.querySelectorAll('{PANEL} .jp-CodeCell .jp-InputPrompt')]"
     ".map(e => e.textContent.trim()); return p.length > 0 && p.every(t => /^\\[\\d+\\]:$/.test(t)); }"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class LabServer:
@@ -72,29 +66,14 @@ class LabServer:
 
     def notebook_url(self, notebook: str) -> str:
         base, token = self.url.split("?token=")
-        # reset: the workspace opens this notebook alone, whatever a earlier session left open
+        # reset: the workspace opens this notebook alone, not the tabs the user's workspace holds
         return f"http://127.0.0.1:{self.port}/lab/tree/notebooks/{notebook}?reset&token={token}"
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # the group we created: nbops, jupyter, kernels
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(self.proc.pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.2)
-        else:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_group(self.proc)  # the group we created: nbops, jupyter, kernels
         self._log_file.close()
 
 

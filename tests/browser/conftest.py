@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -16,16 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.processes import free_port, stop_group
 from tests.conftest import REPO, make_project, nbops
 
 SCREENSHOTS = REPO / "screenshots"
 READY_TIMEOUT_S = 180
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:
@@ -59,23 +52,7 @@ class Server:
         raise RuntimeError(f"{self.name} not ready after {READY_TIMEOUT_S} s:\n{self.log.read_text()}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # the group we created: make + voila
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        # voila shuts its kernels down on SIGTERM; wait for the group to be gone
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(self.proc.pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.2)
-        else:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_group(self.proc)  # the group we created: make + voila (which stops its kernels)
         self._log_file.close()
 
 

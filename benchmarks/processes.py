@@ -1,0 +1,54 @@
+"""Ports and process groups for the tests and the benchmarks (stdlib only): a free 127.0.0.1
+port, and stopping a process group this code started, by that group's id only."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 at the time of the call."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_group(
+    proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30, linger: float = 30
+) -> None:
+    """Stop the process group `proc` leads (it was started with `start_new_session=True`):
+    `sig`, then SIGKILL after `timeout` s; then wait up to `linger` s for the group's other
+    members (workers, kernels, which may shut down on their own) and SIGKILL what is left."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=timeout)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
+    deadline = time.monotonic() + linger
+    while time.monotonic() < deadline:
+        if not group_alive(proc.pid):
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -142,6 +142,49 @@ def categorical_drift(reference: pd.Series, current: pd.Series) -> tuple[float, 
     return _finite(result.statistic), float(result.pvalue), detail
 
 
+def _require_columns(frames: dict[str, pd.DataFrame], columns: list[str]) -> None:
+    for name, frame in frames.items():
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise DataError(
+                f"{name} has no column{'s' if len(missing) > 1 else ''} "
+                + ", ".join(repr(c) for c in missing)
+            )
+
+
+def _column_drift(
+    col: str, kind: str, ref: pd.Series, cur: pd.Series, threshold: float | None, min_rows: int
+):
+    """One column's test at the corrected `threshold` (None: no column is tested)."""
+    if threshold is None or min(len(ref), len(cur)) < min_rows:
+        return ColumnDrift(
+            col,
+            kind,
+            "not tested",
+            None,
+            None,
+            None,
+            False,
+            len(ref),
+            len(cur),
+            f"fewer than {min_rows} values",
+        )
+    test = numeric_drift if kind == "numeric" else categorical_drift
+    statistic, p_value, detail = test(ref, cur)
+    return ColumnDrift(
+        col,
+        kind,
+        "ks" if kind == "numeric" else "chi2",
+        statistic,
+        p_value,
+        threshold,
+        bool(p_value < threshold),
+        len(ref),
+        len(cur),
+        detail,
+    )
+
+
 def detect_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -151,16 +194,11 @@ def detect_drift(
     alpha: float = 0.05,
     min_rows: int = 30,
 ) -> DriftReport:
-    """Compare every declared feature column of `current` with `reference`."""
+    """Compare every declared feature column of `current` with `reference`; the tested columns
+    share `alpha` (Bonferroni: each is tested at alpha / the number tested)."""
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
-    for name, frame in (("reference sample", reference), ("current data", current)):
-        missing = [c for c in [*numeric, *categorical] if c not in frame.columns]
-        if missing:
-            raise DataError(
-                f"{name} has no column{'s' if len(missing) > 1 else ''} "
-                + ", ".join(repr(c) for c in missing)
-            )
+    _require_columns({"reference sample": reference, "current data": current}, [*numeric, *categorical])
     pairs = [
         (col, kind, reference[col].dropna(), current[col].dropna())
         for kind, cols in (("numeric", numeric), ("categorical", categorical))
@@ -168,41 +206,7 @@ def detect_drift(
     ]
     tested = sum(min(len(ref), len(cur)) >= min_rows for _, _, ref, cur in pairs)
     threshold = alpha / tested if tested else None
-    columns = []
-    for col, kind, ref, cur in pairs:
-        # threshold is None only when no column reaches min_rows: then none is tested
-        if threshold is None or min(len(ref), len(cur)) < min_rows:
-            columns.append(
-                ColumnDrift(
-                    col,
-                    kind,
-                    "not tested",
-                    None,
-                    None,
-                    None,
-                    False,
-                    len(ref),
-                    len(cur),
-                    f"fewer than {min_rows} values",
-                )
-            )
-            continue
-        test = numeric_drift if kind == "numeric" else categorical_drift
-        statistic, p_value, detail = test(ref, cur)
-        columns.append(
-            ColumnDrift(
-                col,
-                kind,
-                "ks" if kind == "numeric" else "chi2",
-                statistic,
-                p_value,
-                threshold,
-                bool(p_value < threshold),
-                len(ref),
-                len(cur),
-                detail,
-            )
-        )
+    columns = [_column_drift(col, kind, ref, cur, threshold, min_rows) for col, kind, ref, cur in pairs]
     if not tested:
         verdict = INSUFFICIENT
     else:

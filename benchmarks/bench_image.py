@@ -10,13 +10,13 @@ pays the disk cache and the venv sync). Each is stopped by its container id or p
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
-from benchmarks.dashboard_bench import VISIBLE_JS, _free_port
+from benchmarks.dashboard_bench import VISIBLE_JS
+from benchmarks.processes import free_port, stop_group
 from benchmarks.project import REPO, clean_env
 
 IMAGE_KEYS = ("image_size_mb", "container_cold_start_s", "space_serve_cold_start_s")
@@ -63,7 +63,7 @@ def until_predict(browser, url: str, started: float) -> float:
 
 
 def container_cold_start(box, folder: Path, tag: str, browser) -> float:
-    port = _free_port()
+    port = free_port()
     started = time.perf_counter()
     box.start(folder, port, name=f"nbops-bench-{os.getpid()}-{port}", tag=tag)
     try:
@@ -73,7 +73,7 @@ def container_cold_start(box, folder: Path, tag: str, browser) -> float:
 
 
 def space_serve_cold_start(folder: Path, browser, log: Path) -> float:
-    port = _free_port()
+    port = free_port()
     started = time.perf_counter()
     with open(log, "ab") as out:
         proc = subprocess.Popen(
@@ -86,12 +86,7 @@ def space_serve_cold_start(folder: Path, browser, log: Path) -> float:
     try:
         return until_predict(browser, f"http://127.0.0.1:{port}", started)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the group this function created: make + voila
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_group(proc, linger=0)  # the group this function created: make + voila
 
 
 def bench_image(project: Path, rounds: int, samples: dict[str, list], work: Path) -> str:

@@ -7,9 +7,6 @@ Each server runs in its own process group and is stopped by that group id."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -17,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
+from benchmarks.processes import free_port, stop_group
 from benchmarks.project import REPO, clean_env
 
 WIDGETS = ".nbops-predict"
@@ -25,15 +23,10 @@ POOL_TIMEOUT_S = 300
 MIN_RENDER_CPU_S = 2.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 class Voila:
     def __init__(self, project: Path, log: Path, preheat: bool):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = clean_env(
             NBOPS_PARAMS=str(project / "params" / "default.yaml"),
@@ -120,14 +113,7 @@ class Voila:
         raise RuntimeError(f"the preheated kernel pool did not refill in {POOL_TIMEOUT_S} s")
 
     def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # the group this object created
-            self.proc.wait(timeout=30)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        stop_group(self.proc, linger=0)  # the group this object created
         self._log.close()
 
 

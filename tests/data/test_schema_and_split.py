@@ -1,16 +1,14 @@
 """Data tests: the shipped schema accepts the synthetic and the real table, the synthetic table
 looks like the real one, and no row is in both parts of the split."""
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
 from nbops.ml.data import load_table, split_holdout
 from nbops.ml.synthetic import drug_label, generate_drug_table
 from nbops.params import load_params
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 REAL = REPO.parent / "shared" / "data" / "drug200.csv"
 needs_real = pytest.mark.skipif(not REAL.exists(), reason="reference table ../shared/data/drug200.csv absent")
 

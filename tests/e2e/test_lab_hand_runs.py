@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.processes import free_port
 from tests.browser.penguins import CATEGORICAL, NUMERIC, TARGET, penguins_table
 from tests.conftest import REPO, nbops, run_coroutine, write_params
 
@@ -129,7 +130,7 @@ def test_hand_runs_leave_the_pipeline_and_registry_alone(project, monkeypatch, w
     assert (project / "build" / "lab" / "02_train" / "model.json").is_file()
     assert (project / "build" / "lab" / "03_evaluate" / "metrics.json").is_file()
     leftovers = {p.name for p in (project / "notebooks").iterdir()} - {
-        p.name for p in (Path(__file__).parents[2] / "notebooks").iterdir()
+        p.name for p in (REPO / "notebooks").iterdir()
     }
     assert not leftovers - {".ipynb_checkpoints"}, leftovers  # no mlflow.db, artifacts/, locks
     [run] = lab_runs(project)  # the hand-trained run, tagged, in the project's store
@@ -185,13 +186,10 @@ def test_make_lab_answers_on_its_port_and_stops_by_pid():
     import urllib.error
     import urllib.request
 
-    repo = Path(__file__).parents[2]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         ["make", "-s", "lab", "PARAMS=params/smoke.yaml", f"PORT={port}"],
-        cwd=repo,
+        cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

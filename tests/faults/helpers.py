@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,16 +13,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from benchmarks.processes import free_port, stop_group
+from tests.conftest import REPO
+
 VENV_BIN = Path(sys.executable).parent
 # An HTML tag that would run script: <script ...>, or any tag carrying an on*= handler.
 SCRIPT_TAG = re.compile(r"<\s*script\b", re.IGNORECASE)
 EVENT_ATTR = re.compile(r"<[a-z][^>]*\son[a-z]+\s*=", re.IGNORECASE | re.DOTALL)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def output_files(*folders: Path, suffixes=(".html", ".md", ".ipynb", ".json", ".txt", ".log", ".yaml")):
@@ -64,27 +60,7 @@ class Process:
         return self.proc.poll() is None
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.pid, sig)
-                self.proc.wait(timeout=timeout)
-            except ProcessLookupError:
-                pass
-            except subprocess.TimeoutExpired:
-                os.killpg(self.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:  # children of the group (workers, kernels) too
-            try:
-                os.killpg(self.pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.2)
-        else:
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_group(self.proc, sig, timeout=timeout, linger=timeout)  # workers and kernels too
         if not self._log_file.closed:
             self._log_file.close()
 
@@ -140,12 +116,11 @@ def start_mlflow_server(store: Path, port: int, log: Path) -> Process:
 def start_voila(project: Path, log: Path, *extra: str) -> tuple[Process, str]:
     """Voila on the repo's dashboard with the project's config (deploy/voila) plus `extra` flags,
     on 127.0.0.1, showing the champion of the smoke `project`; returns the process and its URL."""
-    repo = Path(__file__).resolve().parents[2]
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NBOPS_", "MLFLOW_"))}
     env.update(
         NBOPS_PARAMS=str(project / "params" / "smoke.yaml"),
-        NBOPS_ROOT=str(repo),
+        NBOPS_ROOT=str(REPO),
         MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow' / 'mlflow.db'}",
     )
     proc = Process(
@@ -160,7 +135,7 @@ def start_voila(project: Path, log: Path, *extra: str) -> tuple[Process, str]:
         ],
         log,
         env=env,
-        cwd=repo,
+        cwd=REPO,
     )
     url = f"http://127.0.0.1:{port}"
     try:

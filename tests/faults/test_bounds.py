@@ -21,9 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_project, write_params
+from tests.conftest import REPO, make_project, write_params
 
-REPO = Path(__file__).resolve().parents[2]
 # Fewer threads, fewer malloc arenas: address space a child reserves without using it
 LEAN_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2", "MPLBACKEND": "agg"}
 

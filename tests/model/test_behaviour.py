@@ -1,16 +1,13 @@
 """Behavioural tests of the default model (decision tree as in params/default.yaml) trained on
 the synthetic table: minimum functionality, direction and invariance."""
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
 from nbops.ml.models import make_model
 from nbops.ml.synthetic import generate_drug_table
 from nbops.params import load_params
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,12 @@ import re
 import subprocess
 import sys
 from importlib.metadata import version
-from pathlib import Path
 
 import pytest
 
 from nbops import cli
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 # read, but only to put the page template's folder first: not a setting of nbops
 NOT_SETTINGS = {"JUPYTER_PATH"}
 

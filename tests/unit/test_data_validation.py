@@ -1,14 +1,12 @@
 """Bad CSV input: one clear line per problem naming file, column, check, value and line."""
 
-from pathlib import Path
-
 import pytest
 
 from nbops.exceptions import DataError, ParamsError
 from nbops.ml.data import load_table
 from nbops.params import load_params
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 HEADER = "Age,Sex,BP,Cholesterol,Na_to_K,Drug"
 GOOD = [
     "23,F,HIGH,HIGH,25.355,drugY",

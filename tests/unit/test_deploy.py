@@ -13,9 +13,10 @@ from huggingface_hub.errors import EntryNotFoundError
 
 from nbops.serve import deploy, space, space_wait
 from nbops.serve.deploy import DeployError
+from tests.conftest import REPO
 
 NAME = "drug-classifier"
-PARAMS = Path(__file__).resolve().parents[2] / "params" / "smoke.yaml"
+PARAMS = REPO / "params" / "smoke.yaml"
 
 
 def space_folder(tmp_path, version="4", name=NAME, where="champion"):

@@ -15,8 +15,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from nbops.params import Params
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 
 def schema_fields(model: type[BaseModel], prefix: str = "") -> dict[str, FieldInfo]:

@@ -14,8 +14,8 @@ from nbops.ml import drift
 from nbops.ml.synthetic import generate_drug_table
 from nbops.params import load_params
 from nbops.runner import drift as drift_command
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 NUMERIC = ["Age", "Na_to_K"]
 CATEGORICAL = ["Sex", "BP", "Cholesterol"]
 

@@ -2,7 +2,6 @@ import importlib.util
 import os
 import re
 import time
-from pathlib import Path
 
 import pytest
 
@@ -10,8 +9,7 @@ from nbops.exceptions import ParamsError
 from nbops.params import load_params
 from nbops.runner.notebook import declared_parameters, read_notebook_source
 from nbops.runner.plan import RUNNER_PARAMETERS, STEPS, VALIDATE_PARAMETERS
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 
 def write(tmp_path, text):

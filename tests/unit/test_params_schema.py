@@ -2,15 +2,14 @@
 and every params file points editors at it and passes it."""
 
 import json
-from pathlib import Path
 
 import jsonschema
 import pytest
 
 from nbops.exceptions import ParamsError
 from nbops.params import load_params, params_json_schema, params_schema_text, parse_params, safe_yaml
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "params" / "params.schema.json"
 PARAMS_FILES = sorted((REPO / "params").glob("*.yaml"))
 FIRST_LINE = "# yaml-language-server: $schema=./params.schema.json"

@@ -9,8 +9,7 @@ import pytest
 
 from nbops.products import read_json, write_json
 from nbops.runner import noop, stamps
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ import yaml
 from nbops.exceptions import NbopsError
 from nbops.runner.notebook import declared_parameters, source_hash
 from nbops.runner.plan import make_plan
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from nbops.runner import codehash
 from nbops.runner.codehash import imported_modules, module_closure, notebook_modules
 from nbops.runner.notebook import read_notebook_source
 from nbops.runner.plan import make_plan
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "src" / "nbops"
 
 

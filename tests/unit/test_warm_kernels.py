@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -10,8 +9,7 @@ from nbops.runner.notebook import read_notebook_source, warmup_code
 from nbops.runner.plan import STEPS
 from nbops.runner.preload import modules_for
 from nbops.runner.warm import is_side_branch
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 
 def _code(cells: list[str]) -> str:

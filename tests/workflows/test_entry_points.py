@@ -17,7 +17,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
+
 WORKFLOWS = REPO / ".github" / "workflows"
 HEAD_SHA = "1234567890abcdef1234567890abcdef12345678"  # the commit the CI run tested
 MAIN_SHA = "fedcba0987654321fedcba0987654321fedcba09"  # main's head when workflow_run fires

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
+
 WORKFLOWS = REPO / ".github" / "workflows"
 REGISTRY_GROUP = "mlflow-registry"
 # the conclusions GitHub gives a completed workflow run (None: not set)

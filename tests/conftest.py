@@ -3,10 +3,13 @@ with its own MLflow store, so tests never touch the developer's build/, reports/
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,19 @@ def pytest_configure(config):
     os.environ["NBOPS_KEEP_WARM_S"] = "0"
 
 
+# Suites that share one worker under pytest-xdist (`--dist loadgroup`): the browser and container
+# tests share the session's browser, its dashboard and Space servers (one each per worker, and
+# `make space-serve` builds the repo's build/space-venv, which two workers must not build at once).
+XDIST_GROUPS = {"browser": "browser", "container": "browser"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        suite = Path(item.fspath).resolve().relative_to(REPO / "tests").parts[0]
+        if suite in XDIST_GROUPS:
+            item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS[suite]))
+
+
 def make_project(path: Path) -> Path:
     for folder in ("notebooks", "params"):
         shutil.copytree(REPO / folder, path / folder)
@@ -33,6 +49,35 @@ def project(tmp_path, monkeypatch) -> Path:
     """A fresh project folder; MLFLOW_TRACKING_URI unset so the store lives inside it."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return make_project(tmp_path / "project")
+
+
+def copy_project(src: Path, dest: Path) -> Path:
+    """A copy of project `src` at `dest` that names only itself: the sqlite store records
+    artifact locations as absolute paths and file URIs (nbops.ml.tracking._local_artifact_root),
+    and MLmodel files, executed notebooks and build/.last-run.json hold absolute paths too, so
+    every text cell and text file naming `src` is rewritten to name `dest`."""
+    shutil.copytree(src, dest, symlinks=True)
+    old, new = str(src.resolve()), str(dest.resolve())
+    for path in dest.rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.name != "mlflow.db":
+            data = path.read_bytes()
+            if old.encode() in data:
+                path.write_bytes(data.replace(old.encode(), new.encode()))
+    db = dest / "mlflow" / "mlflow.db"
+    if db.is_file():
+        con = sqlite3.connect(db)
+        with con:
+            tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            for table in tables:
+                for col in con.execute(f'PRAGMA table_info("{table}")').fetchall():
+                    if col[2].upper() in ("TEXT", "") or "CHAR" in col[2].upper():
+                        con.execute(
+                            f'UPDATE "{table}" SET "{col[1]}" = replace("{col[1]}", ?, ?) '
+                            f'WHERE instr("{col[1]}", ?) > 0',
+                            (old, new, old),
+                        )
+        con.close()
+    return dest
 
 
 def nbops(root: Path, *args: str, env: dict | None = None, timeout: int = 600):
@@ -85,3 +130,67 @@ def browser():
         chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+
+
+# Sentinel secrets in the environment of the shared smoke run (as CI has them): tests/faults
+# checks that none reaches a file, a log line, the store or the Space folder.
+SECRETS = {
+    "MLFLOW_TRACKING_PASSWORD": "sentinel-mlflow-pw-7f3a9c1e",
+    "HF_TOKEN": "hf_sentinelTOKEN0e8d2b6a5c4f",
+}
+# Not a secret: MLflow records it as the run's user (the `mlflow.user` tag), by design.
+SECRET_ENV = {**SECRETS, "MLFLOW_TRACKING_USERNAME": "ci-user"}
+
+
+@dataclass(frozen=True)
+class SmokeChampion:
+    """The smoke pipeline's project (a champion in its store, build/ and reports/) and its Space
+    folder; `run` and `space` are what `nbops run` and `make space` said."""
+
+    root: Path
+    run: subprocess.CompletedProcess
+    space: subprocess.CompletedProcess
+
+    @property
+    def space_dir(self) -> Path:
+        return self.root / "space"
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.root / 'mlflow' / 'mlflow.db'}"
+
+
+def _train_smoke_champion(root: Path) -> dict:
+    make_project(root)
+    run = nbops(root, "run", "--params", "params/smoke.yaml", env=SECRET_ENV)
+    assert run.returncode == 0, run.stderr + run.stdout
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NBOPS_")} | SECRET_ENV
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
+    args = ["make", "-s", "-C", str(REPO), "space", f"PARAMS={root / 'params' / 'smoke.yaml'}"]
+    space = subprocess.run(
+        [*args, f"SPACE_DIR={root / 'space'}"], env=env, capture_output=True, text=True, timeout=300
+    )
+    return {
+        name: {"args": proc.args, "returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
+        for name, proc in (("run", run), ("space", space))
+    }
+
+
+@pytest.fixture(scope="session")
+def smoke_champion(tmp_path_factory) -> SmokeChampion:
+    """The smoke champion, trained once per `make test` run for every suite that only reads it
+    (a test that writes to it takes `copy_project(smoke_champion.root, tmp_path / ...)`). With
+    pytest-xdist the workers share it: the first builds it under a file lock in the run's common
+    temp folder, the others read what it wrote."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # shared by the workers of this run
+    root, record = base / "smoke-champion" / "project", base / "smoke-champion.json"
+    with FileLock(str(base / "smoke-champion.lock")):
+        if not record.is_file():
+            shutil.rmtree(root.parent, ignore_errors=True)  # a half-built one of a failed attempt
+            record.write_text(json.dumps(_train_smoke_champion(root)))
+    done = {k: subprocess.CompletedProcess(**v) for k, v in json.loads(record.read_text()).items()}
+    return SmokeChampion(root, done["run"], done["space"])

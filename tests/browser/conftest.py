@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.processes import free_port, stop_group
-from tests.conftest import REPO, make_project, nbops
+from tests.conftest import REPO
 
 SCREENSHOTS = REPO / "screenshots"
 READY_TIMEOUT_S = 180
@@ -63,35 +63,17 @@ def base_env(project: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def champion_project(tmp_path_factory) -> Path:
-    """A temp project whose registry has a champion trained by the smoke pipeline."""
-    root = make_project(tmp_path_factory.mktemp("dash") / "project")
-    done = nbops(root, "run", "--params", "params/smoke.yaml")
-    assert done.returncode == 0, done.stderr + done.stdout
-    return root
+def champion_project(smoke_champion) -> Path:
+    """The session's smoke champion project (tests/conftest.py): read it, never write to it."""
+    return smoke_champion.root
 
 
 @pytest.fixture(scope="session")
-def space_dir(champion_project) -> Path:
-    """`make space` of the repo with the temp project's champion."""
-    out = champion_project / "space"
-    done = subprocess.run(
-        [
-            "make",
-            "-s",
-            "-C",
-            str(REPO),
-            "space",
-            f"PARAMS={champion_project / 'params' / 'smoke.yaml'}",
-            f"SPACE_DIR={out}",
-        ],
-        env=base_env(champion_project),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def space_dir(smoke_champion) -> Path:
+    """`make space` of the repo with the session's smoke champion (built once, with it)."""
+    done = smoke_champion.space
     assert done.returncode == 0, done.stderr + done.stdout
-    return out
+    return smoke_champion.space_dir
 
 
 def start(name, args, env, project) -> Server:
@@ -105,24 +87,23 @@ def start(name, args, env, project) -> Server:
 
 
 @pytest.fixture(scope="session")
-def dashboard_server(champion_project):
+def dashboard_server(champion_project, tmp_path_factory):
     server = start(
         "dashboard",
         ["dashboard", "PORT={port}", f"PARAMS={champion_project / 'params' / 'smoke.yaml'}"],
         base_env(champion_project),
-        champion_project,
+        tmp_path_factory.mktemp("dashboard"),  # its log: the shared project is only read
     )
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def space_server(champion_project, space_dir):
+def space_server(champion_project, space_dir, tmp_path_factory):
     env = base_env(champion_project)
     env.pop("MLFLOW_TRACKING_URI")  # the Space has no tracking store: only its exported champion
-    server = start(
-        "space", ["space-serve", f"SPACE_DIR={space_dir}", "SPACE_PORT={port}"], env, champion_project
-    )
+    logs = tmp_path_factory.mktemp("space")
+    server = start("space", ["space-serve", f"SPACE_DIR={space_dir}", "SPACE_PORT={port}"], env, logs)
     yield server
     server.stop()
 

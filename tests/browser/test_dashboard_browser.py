@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from tests.browser.conftest import REPO, base_env, copy_space, start
+from tests.conftest import copy_project
 
 pytestmark = pytest.mark.browser
 
@@ -371,15 +372,14 @@ def test_broken_model_shows_a_friendly_page(champion_project, space_dir, browser
 
 
 def test_no_champion_says_what_to_run(champion_project, browser, tmp_path):
-    params = champion_project / "params" / "nochamp.yaml"
+    project = copy_project(champion_project, tmp_path / "project")  # the session's one stays as it is
+    params = project / "params" / "nochamp.yaml"
     params.write_text(
-        (champion_project / "params" / "smoke.yaml")
+        (project / "params" / "smoke.yaml")
         .read_text()
         .replace("model_name: drug-classifier", "model_name: never-trained")
     )
-    server = start(
-        "nochamp", ["dashboard", "PORT={port}", f"PARAMS={params}"], base_env(champion_project), tmp_path
-    )
+    server = start("nochamp", ["dashboard", "PORT={port}", f"PARAMS={params}"], base_env(project), tmp_path)
     try:
         context = browser.new_context()
         page = context.new_page()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.processes import free_port
 from tests.browser import conftest as browser_conftest
 from tests.conftest import REPO
 
@@ -22,7 +23,7 @@ space_dir = browser_conftest.space_dir
 exported_model = browser_conftest.exported_model
 screenshots = browser_conftest.screenshots
 page = browser_conftest.page
-free_port = browser_conftest.free_port
+
 
 READY_TIMEOUT_S = 180
 BUILD_LOG: list[str] = []  # what nbops.serve.container said while it built the session's image

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import nbops, write_params
+from tests.conftest import copy_project, nbops, write_params
 from tests.faults.conftest import SECRET_ENV
 
 pytestmark = pytest.mark.e2e
@@ -76,11 +76,12 @@ def _python(code: str, *args: str, root: Path, cwd: Path | None = None) -> subpr
 
 
 @pytest.fixture(scope="module")
-def evil_champion(smoke_run):
-    """Register the pickle model as champion; put the real champion back afterwards."""
+def evil_champion(smoke_run, tmp_path_factory):
+    """Register the pickle model as champion in a copy of the session's smoke project (the
+    other suites read the original); put the real champion back afterwards."""
     from mlflow import MlflowClient
 
-    root = smoke_run.root
+    root = copy_project(smoke_run.root, tmp_path_factory.mktemp("evil") / "project")
     client = MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
     before = client.get_model_version_by_alias("drug-classifier", "champion").version
     reg = _python(REGISTER, MARKER, "cloudpickle", root=root)

@@ -14,11 +14,11 @@ STEPS = ("01_eda", "02_train", "03_evaluate")
 
 
 @pytest.mark.parametrize("step", STEPS)
-def test_notebook_outputs_match_on_reexecution(smoke_project, step):
-    executed = smoke_project / "build" / step / f"{step}.ipynb"
+def test_notebook_outputs_match_on_reexecution(smoke_project_copy, step):
+    executed = smoke_project_copy / "build" / step / f"{step}.ipynb"
     source = executed.read_text()
     assert "# NBVAL_CHECK_OUTPUT" in source, "each notebook marks the cells whose output is the contract"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{smoke_project / 'mlflow' / 'mlflow.db'}"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{smoke_project_copy / 'mlflow' / 'mlflow.db'}"}
     res = subprocess.run(
         [
             sys.executable,

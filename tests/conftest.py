@@ -52,13 +52,15 @@ def project(tmp_path, monkeypatch) -> Path:
 
 
 def copy_project(src: Path, dest: Path) -> Path:
-    """A copy of project `src` at `dest` that names only itself: the sqlite store records
-    artifact locations as absolute paths and file URIs (nbops.ml.tracking._local_artifact_root),
-    and MLmodel files, executed notebooks and build/.last-run.json hold absolute paths too, so
-    every text cell and text file naming `src` is rewritten to name `dest`."""
+    """A copy of project `src` at `dest` whose MLflow store is its own: the sqlite store records
+    artifact locations as absolute paths and file URIs (nbops.ml.tracking._local_artifact_root)
+    and MLmodel files hold absolute paths too, so every text cell and file of mlflow/ naming `src`
+    is rewritten to name `dest`. build/ and reports/ are left byte for byte: the step stamps hash
+    their products, so the copy's steps stay cached (the no-op fast path, keyed by the project's
+    path, takes one full-path run in the copy to arm again)."""
     shutil.copytree(src, dest, symlinks=True)
     old, new = str(src.resolve()), str(dest.resolve())
-    for path in dest.rglob("*"):
+    for path in (dest / "mlflow").rglob("*"):
         if path.is_file() and not path.is_symlink() and path.name != "mlflow.db":
             data = path.read_bytes()
             if old.encode() in data:

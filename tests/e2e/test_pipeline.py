@@ -126,6 +126,9 @@ def test_a_rerun_with_nothing_changed_parses_nothing(weak, own):
     """The no-op fast path: no pydantic (params), pandas or mlflow in the process, the same
     lines as the full path's no-op; the control is the full path (`--force`) importing pydantic."""
     proj = own(weak)
+    # the copy's first rerun takes the full path (the fast path's fingerprint names the project's
+    # folder) and skips every step; it arms the fast path for the probe
+    assert run(proj, "weak").stdout.count("skipped (unchanged)") == 4
     probe = (
         "import sys, runpy; sys.argv = ['nbops', 'run', '--params', 'params/weak.yaml'{extra}]\n"
         "try:\n    runpy.run_module('nbops', run_name='__main__')\n"
@@ -178,12 +181,12 @@ def test_rollback_moves_champion_to_the_previous_one(worse, own):
     assert "v1 is the first champion: there is no previous one" in again.stderr
 
 
-def test_pull_request_mode_reports_without_moving_aliases(worse, own):
-    proj = own(worse)
-    assert champion(proj) == "2"
+def test_pull_request_mode_reports_without_moving_aliases(weak, own):
+    proj = own(weak)  # the weak v1 champion: the PR's model would be promoted, were it allowed
+    assert champion(proj) == "1"
     res = run(proj, "pr")
     assert res.returncode == 0, res.stderr
-    assert champion(proj) == "2"
+    assert champion(proj) == "1"
     assert "not promoted (promote: false)" in (proj / "reports" / "summary.md").read_text()
 
 

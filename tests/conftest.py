@@ -27,14 +27,16 @@ def pytest_configure(config):
 # Suites that share one worker under pytest-xdist (`--dist loadgroup`): the browser and container
 # tests share the session's browser, its dashboard and Space servers (one each per worker, and
 # `make space-serve` builds the repo's build/space-venv, which two workers must not build at once).
-XDIST_GROUPS = {"browser": "browser", "container": "browser"}
+# tests/e2e/test_pipeline.py is a chain run in file order on one project: one worker too.
+XDIST_GROUPS = {"browser": "browser", "container": "browser", "e2e/test_pipeline.py": "pipeline"}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        suite = Path(item.fspath).resolve().relative_to(REPO / "tests").parts[0]
-        if suite in XDIST_GROUPS:
-            item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS[suite]))
+        parts = Path(item.fspath).resolve().relative_to(REPO / "tests").parts
+        group = XDIST_GROUPS.get(parts[0]) or XDIST_GROUPS.get("/".join(parts))
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def make_project(path: Path) -> Path:

@@ -27,7 +27,8 @@ def pytest_configure(config):
 # Suites that share one worker under pytest-xdist (`--dist loadgroup`): the browser and container
 # tests share the session's browser, its dashboard and Space servers (one each per worker, and
 # `make space-serve` builds the repo's build/space-venv, which two workers must not build at once).
-# tests/e2e/test_pipeline.py is a chain run in file order on one project: one worker too.
+# tests/e2e/test_pipeline.py builds its registry stages once, as module fixtures: one worker too
+# (any test of it passes alone, on any worker, in any order; the group saves building them twice).
 XDIST_GROUPS = {"browser": "browser", "container": "browser", "e2e/test_pipeline.py": "pipeline"}
 
 

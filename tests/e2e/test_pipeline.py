@@ -1,33 +1,66 @@
-"""End to end: the real CLI in a temp project with its own MLflow store. The runs build on
-each other (weak model -> rerun -> strong model -> worse model -> rollback -> PR mode ->
-a failing cell), so they share one project and run in file order."""
+"""End to end: the real CLI in a temp project with its own MLflow store. The registry's story
+(weak model -> rerun -> strong model -> worse model -> rollback -> PR mode -> a failing cell)
+is built by module fixtures, one pipeline run per stage, each stage on a copy of the one before;
+a test that changes a project works on a copy of its own, so each test passes alone and in any
+order."""
 
 import json
 import os
 import re
 import subprocess
 import sys
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import REAL_DRUG200, make_project, nbops, write_params
+from tests.conftest import REAL_DRUG200, copy_project, make_project, nbops, write_params
 
 pytestmark = pytest.mark.e2e
 
 
+class Stage(NamedTuple):
+    root: Path
+    res: subprocess.CompletedProcess  # the `nbops run` that made this stage
+
+
+def _stage(base: Path, dest: Path, params: str) -> Stage:
+    root = copy_project(base, dest)
+    return Stage(root, run(root, params))
+
+
 @pytest.fixture(scope="module")
-def proj(tmp_path_factory):
+def weak(tmp_path_factory) -> Stage:
+    """v1 champion: a shallow tree (~0.77 macro-F1 on the smoke holdout; lower floors let it in)."""
     root = make_project(tmp_path_factory.mktemp("e2e") / "project")
 
-    def weak(p):  # a shallow tree scores ~0.77 macro-F1 on the smoke holdout: lower floors let it in
+    def shallow(p):
         p["model"]["params"].update(max_depth=3)
         p["gate"].update(min_macro_f1=0.7, min_accuracy=0.7)
 
-    write_params(root, "weak", weak)
+    write_params(root, "weak", shallow)
     write_params(root, "worse", lambda p: p["model"]["params"].update(max_depth=2))
     write_params(root, "pr", lambda p: p.update(promote=False))
-    return root
+    return Stage(root, run(root, "weak"))
+
+
+@pytest.fixture(scope="module")
+def strong(weak, tmp_path_factory) -> Stage:
+    """weak, then the smoke model: v2 champion."""
+    return _stage(weak.root, tmp_path_factory.mktemp("strong") / "project", "smoke")
+
+
+@pytest.fixture(scope="module")
+def worse(strong, tmp_path_factory) -> Stage:
+    """strong, then a worse model: v3 challenger, v2 still champion."""
+    return _stage(strong.root, tmp_path_factory.mktemp("worse") / "project", "worse")
+
+
+@pytest.fixture
+def own(tmp_path):
+    """`own(stage)`: a copy of the stage's project for a test that changes it."""
+    return lambda stage: copy_project(stage.root, tmp_path / "project")
 
 
 def client(root):
@@ -47,8 +80,8 @@ def run(root, params, *extra):
     return res
 
 
-def test_first_run_promotes_and_writes_reports(proj):
-    res = run(proj, "weak")
+def test_first_run_promotes_and_writes_reports(weak):
+    proj, res = weak
     assert res.returncode == 0, res.stderr
     for name in (
         "index.html",
@@ -80,7 +113,8 @@ def test_first_run_promotes_and_writes_reports(proj):
     )
 
 
-def test_second_run_skips_every_step(proj):
+def test_second_run_skips_every_step(weak, own):
+    proj = own(weak)  # a copy: the cache stamps and the store travel with the project
     res = run(proj, "weak")
     assert res.returncode == 0, res.stderr
     for step in ("00_validate", "01_eda", "02_train", "03_evaluate"):
@@ -88,9 +122,13 @@ def test_second_run_skips_every_step(proj):
     assert versions(proj) == [1]
 
 
-def test_a_rerun_with_nothing_changed_parses_nothing(proj):
+def test_a_rerun_with_nothing_changed_parses_nothing(weak, own):
     """The no-op fast path: no pydantic (params), pandas or mlflow in the process, the same
     lines as the full path's no-op; the control is the full path (`--force`) importing pydantic."""
+    proj = own(weak)
+    # the copy's first rerun takes the full path (the fast path's fingerprint names the project's
+    # folder) and skips every step; it arms the fast path for the probe
+    assert run(proj, "weak").stdout.count("skipped (unchanged)") == 4
     probe = (
         "import sys, runpy; sys.argv = ['nbops', 'run', '--params', 'params/weak.yaml'{extra}]\n"
         "try:\n    runpy.run_module('nbops', run_name='__main__')\n"
@@ -113,16 +151,16 @@ def test_a_rerun_with_nothing_changed_parses_nothing(proj):
     assert "'pydantic'" in loaded(", '--only', '01_eda'")  # the control: the full path parses params
 
 
-def test_better_model_is_promoted(proj):
-    res = run(proj, "smoke")
+def test_better_model_is_promoted(strong):
+    proj, res = strong
     assert res.returncode == 0, res.stderr
     assert re.search(r"- 01_eda\s+skipped", res.stdout)  # only train and evaluate depend on the model
     assert champion(proj) == "2"
     assert client(proj).get_model_version("drug-classifier", "2").tags["nbops.previous_champion"] == "1"
 
 
-def test_worse_model_is_not_promoted(proj):
-    res = run(proj, "worse")
+def test_worse_model_is_not_promoted(worse):
+    proj, res = worse
     assert res.returncode == 0, res.stderr
     assert versions(proj) == [1, 2, 3]
     assert champion(proj) == "2"
@@ -132,7 +170,8 @@ def test_worse_model_is_not_promoted(proj):
     assert "champion v2" in summary
 
 
-def test_rollback_moves_champion_to_the_previous_one(proj):
+def test_rollback_moves_champion_to_the_previous_one(worse, own):
+    proj = own(worse)
     res = nbops(proj, "rollback", "--params", "params/smoke.yaml")
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "champion of drug-classifier: v2 -> v1"
@@ -142,14 +181,17 @@ def test_rollback_moves_champion_to_the_previous_one(proj):
     assert "v1 is the first champion: there is no previous one" in again.stderr
 
 
-def test_pull_request_mode_reports_without_moving_aliases(proj):
+def test_pull_request_mode_reports_without_moving_aliases(weak, own):
+    proj = own(weak)  # the weak v1 champion: the PR's model would be promoted, were it allowed
+    assert champion(proj) == "1"
     res = run(proj, "pr")
     assert res.returncode == 0, res.stderr
     assert champion(proj) == "1"
     assert "not promoted (promote: false)" in (proj / "reports" / "summary.md").read_text()
 
 
-def test_failing_cell_fails_the_run_keeps_the_notebook_and_moves_nothing(proj):
+def test_failing_cell_fails_the_run_keeps_the_notebook_and_moves_nothing(worse, own):
+    proj = own(worse)
     before_versions, before_champion = versions(proj), champion(proj)
     notebook = proj / "notebooks" / "02_train.ipynb"
     original = notebook.read_text()
@@ -188,7 +230,8 @@ def test_failing_cell_fails_the_run_keeps_the_notebook_and_moves_nothing(proj):
         notebook.write_text(original)
 
 
-def test_bad_input_stops_before_any_kernel_and_touches_no_registry(proj):
+def test_bad_input_stops_before_any_kernel_and_touches_no_registry(worse, own):
+    proj = own(worse)
     before_versions, before_champion = versions(proj), champion(proj)
     write_params(proj, "typo", lambda p: p["split"].update(seeed=1))
     res = run(proj, "typo")

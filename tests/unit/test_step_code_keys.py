@@ -169,3 +169,24 @@ def test_a_spare_kernel_keys_on_the_code_it_loads_not_on_the_served_app(project)
     assert key() == before
     append(package / "runner" / "preload.py")
     assert key() != before
+
+
+def test_a_project_copied_elsewhere_keeps_every_key(project, tmp_path_factory):
+    """Keys name the project's own paths (build/, its default store) relative to it: a moved or
+    copied project stays cached; a tracking server named by MLFLOW_TRACKING_URI stays in the key."""
+    root, _, params = project
+    before = make_plan(params, root)
+    copy = tmp_path_factory.mktemp("elsewhere") / "project"
+    shutil.copytree(root / "notebooks", copy / "notebooks")
+    shutil.copytree(root / "params", copy / "params")
+    after = make_plan(copy / "params" / "t.yaml", copy)
+    assert str(root) not in json.dumps(after.injected)  # the notebooks are given the copy's paths
+    assert after.keys == before.keys
+
+
+def test_another_tracking_store_changes_the_tracked_steps_keys(project, monkeypatch):
+    root, _, params = project
+    before = make_plan(params, root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    after = make_plan(params, root)
+    assert {s for s in before.keys if before.keys[s] != after.keys[s]} == {"02_train", "03_evaluate"}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nbops.exceptions import NbopsError, StepError
 from nbops.layout import (
@@ -174,10 +174,10 @@ def make_plan(
         keys[step.name] = params_hash(
             [
                 source_hash(nb),
-                keyed,
+                portable(keyed, root),
                 code[step.name],
                 [keys[n] for n in step.needs],
-                uri if step.tracked else None,
+                portable(uri, root) if step.tracked else None,
             ]
         )
     reports = reports or root / REPORTS_DIR
@@ -195,6 +195,18 @@ def make_plan(
         commit,
         code,
     )
+
+
+def portable(value: Any, root: Path) -> Any:
+    """`value` with the project's absolute path written as `<root>`, for a key: a project moved or
+    copied elsewhere (its build/ and its default store beside it) keeps its steps cached."""
+    if isinstance(value, str):
+        return value.replace(str(root.resolve()), "<root>")
+    if isinstance(value, dict):
+        return {k: portable(v, root) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(v, root) for v in value]
+    return value
 
 
 def _runtime_parameters(

@@ -60,8 +60,11 @@ evaluate: setup ## run the evaluate notebook (and train, if it is not current)
 report: setup ## re-render reports/ from the last executed notebooks
 	$(NBOPS) report --params $(PARAMS)
 
-test: setup ## all tests: unit, data, model, notebooks (nbval), end to end
-	$(PY) -m pytest $(PYTEST_ARGS)
+# pytest-xdist workers for `make test` (TEST_WORKERS=0: one process, in file order)
+TEST_WORKERS ?= 2
+
+test: setup ## all tests: unit, data, model, notebooks (nbval), end to end (TEST_WORKERS=2)
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
 
 lint: setup ## ruff on code and notebooks, mypy on src/ ([tool.mypy]); no notebook outputs committed
 	$(VENV)/bin/ruff check src tests notebooks

@@ -67,7 +67,8 @@ def time_refusal(root: Path, params: str, expected: str) -> float:
     return seconds
 
 
-def _sparse(path: Path, size: int, head: bytes = b"") -> Path:
+def sparse_file(path: Path, size: int, head: bytes = b"") -> Path:
+    """A file of `size` bytes: `head`, then NULs that cost no disk."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
         fh.write(head)
@@ -80,9 +81,9 @@ def bench_bounds(rounds: int, work: Path, samples: dict[str, list]) -> None:
 
     root = make_project(work / "bounds")
     tables = {n: write_synthetic_table(root / "data" / "raw" / f"bounds-{n}.csv", n, 42, 0.0) for n in ROWS}
-    _sparse(root / "params" / "big.yaml", 48 << 20, b"data:\n  numeric: [")
+    sparse_file(root / "params" / "big.yaml", 48 << 20, b"data:\n  numeric: [")
     head = b"Age,Sex,BP,Cholesterol,Na_to_K,Drug\n23,F,HIGH,HIGH,25.355,drugY\n"
-    _sparse(root / "data" / "raw" / "big.csv", 2 << 30, head)
+    sparse_file(root / "data" / "raw" / "big.csv", 2 << 30, head)
 
     def edit(p):
         p["data"]["path"] = "data/raw/big.csv"

@@ -14,14 +14,13 @@ import urllib.request
 from pathlib import Path
 
 from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
-from benchmarks.processes import free_port, stop_group
+from benchmarks.processes import free_port, rss_mb, stop_group, voila_answers
 from benchmarks.project import REPO, clean_env
 
 WIDGETS = ".nbops-predict"
 PREDICT_CLICKS = 50
 POOL_TIMEOUT_S = 300
 MIN_RENDER_CPU_S = 2.0
-
 
 
 class Voila:
@@ -54,16 +53,8 @@ class Voila:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"voila exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                # a HEAD-less probe of a static path: it must not consume a preheated kernel
-                with urllib.request.urlopen(self.url + "/voila/static/main.js", timeout=10) as resp:
-                    if resp.status < 500:
-                        return
-            except urllib.error.HTTPError as exc:
-                if exc.code < 500:
-                    return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
+            if voila_answers(self.url):
+                return
             time.sleep(0.3)
         raise RuntimeError(f"voila not ready after {timeout} s")
 
@@ -219,13 +210,7 @@ def _tree_mb(pid: int) -> float:
         procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     except psutil.Error:
         return 0.0
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total / 2**20
+    return rss_mb(procs)
 
 
 def bench_dashboard_memory(project: Path, samples: dict[str, list], work: Path, views=MEMORY_VIEWS) -> str:

@@ -52,3 +52,42 @@ def stop_group(
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def voila_answers(url: str, timeout: float = 10) -> bool:
+    """Whether the Voila server at `url` answers (any status below 500) a static path: a probe
+    that starts no kernel, so it never takes a preheated one from the page views."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url + "/voila/static/main.js", timeout=timeout) as resp:
+            return resp.status < 500
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def rss_mb(procs) -> float:
+    """Resident memory of `procs` (psutil processes) in MB; a process gone meanwhile counts 0."""
+    import psutil
+
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+def ready_or_stopped(server):
+    """`server.wait_ready()`, or `server.stop()` and the error: a server that never became
+    ready is not left running."""
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+    return server

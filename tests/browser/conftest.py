@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.processes import free_port, stop_group
+from benchmarks.processes import free_port, ready_or_stopped, stop_group
 from tests.conftest import REPO
 
 SCREENSHOTS = REPO / "screenshots"
@@ -77,13 +77,7 @@ def space_dir(smoke_champion) -> Path:
 
 
 def start(name, args, env, project) -> Server:
-    server = Server(name, args, env, project / f"{name}.log")
-    try:
-        server.wait_ready()
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return ready_or_stopped(Server(name, args, env, project / f"{name}.log"))
 
 
 @pytest.fixture(scope="session")

@@ -7,13 +7,11 @@ from __future__ import annotations
 import itertools
 import os
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from benchmarks.processes import free_port
+from benchmarks.processes import free_port, ready_or_stopped, voila_answers
 from tests.browser import conftest as browser_conftest
 from tests.conftest import REPO
 
@@ -87,14 +85,8 @@ class Container:
             state = self.engine("inspect", "--format", "{{.State.Status}}", self.id).stdout.strip()
             if state not in ("created", "running"):
                 raise RuntimeError(f"container {self.id[:12]} is {state}:\n{self.logs()}")
-            try:  # any answer from Voila (this path is a 403) means it serves
-                with urllib.request.urlopen(self.url + "/voila/static/main.js", timeout=10):
-                    return
-            except urllib.error.HTTPError as exc:
-                if exc.code < 500:
-                    return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
+            if voila_answers(self.url):
+                return
             time.sleep(0.5)
         raise RuntimeError(f"container {self.id[:12]} not ready after {READY_TIMEOUT_S} s:\n{self.logs()}")
 
@@ -105,13 +97,7 @@ class Container:
 
 
 def start_container(containers, space_dir, space_image, state: Path) -> Container:
-    container = Container(containers, space_dir, space_image, state)
-    try:
-        container.wait_ready()
-    except BaseException:
-        container.stop()
-        raise
-    return container
+    return ready_or_stopped(Container(containers, space_dir, space_image, state))
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.bench_bounds import sparse_file
 from tests.conftest import REPO, make_project, write_params
 
 # Fewer threads, fewer malloc arenas: address space a child reserves without using it
@@ -192,15 +193,6 @@ def project(tmp_path) -> Path:
     return make_project(tmp_path / "project")
 
 
-def _sparse(path: Path, size: int, head: bytes = b"") -> Path:
-    """A file of `size` bytes: `head`, then NULs that cost no disk."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
-        fh.write(head)
-        fh.truncate(size)
-    return path
-
-
 HEADER = b"Age,Sex,BP,Cholesterol,Na_to_K,Drug\n23,F,HIGH,HIGH,25.355,drugY\n"
 
 
@@ -216,7 +208,7 @@ def _use_data(root: Path, name: str, csv: str, **data) -> str:
 
 @pytest.mark.e2e
 def test_a_2_gb_csv_is_refused_by_data_max_mb_before_it_is_read(project):
-    _sparse(project / "data" / "raw" / "big.csv", 2 << 30, HEADER)
+    sparse_file(project / "data" / "raw" / "big.csv", 2 << 30, HEADER)
     params = _use_data(project, "big", "data/raw/big.csv")
     res = nbops_bounded(project, "run", "--params", params, mem_mb=1536, timeout=60)
     assert res.returncode == 1, res.stdout + res.stderr
@@ -233,7 +225,7 @@ def test_a_2_gb_csv_is_refused_by_data_max_mb_before_it_is_read(project):
 def test_a_2_gb_file_of_nuls_under_a_raised_cap_is_refused_from_its_first_mb(project, head):
     """Read whole and OOM-killed at 23.7 GB before (no message); with data.max_mb raised past it
     the file is hashed (streamed) and refused from its first MB."""
-    _sparse(project / "data" / "raw" / "nul.csv", 2 << 30, head)
+    sparse_file(project / "data" / "raw" / "nul.csv", 2 << 30, head)
     params = _use_data(project, "nul", "data/raw/nul.csv", max_mb=4096)
     res = nbops_bounded(project, "run", "--params", params, mem_mb=2048, timeout=120)
     assert res.returncode == 1, res.stdout + res.stderr

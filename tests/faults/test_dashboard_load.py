@@ -25,6 +25,7 @@ import psutil
 import pytest
 
 from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
+from benchmarks.processes import rss_mb
 from tests.browser.conftest import SCREENSHOTS
 from tests.conftest import REPO, run_coroutine
 from tests.faults.helpers import start_voila
@@ -86,16 +87,6 @@ def _kernel_procs(pid: int) -> list[psutil.Process]:
 
 def kernels(pid: int) -> int:
     return len(_kernel_procs(pid))
-
-
-def rss_mb(procs) -> float:
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total / 2**20
 
 
 def _get(url: str, client: str) -> tuple[int, float, str, dict]:

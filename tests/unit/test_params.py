@@ -46,28 +46,21 @@ def test_hyperparameter_at_model_level_points_to_model_params(tmp_path):
     ]
 
 
-def test_wrong_type_names_key_and_value(tmp_path):
-    path = write(tmp_path, smoke_text().replace("test_size: 0.2", "test_size: twenty"))
-    with pytest.raises(ParamsError, match=r"p\.yaml: key 'split\.test_size': .*number.*'twenty'"):
-        load_params(path)
-
-
-def test_bool_is_not_guessed_from_a_string(tmp_path):
-    path = write(tmp_path, smoke_text().replace("promote: true", "promote: 'yes'"))
-    with pytest.raises(ParamsError, match=r"key 'promote': .*boolean"):
-        load_params(path)
-
-
-def test_missing_required_key(tmp_path):
-    path = write(tmp_path, smoke_text().replace("  target: Drug\n", ""))
-    with pytest.raises(ParamsError, match=r"missing key 'data\.target'"):
-        load_params(path)
-
-
-def test_unknown_model_name_lists_the_choices(tmp_path):
-    path = write(tmp_path, smoke_text().replace("name: decision_tree", "name: xgboost"))
-    with pytest.raises(ParamsError, match=r"key 'model\.name'.*decision_tree.*'xgboost'"):
-        load_params(path)
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("test_size: 0.2", "test_size: twenty", r"p\.yaml: key 'split\.test_size': .*number.*'twenty'"),
+        ("promote: true", "promote: 'yes'", r"key 'promote': .*boolean"),  # a bool is not guessed
+        ("  target: Drug\n", "", r"missing key 'data\.target'"),
+        ("name: decision_tree", "name: xgboost", r"key 'model\.name'.*decision_tree.*'xgboost'"),
+    ],
+    ids=["wrong-type", "string-for-bool", "missing-key", "unknown-model-lists-choices"],
+)
+def test_a_bad_value_is_refused_naming_its_key_and_value(tmp_path, old, new, message):
+    text = smoke_text()
+    assert old in text  # the case edits what params/smoke.yaml holds
+    with pytest.raises(ParamsError, match=message):
+        load_params(write(tmp_path, text.replace(old, new)))
 
 
 def test_python_object_tag_is_refused_by_the_safe_loader(tmp_path):

@@ -98,15 +98,7 @@ def execute_notebook(
     from papermill.exceptions import PapermillExecutionError
 
     progress = progress or Progress()
-    km = warm.take() if warm else None
-    if warm and warm.cancelled.is_set():  # interrupted while this step waited for its kernel
-        warm.shutdown()
-        raise StepError(step, None, "KeyboardInterrupt", "the run was interrupted")
-    own = km is None  # no warm kernel, or warming failed (it said why): nbclient starts this one
-    if own:
-        from nbops.runner.kernels import EncryptedKernelManager
-
-        km = EncryptedKernelManager(kernel_name="python3")
+    km, own = _kernel_manager(warm, step)
     try:
         papermill.execute_notebook(
             str(notebook),
@@ -124,22 +116,42 @@ def execute_notebook(
         )
     except PapermillExecutionError as exc:  # papermill counts cells from 0
         raise StepError(step, exc.cell_index + 1, exc.ename, exc.evalue) from None
-    except BaseException as exc:  # timeout, dead kernel, interrupt: papermill raises others
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        ename = type(exc).__name__
-        evalue = str(exc) or ename
-        if ename == "CellTimeoutError":
-            evalue = f"cell exceeded run.cell_timeout_s={timeout_s}"
-        elif ename == "DeadKernelError":
-            evalue = "the kernel died"
-        raise StepError(step, progress.current_cell(step), ename, evalue) from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # timeout, dead kernel: papermill raises others
+        raise _step_error(exc, step, progress.current_cell(step), timeout_s) from None
     finally:
         progress.done(step)
         if warm:
             warm.shutdown()
         if own:  # nbclient leaves a kernel it was handed running: stop it before saying why
             _shutdown(km)
+
+
+def _kernel_manager(warm: WarmKernel | None, step: str):
+    """(the kernel manager for a step, whether this step owns it): the warm kernel's when one
+    was started for it, else a new one nbclient starts."""
+    km = warm.take() if warm else None
+    if warm and warm.cancelled.is_set():  # interrupted while this step waited for its kernel
+        warm.shutdown()
+        raise StepError(step, None, "KeyboardInterrupt", "the run was interrupted")
+    if km is not None:
+        return km, False
+    # no warm kernel, or warming failed (it said why)
+    from nbops.runner.kernels import EncryptedKernelManager
+
+    return EncryptedKernelManager(kernel_name="python3"), True
+
+
+def _step_error(exc: BaseException, step: str, cell: int | None, timeout_s: float) -> StepError:
+    """A step's failure other than a cell's exception, in words: a timeout names the params key."""
+    ename = type(exc).__name__
+    evalue = str(exc) or ename
+    if ename == "CellTimeoutError":
+        evalue = f"cell exceeded run.cell_timeout_s={timeout_s}"
+    elif ename == "DeadKernelError":
+        evalue = "the kernel died"
+    return StepError(step, cell, ename, evalue)
 
 
 def _shutdown(km) -> None:

@@ -16,7 +16,7 @@ TRAIN, EVALUATE = (next(s for s in STEPS if s.name == n) for n in ("02_train", "
 def schedule(tmp_path, steps, execute, render):
     result = RunResult()
     plan = SimpleNamespace(build=tmp_path, reports=tmp_path)
-    scheduler._schedule(plan, steps, result, 2, Progress(), {}, execute=execute, render=render)
+    scheduler.Scheduler(plan, steps, result, 2, Progress(), {}, execute=execute, render=render).run()
     return result
 
 

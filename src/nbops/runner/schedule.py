@@ -7,12 +7,17 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from nbops.exceptions import StepError
 from nbops.runner.execute import execute_step
 from nbops.runner.plan import VALIDATE, Plan, RunResult, Step
 from nbops.runner.progress import Progress, say
+
+if TYPE_CHECKING:  # the no-op path imports this module and starts no thread pool
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 
 class RunBudget:
@@ -67,75 +72,97 @@ class RunBudget:
 def _execute_all(plan: Plan, steps: list[Step], result: RunResult, jobs: int, warm, budget=None) -> None:
     """Run steps as their upstream steps finish, up to `jobs` at a time, each in its warm kernel."""
     with Progress() as progress:
-        _schedule(plan, steps, result, jobs, progress, warm, budget=budget)
+        Scheduler(plan, steps, result, jobs, progress, warm, budget=budget).run()
 
 
-def _schedule(plan, steps, result, jobs, progress, warm, execute=None, render=None, budget=None) -> None:
+Execute = Callable[[Plan, Step, Progress, Any], None]
+Render = Callable[[Path, Path, str], None]
+
+
+class Scheduler:
     """Start each step once its upstream steps are done. A finished step's report renders after
     the steps waiting for it have started, so rendering is never on their path. Once the run's
-    `budget` is spent, no step starts and the ones it stopped fail with its reason."""
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+    `budget` is spent, no step starts and the ones it stopped fail with its reason.
+    `execute` and `render` default to the real ones (tests give stand-ins)."""
 
-    from nbops.runner.report import render_step
+    def __init__(
+        self,
+        plan: Plan,
+        steps: list[Step],
+        result: RunResult,
+        jobs: int,
+        progress: Progress,
+        warm: dict[str, Any],
+        *,
+        execute: Execute | None = None,
+        render: Render | None = None,
+        budget: RunBudget | None = None,
+    ):
+        from nbops.runner.report import render_step
 
-    execute = execute or execute_step
-    render = render or render_step
-    pending = list(steps)
-    done: set[str] = {VALIDATE} | set(result.skipped)
-    failed: set[str] = set()
-    running = {}
+        self.plan, self.result, self.jobs, self.progress, self.warm = plan, result, jobs, progress, warm
+        self.execute, self.render, self.budget = execute or execute_step, render or render_step, budget
+        self.pending = list(steps)
+        self.done: set[str] = {VALIDATE} | set(result.skipped)
+        self.failed: set[str] = set()
+        self.running: dict[Future, Step] = {}
 
-    def start_ready(pool) -> None:
-        for step in list(pending):
-            if budget is not None and budget.expired.is_set():
-                pending.remove(step)
-                result.not_run.append(step.name)
-                say(f"✗ {step.name:<12}  not run ({budget.reason})")
-            elif any(n in failed for n in step.needs):
-                pending.remove(step)
-                result.not_run.append(step.name)
-                upstream = ", ".join(n for n in step.needs if n in failed)
-                say(f"✗ {step.name:<12}  not run ({upstream} failed)")
-            elif all(n in done for n in step.needs):
-                pending.remove(step)
-                kept = getattr(warm.get(step.name), "adopted", False)
-                say(f"▶ {step.name:<12}  started" + (" (kernel kept warm by the last run)" if kept else ""))
-                future = pool.submit(_timed, execute, plan, step, progress, warm.get(step.name))
-                running[future] = step
+    def run(self) -> None:
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
+            try:
+                self._start_ready(pool)
+                while self.running:
+                    finished, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
+                    names = [self._finish(fut) for fut in finished]
+                    self._start_ready(pool)
+                    for name in names:  # while the steps just started run
+                        self.render(self.plan.build, self.plan.reports, name)
+            except KeyboardInterrupt:
+                # Still inside the pool: stop the kernels (our children) so the worker threads
+                # return now instead of finishing their steps. An interrupted step writes no
+                # stamp, so the next run does it again.
+                say("interrupted: stopping kernels")
+                for kernel in self.warm.values():  # a step still waiting for its kernel starts nothing
+                    kernel.cancel()
+                stop_children()
+                raise
+
+    def _not_run(self, step: Step, why: str) -> None:
+        self.pending.remove(step)
+        self.result.not_run.append(step.name)
+        say(f"✗ {step.name:<12}  not run ({why})")
+
+    def _start_ready(self, pool: ThreadPoolExecutor) -> None:
+        for step in list(self.pending):
+            if self.budget is not None and self.budget.expired.is_set():
+                self._not_run(step, self.budget.reason)
+            elif any(n in self.failed for n in step.needs):
+                self._not_run(step, ", ".join(n for n in step.needs if n in self.failed) + " failed")
+            elif all(n in self.done for n in step.needs):
+                self.pending.remove(step)
+                kernel = self.warm.get(step.name)
+                kept = " (kernel kept warm by the last run)" if getattr(kernel, "adopted", False) else ""
+                say(f"▶ {step.name:<12}  started{kept}")
+                self.running[pool.submit(_timed, self.execute, self.plan, step, self.progress, kernel)] = step
+
+    def _finish(self, fut: Future) -> str:
+        """Record a finished step's outcome; returns its name (its report renders next)."""
+        step = self.running.pop(fut)
         try:
-            start_ready(pool)
-            while running:
-                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                to_render = []
-                for fut in finished:
-                    step = running.pop(fut)
-                    to_render.append(step.name)
-                    try:
-                        seconds = fut.result()
-                    except StepError as exc:
-                        if budget is not None and budget.expired.is_set():  # stopped by the budget
-                            exc = StepError(step.name, exc.cell_index, "RunTimeoutError", budget.reason)
-                        failed.add(step.name)
-                        result.failure = result.failure or exc
-                        say(f"✗ {step.name:<12}  {exc}")
-                        continue
-                    done.add(step.name)
-                    result.ran.append(step.name)
-                    say(f"✓ {step.name:<12} {seconds:5.1f}s")
-                start_ready(pool)
-                for name in to_render:  # while the steps just started run
-                    render(plan.build, plan.reports, name)
-        except KeyboardInterrupt:
-            # Still inside the pool: stop the kernels (our children) so the worker threads
-            # return now instead of finishing their steps. An interrupted step writes no
-            # stamp, so the next run does it again.
-            say("interrupted: stopping kernels")
-            for kernel in warm.values():  # a step still waiting for its kernel starts nothing
-                kernel.cancel()
-            stop_children()
-            raise
+            seconds = fut.result()
+        except StepError as exc:
+            if self.budget is not None and self.budget.expired.is_set():  # stopped by the budget
+                exc = StepError(step.name, exc.cell_index, "RunTimeoutError", self.budget.reason)
+            self.failed.add(step.name)
+            self.result.failure = self.result.failure or exc
+            say(f"✗ {step.name:<12}  {exc}")
+            return step.name
+        self.done.add(step.name)
+        self.result.ran.append(step.name)
+        say(f"✓ {step.name:<12} {seconds:5.1f}s")
+        return step.name
 
 
 def child_pids(parent: int | None = None) -> list[int]:

@@ -24,20 +24,18 @@ def pytest_configure(config):
     os.environ["NBOPS_KEEP_WARM_S"] = "0"
 
 
-# Suites that share one worker under pytest-xdist (`--dist loadgroup`): the browser and container
-# tests share the session's browser, its dashboard and Space servers (one each per worker, and
-# `make space-serve` builds the repo's build/space-venv, which two workers must not build at once).
-# tests/e2e/test_pipeline.py builds its registry stages once, as module fixtures: one worker too
-# (any test of it passes alone, on any worker, in any order; the group saves building them twice).
-XDIST_GROUPS = {"browser": "browser", "container": "browser", "e2e/test_pipeline.py": "pipeline"}
+# Under pytest-xdist (`make test`: `-n 2 --dist loadgroup`) the tests of one file share a worker,
+# so a module fixture (a pipeline run, a server) is built once per run, not once per worker. The
+# browser and container suites share one worker: they share the session's browser and its
+# dashboard and Space servers, and `make space-serve` builds the repo's build/space-venv, which
+# two workers must not build at once.
+SHARED_WORKER = {"browser": "browser", "container": "browser"}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         parts = Path(item.fspath).resolve().relative_to(REPO / "tests").parts
-        group = XDIST_GROUPS.get(parts[0]) or XDIST_GROUPS.get("/".join(parts))
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(parts[0], "/".join(parts))))
 
 
 def make_project(path: Path) -> Path:

@@ -64,7 +64,7 @@ report: setup ## re-render reports/ from the last executed notebooks
 TEST_WORKERS ?= 2
 
 test: setup ## all tests: unit, data, model, notebooks (nbval), end to end (TEST_WORKERS=2)
-	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 lint: setup ## ruff on code and notebooks, mypy on src/ ([tool.mypy]); no notebook outputs committed
 	$(VENV)/bin/ruff check src tests notebooks

@@ -24,18 +24,33 @@ def pytest_configure(config):
     os.environ["NBOPS_KEEP_WARM_S"] = "0"
 
 
-# Under pytest-xdist (`make test`: `-n 2 --dist loadgroup`) the tests of one file share a worker,
+# Under pytest-xdist (`make test`: `-n 2 --dist loadfile`) the tests of one file share a worker,
 # so a module fixture (a pipeline run, a server) is built once per run, not once per worker. The
 # browser and container suites share one worker: they share the session's browser and its
 # dashboard and Space servers, and `make space-serve` builds the repo's build/space-venv, which
-# two workers must not build at once.
+# two workers must not build at once. (`--dist loadgroup` with xdist_group markers would say the
+# same, but xdist 3.8.0 under pytest 9.2 ignores the markers: tried, tests of one group ran on
+# both workers.)
 SHARED_WORKER = {"browser": "browser", "container": "browser"}
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        parts = Path(item.fspath).resolve().relative_to(REPO / "tests").parts
-        item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(parts[0], "/".join(parts))))
+def scope_of(nodeid: str) -> str:
+    """The worker-sharing scope of a test: its file, or its suite's name in SHARED_WORKER."""
+    path = nodeid.split("::", 1)[0]
+    parts = path.split("/")
+    return SHARED_WORKER.get(parts[1], path) if len(parts) > 2 and parts[0] == "tests" else path
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedWorkerScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    return SharedWorkerScheduling(config, log)
 
 
 def make_project(path: Path) -> Path:

@@ -3,8 +3,9 @@
 Reads the CSV (delimiter sniffed), sorts its columns into numeric and categorical features and
 the ones left out (an identifier, free text, a single value, the target in disguise), each with
 a comment saying why; infers the task from the target; sets the gate's floors a margin above
-what a majority-class predictor scores in cross-validation; and names the registry model after
-the file. Runs in the CLI process: pandas and scikit-learn are imported when it runs.
+what a majority-class predictor scores in cross-validation (for a numeric target, ceilings a
+margin below a mean predictor's RMSE and MAE); and names the registry model after the file.
+Runs in the CLI process: pandas and scikit-learn are imported when it runs.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ FLOOR_MARGIN = 0.10  # floors sit this far above the majority-class baseline
 FREE_TEXT_MEAN_CHARS = 30
 CATEGORICAL_MAX_VALUES = 50
 SEED = 42
+REGRESSION_OTHER_MODELS = (
+    "linear_regression {}, ridge {alpha}, decision_tree {max_depth, min_samples_leaf},",
+    "random_forest {n_estimators, max_depth}; this one's: {learning_rate, max_iter, max_leaf_nodes}",
+)
 OTHER_MODELS = (
     "decision_tree {max_depth, min_samples_leaf}, random_forest {n_estimators, max_depth},",
     "logistic_regression {C, max_iter}; this one's: {learning_rate, max_iter, max_leaf_nodes}",
@@ -54,6 +59,7 @@ class Draft:
     classes: list[str]
     columns: list[Column] = field(default_factory=list)
     baseline: dict[str, float] = field(default_factory=dict)
+    task: str = "classification"
 
     @property
     def numeric(self) -> list[str]:
@@ -174,28 +180,42 @@ def baseline_scores(target: pd.Series, folds: int = 5) -> dict[str, float]:
     }
 
 
+def regression_baseline(target: pd.Series, folds: int = 5) -> dict[str, float]:
+    """Cross-validated RMSE, MAE and R² of always predicting the training part's mean."""
+    from sklearn.dummy import DummyRegressor
+    from sklearn.model_selection import KFold, cross_validate
+
+    y = target.astype(float)
+    cv = KFold(n_splits=max(2, min(folds, len(y))), shuffle=True, random_state=SEED)
+    scoring = ["neg_root_mean_squared_error", "neg_mean_absolute_error", "r2"]
+    scores = cross_validate(DummyRegressor(strategy="mean"), y.to_frame(), y, cv=cv, scoring=scoring)
+    return {
+        "rmse": float(-scores["test_neg_root_mean_squared_error"].mean()),
+        "mae": float(-scores["test_neg_mean_absolute_error"].mean()),
+        "r2": float(scores["test_r2"].mean()),
+    }
+
+
 def draft_params(path: Path, target: str, delimiter: str | None = None) -> Draft:
     delimiter = delimiter or sniff_delimiter(path)
     table = read_sample(path, delimiter)
     check_target(table, path, target)
     task = infer_task(table[target])
-    if task == "regression":
-        raise InitError(
-            f"{path}: column {target!r} looks continuous ({table[target].nunique()} distinct numbers): "
-            "nbops trains classifiers; choose a label column"
-        )
-    labels = sorted(table[target].astype(str).unique())
-    draft = Draft(path, target, delimiter, len(table), labels)
+    labels = sorted(table[target].astype(str).unique()) if task == "classification" else []
+    draft = Draft(path, target, delimiter, len(table), labels, task=task)
     draft.columns = [classify_column(table, str(c), target) for c in table.columns if c != target]
     if not draft.numeric and not draft.categorical:
         raise InitError(f"{path}: no column is left to learn from (each is an identifier, text or constant)")
-    draft.baseline = baseline_scores(table[target])
+    if task == "regression":
+        draft.baseline = regression_baseline(table[target])
+    else:
+        draft.baseline = baseline_scores(table[target])
     return draft
 
 
-def registry_name(path: Path) -> str:
+def registry_name(path: Path, task: str = "classification") -> str:
     stem = re.sub(r"[^a-z0-9]+", "-", path.stem.lower()).strip("-") or "table"
-    return f"{stem}-classifier"
+    return f"{stem}-{'regressor' if task == 'regression' else 'classifier'}"
 
 
 def _floor(baseline: float) -> float:
@@ -208,13 +228,62 @@ def _flow(values: list[str]) -> str:
     return yaml.safe_dump(values, default_flow_style=True, width=10_000, allow_unicode=True).strip()
 
 
+def _ceiling(baseline: float) -> float:
+    """An error's ceiling FLOOR_MARGIN below the mean predictor's, to three significant digits."""
+    value = baseline * (1 - FLOOR_MARGIN)
+    return float(f"{value:.3g}") if value > 0 else 0.0
+
+
+def _model_and_gate_lines(draft: Draft) -> list[str]:
+    """model: and gate: of the params file, by task."""
+    if draft.task == "regression":
+        rmse, mae, r2 = (draft.baseline[k] for k in ("rmse", "mae", "r2"))
+        others, gate = (
+            REGRESSION_OTHER_MODELS,
+            [
+                "gate:",
+                "  metric: rmse   # or mae, r2; lower is better for rmse and mae",
+                f"  # a mean predictor scores RMSE {rmse:.4g}, MAE {mae:.4g}, R² {r2:.3f} in 5-fold CV;",
+                f"  # an error's floor is a ceiling: a model must err {FLOOR_MARGIN:.0%} less than it",
+                "  floors:",
+                f"    rmse: {_ceiling(rmse):g}",
+                f"    mae: {_ceiling(mae):g}",
+                "  tolerance: 0.0   # how far behind the champion's rmse and mae, in the target's units",
+            ],
+        )
+    else:
+        mf1, acc = draft.baseline["macro_f1"], draft.baseline["accuracy"]
+        others, gate = (
+            OTHER_MODELS,
+            [
+                "gate:",
+                f"  # a majority-class predictor scores macro-F1 {mf1:.3f}, accuracy {acc:.3f} in 5-fold CV;",
+                f"  # the floors sit {FLOOR_MARGIN} above: a model must beat guessing the commonest label",
+                f"  min_macro_f1: {_floor(mf1)}",
+                f"  min_accuracy: {_floor(acc)}",
+                "  tolerance: 0.01",
+            ],
+        )
+    return [
+        "model:",
+        "  name: hist_gradient_boosting   # strong on tabular data, handles what the others need tuning for",
+        f"  # or: {others[0]}",
+        f"  #     {others[1]}",
+        "  params:",
+        f"    random_state: {SEED}",
+        "  cv_folds: 5",
+        *gate,
+    ]
+
+
 def render_params(draft: Draft, csv_in_project: str) -> str:
     """The params file's text, with a comment on every choice."""
-    name = registry_name(draft.csv)
+    name = registry_name(draft.csv, draft.task)
     lines = [
         "# yaml-language-server: $schema=./params.schema.json",
         f"# Written by `nbops init {csv_in_project} --target {draft.target}` from {draft.rows} rows.",
         "# Every key: docs/params.md. Check the columns below, then `make pipeline PARAMS=<this file>`.",
+        *(["task: regression   # the target is a number"] if draft.task == "regression" else []),
         "data:",
         f"  path: {csv_in_project}",
         f"  target: {_flow([draft.target])[1:-1]}",
@@ -223,28 +292,15 @@ def render_params(draft: Draft, csv_in_project: str) -> str:
         lines.append(f"  delimiter: {_flow([draft.delimiter])[1:-1]}")
     lines.append(f"  numeric: {_flow(draft.numeric)}")
     lines.append(f"  categorical: {_flow(draft.categorical)}")
-    if len(draft.classes) <= MAX_CLASSES:
+    if draft.task == "classification" and len(draft.classes) <= MAX_CLASSES:
         lines.append(f"  classes: {_flow(draft.classes)}   # a row with another label is refused")
     for col in draft.left_out:
         lines.append(f"  # left out: {col.name!r}: {col.why}")
-    mf1, acc = draft.baseline["macro_f1"], draft.baseline["accuracy"]
     lines += [
         "split:",
         "  test_size: 0.2",
         f"  seed: {SEED}",
-        "model:",
-        "  name: hist_gradient_boosting   # strong on tabular data, handles what the others need tuning for",
-        f"  # or: {OTHER_MODELS[0]}",
-        f"  #     {OTHER_MODELS[1]}",
-        "  params:",
-        f"    random_state: {SEED}",
-        "  cv_folds: 5",
-        "gate:",
-        f"  # a majority-class predictor scores macro-F1 {mf1:.3f}, accuracy {acc:.3f} in 5-fold CV;",
-        f"  # the floors sit {FLOOR_MARGIN} above: a model must beat guessing the commonest label",
-        f"  min_macro_f1: {_floor(mf1)}",
-        f"  min_accuracy: {_floor(acc)}",
-        "  tolerance: 0.01",
+        *_model_and_gate_lines(draft),
         "registry:",
         f"  model_name: {name}   # its own registry model: never compared with another table's",
         f"  experiment: {name}",

@@ -16,12 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import ErrorDetails
 
 from nbops.exceptions import ParamsError
-from nbops.ml.estimators import ESTIMATORS
+from nbops.ml.estimators import ESTIMATORS, MODEL_NAMES, TASKS
+from nbops.ml.metrics import DEFAULT_METRIC, METRICS, metric_problem
 from nbops.products import params_hash  # noqa: F401  (here too: sweeps and tests import it from params)
 from nbops.yaml_read import MAX_PARAMS_BYTES, MAX_YAML_DEPTH, quoted, read_yaml, safe_yaml, shorten  # noqa: F401  (the params API)
 
-MODEL_NAMES = tuple(ESTIMATORS)
-
+LEGACY_FLOOR_KEYS = ("min_macro_f1", "min_accuracy")  # folded into gate.floors
 MAX_PROBLEMS = 20  # lines of one error; the rest counted
 
 
@@ -113,7 +113,8 @@ class DataParams(_Section):
 
 
 class SplitParams(_Section):
-    """The stratified holdout that challenger and champion are both scored on."""
+    """The holdout that challenger and champion are both scored on (stratified by class for
+    classification, a plain seeded split for regression)."""
 
     test_size: float = Field(0.2, gt=0.0, lt=1.0, description="Share of rows held out.")
     seed: int = Field(42, description="Seed of the split: the same seed gives the same rows.")
@@ -122,7 +123,9 @@ class SplitParams(_Section):
 class ModelParams(_Section):
     """The estimator to train."""
 
-    name: Literal[MODEL_NAMES] = Field(description="The scikit-learn estimator.")  # type: ignore[valid-type]
+    name: Literal[MODEL_NAMES] = Field(  # type: ignore[valid-type]
+        description="The scikit-learn estimator; the task's variant (a regressor under `task: regression`)."
+    )
     params: dict[str, Any] = Field(
         {},
         description="Hyperparameters of that estimator; names and values checked before any kernel starts.",
@@ -131,29 +134,52 @@ class ModelParams(_Section):
 
 
 class GateParams(_Section):
-    """The promotion gate: when a challenger becomes `champion`."""
+    """The promotion gate: when a challenger becomes `champion` (docs/gate.md)."""
 
-    min_macro_f1: float = Field(
-        ge=0.0, le=1.0, description="The challenger's held-out macro-F1 must reach this."
+    metric: str | None = Field(
+        None,
+        description="The metric the gate ranks by: macro_f1 (the classification default), accuracy, "
+        "weighted_f1, roc_auc (binary targets); rmse (the regression default), mae, r2.",
     )
-    min_accuracy: float = Field(
-        ge=0.0, le=1.0, description="The challenger's held-out accuracy must reach this."
+    floors: dict[str, float] = Field(
+        {},
+        description="Per metric, the value the challenger must reach; for rmse and mae a ceiling "
+        "(at most it): `{macro_f1: 0.8}`, `{rmse: 12.5}`.",
     )
+    min_macro_f1: float | None = Field(None, ge=0.0, le=1.0, description="The same as `floors.macro_f1`.")
+    min_accuracy: float | None = Field(None, ge=0.0, le=1.0, description="The same as `floors.accuracy`.")
     tolerance: float = Field(
         0.0,
         ge=0.0,
-        le=1.0,
-        description="How far below the champion's macro-F1 and accuracy the challenger's may fall.",
+        description="How far the challenger may fall behind the champion on each metric with a floor, "
+        "in that metric's units.",
     )
     paired: bool = Field(
         True,
-        description="Promote only when the paired bootstrap interval of Δ macro-F1 (both models on the "
-        "same held-out rows) lies above min_improvement; false: any higher macro-F1 promotes.",
+        description="Promote only when the paired bootstrap interval of Δ gate.metric (both models on "
+        "the same held-out rows) lies beyond min_improvement in the metric's direction; false: any "
+        "better value promotes.",
     )
     confidence: float = Field(0.95, ge=0.5, lt=1.0, description="Coverage of that interval.")
     min_improvement: float = Field(
-        0.0, ge=0.0, le=1.0, description="The interval's lower end must be above this Δ macro-F1."
+        0.0, ge=0.0, description="The interval's near end must be beyond this improvement of gate.metric."
     )
+
+    @model_validator(mode="after")
+    def _fold_legacy_floors(self):
+        """`min_macro_f1` and `min_accuracy` are floors by another name: folded into `floors`."""
+        problems = []
+        for metric in ("macro_f1", "accuracy"):
+            legacy = getattr(self, f"min_{metric}")
+            if legacy is None:
+                continue
+            if metric in self.floors and self.floors[metric] != legacy:
+                msg = f"{legacy:g} differs from gate.floors.{metric} {self.floors[metric]:g}; keep one"
+                problems.append((f"gate.min_{metric}", msg))
+            self.floors.setdefault(metric, legacy)
+        if problems:
+            raise _KeyProblems(problems)
+        return self
 
 
 class RegistryParams(_Section):
@@ -198,6 +224,9 @@ class DriftParams(_Section):
 class Params(_Section):
     """A params file: `params/*.yaml`."""
 
+    task: Literal[TASKS] = Field(  # type: ignore[valid-type]
+        "classification", description="What the target is: class labels, or a number to predict."
+    )
     data: DataParams
     split: SplitParams = SplitParams()
     model: ModelParams
@@ -210,14 +239,49 @@ class Params(_Section):
         True, description="`false` evaluates and reports but moves no alias (pull requests)."
     )
 
+    @model_validator(mode="after")
+    def _task_consistent(self):
+        """The model, the gate's metric and its floors belong to the task; `gate.metric` is set."""
+        problems = []
+        if self.model.name not in ESTIMATORS[self.task]:
+            known = ", ".join(ESTIMATORS[self.task])
+            problems.append(
+                ("model.name", f"{self.model.name!r} is not a {self.task} model (one of: {known})")
+            )
+        self.gate.metric = self.gate.metric or DEFAULT_METRIC[self.task]
+        for key, metric in [
+            ("gate.metric", self.gate.metric),
+            *((f"gate.floors.{m}", m) for m in self.gate.floors),
+        ]:
+            problem = metric_problem(self.task, metric)
+            if problem:
+                problems.append(
+                    (key, problem + ("" if self.task == "regression" else "; or set task: regression"))
+                )
+        for metric, floor in self.gate.floors.items():
+            if metric in METRICS and not METRICS[metric].higher_is_better and floor < 0:
+                problems.append(
+                    (f"gate.floors.{metric}", f"{floor:g} is below 0: an error is never negative")
+                )
+            elif metric in METRICS and METRICS[metric].task == "classification" and not 0 <= floor <= 1:
+                problems.append((f"gate.floors.{metric}", f"{floor:g} is outside [0, 1]"))
+        if self.task == "regression" and self.data.classes is not None:
+            problems.append(("data.classes", "a regression target has no classes; remove data.classes"))
+        if problems:
+            raise _KeyProblems(problems)
+        return self
+
     def notebook_parameters(self) -> dict[str, Any]:
-        """Flatten to `section_key` names, as declared in the notebooks' parameters cells."""
+        """Flatten to `section_key` names, as declared in the notebooks' parameters cells (the
+        legacy floor keys reach them as `gate_floors`)."""
         flat: dict[str, Any] = {}
         for section, value in self.model_dump(mode="json").items():
             if section == "run":
                 continue
             if isinstance(value, dict):
                 for key, inner in value.items():
+                    if section == "gate" and key in LEGACY_FLOOR_KEYS:
+                        continue
                     flat[f"{section}_{key}"] = inner
             else:
                 flat[section] = value

@@ -101,7 +101,6 @@ def test_an_existing_file_is_kept_unless_forced(tmp_path):
             "survived",
             r"column 'survived' has 2 missing value\(s\) \(lines 5, 10\)",
         ),
-        (lambda t: t, "fare", r"column 'fare' looks continuous \(\d+ distinct numbers\)"),
     ],
 )
 def test_refusals_are_one_line_and_write_nothing(tmp_path, edit, target, message):

@@ -4,7 +4,7 @@ import skops.io as sio
 from nbops.exceptions import ModelError
 from nbops.ml.models import TRUSTED_TYPES, fit_model, make_model, predict_table, score_model
 from nbops.ml.synthetic import generate_drug_table
-from nbops.params import MODEL_NAMES
+from nbops.ml.estimators import ESTIMATORS
 
 NUMERIC, CATEGORICAL = ["Age", "Na_to_K"], ["Sex", "BP", "Cholesterol"]
 
@@ -14,7 +14,7 @@ def table():
     return generate_drug_table(300, seed=3)
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", list(ESTIMATORS["classification"]))
 def test_every_factory_model_fits_scores_and_needs_only_trusted_types(name, table):
     model = make_model(name, {}, NUMERIC, CATEGORICAL)
     X, y = table[NUMERIC + CATEGORICAL], table["Drug"]

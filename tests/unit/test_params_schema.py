@@ -40,7 +40,7 @@ def test_every_params_file_points_at_the_schema_and_passes_it(path):
     "change, message",
     [
         (lambda p: p["model"].update(max_depth=3), "'max_depth' was unexpected"),
-        (lambda p: p["gate"].update(min_accuracy="high"), "'high' is not of type 'number'"),
+        (lambda p: p["gate"].update(tolerance="high"), "'high' is not of type 'number'"),
         (lambda p: p["model"].update(name="svm"), "'svm' is not one of"),
         (lambda p: p["split"].update(test_size=1.5), "1.5 is greater than or equal to the maximum of 1"),
         (lambda p: p.pop("registry"), "'registry' is a required property"),

@@ -103,10 +103,10 @@ def test_metrics_table_without_a_champion_shows_dashes():
     from nbops.ml.evaluation import metrics_table
 
     table = metrics_table(METRICS, None)
-    assert table.loc["accuracy"].tolist() == ["0.9000", "–", "–"]
+    assert table.loc["accuracy"].tolist() == ["0.9000", "–", "–", "higher"]
     assert "None" not in table.to_string() and "NaN" not in table.to_string()
     table = metrics_table(METRICS, {**METRICS, "accuracy": 0.95})
-    assert table.loc["accuracy"].tolist() == ["0.9000", "0.9500", "-0.0500"]
+    assert table.loc["accuracy"].tolist() == ["0.9000", "0.9500", "-0.0500", "higher"]
     assert table.loc["macro_f1", "delta"] == "+0.0000"
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbops.exceptions import DataError, ParamsError
 from nbops.ml.csv_reader import _SHOWN_LINES, _lines_of, check_size, read_table
+from nbops.ml.metrics import CLASSIFICATION, REGRESSION
 
 # Heavy libraries imported inside the functions below; warm kernels load them early (nbops.runner.preload).
 PRELOAD = ("pandas", "sklearn.model_selection")
@@ -89,8 +90,9 @@ def _canonical(series: pd.Series, allowed: list[str] | None) -> pd.Series:
     return pd.Series(values[codes], index=series.index, name=series.name, dtype="str")
 
 
-def build_pandera_schema(data: DataParams, classes=None, categories=None, ranges=None):
-    """pandera schema from params plus, when given, what a training table showed."""
+def build_pandera_schema(data: DataParams, classes=None, categories=None, ranges=None, task=CLASSIFICATION):
+    """pandera schema from params plus, when given, what a training table showed; a regression
+    target is a finite number on every row."""
     import numpy as np
     import pandas as pd
     import pandera.pandas as pa
@@ -124,8 +126,11 @@ def build_pandera_schema(data: DataParams, classes=None, categories=None, ranges
     for col in data.categorical:
         checks = [pa.Check.isin(categories[col])] if col in categories else []
         columns[col] = pa.Column("str", checks, nullable=True, coerce=True)
-    target_checks = [pa.Check.isin(classes)] if classes else []
-    columns[data.target] = pa.Column("str", target_checks, nullable=False, coerce=True)
+    if task == REGRESSION:
+        columns[data.target] = pa.Column("float64", [finite], nullable=False, coerce=True)
+    else:
+        target_checks = [pa.Check.isin(classes)] if classes else []
+        columns[data.target] = pa.Column("str", target_checks, nullable=False, coerce=True)
     return pa.DataFrameSchema(columns, strict=False, ordered=False)
 
 
@@ -196,20 +201,23 @@ def _stale_classes_problem(df: pd.DataFrame, data: DataParams, path) -> str | No
     )
 
 
-def validate_table(df: pd.DataFrame, data: DataParams, path: Path | str, schema=None) -> pd.DataFrame:
+def validate_table(
+    df: pd.DataFrame, data: DataParams, path: Path | str, schema=None, task: str = CLASSIFICATION
+) -> pd.DataFrame:
     """Normalise labels and validate; raise DataError listing every problem found."""
     import pandera.errors
 
     df = df.copy(deep=False)  # columns are replaced, never written into: the caller's stays as it was
     for col in data.categorical:
         df[col] = _canonical(df[col], data.categories.get(col))
-    df[data.target] = _canonical(df[data.target], data.classes)
     problems = _empty_columns_problems(df, data, path)
-    stale = _stale_classes_problem(df, data, path)
-    if stale:  # one line for it, not pandera's isin failure on every row as well
-        problems.append(stale)
-        data = data.model_copy(update={"classes": None})
-    schema = schema or build_pandera_schema(data)
+    if task == CLASSIFICATION:
+        df[data.target] = _canonical(df[data.target], data.classes)
+        stale = _stale_classes_problem(df, data, path)
+        if stale:  # one line for it, not pandera's isin failure on every row as well
+            problems.append(stale)
+            data = data.model_copy(update={"classes": None})
+    schema = schema or build_pandera_schema(data, task=task)
     try:
         df = schema.validate(df, lazy=True, inplace=True)  # coerces df, our own copy
     except pandera.errors.SchemaErrors as exc:
@@ -230,9 +238,13 @@ def check_single_class(df: pd.DataFrame, data: DataParams, path) -> None:
         )
 
 
-def check_splittable(df: pd.DataFrame, data: DataParams, test_size: float, path) -> None:
+def check_splittable(
+    df: pd.DataFrame, data: DataParams, test_size: float, path, task: str = CLASSIFICATION
+) -> None:
     """Two classes at least; a stratified split needs two rows of every class and room for each
-    class in the holdout."""
+    class in the holdout. A regression target must vary and leave two rows on each side."""
+    if task == REGRESSION:
+        return _check_regression_splittable(df, data, test_size, path)
     check_single_class(df, data, path)
     counts = df[data.target].value_counts()
     few = counts[counts < 2]
@@ -247,22 +259,57 @@ def check_splittable(df: pd.DataFrame, data: DataParams, test_size: float, path)
         )
 
 
+def _check_regression_splittable(df: pd.DataFrame, data: DataParams, test_size: float, path) -> None:
+    values = df[data.target].dropna().unique()
+    if len(values) == 1:
+        raise DataError(
+            f"{path}: column {data.target!r} has the single value {float(values[0]):g} in every row "
+            f"({len(df)} rows); a regressor needs a target that varies"
+        )
+    n_test = int(round(len(df) * test_size))
+    if n_test < 2 or len(df) - n_test < 2:
+        raise DataError(
+            f"{path}: {len(df)} rows leave {n_test} held out and {len(df) - n_test} to train with "
+            f"split.test_size={test_size}; each part needs at least 2"
+        )
+
+
+def check_gate_metric(df: pd.DataFrame, params: Params, path) -> None:
+    """roc_auc ranks two classes: refused for a target with more (one line, before any step)."""
+    if params.task != CLASSIFICATION or params.gate.metric != "roc_auc":
+        return
+    classes = df[params.data.target].nunique()
+    if classes != 2:
+        raise DataError(
+            f"{path}: key 'gate.metric': roc_auc needs a binary target; column {params.data.target!r} "
+            f"has {classes} classes (use macro_f1, accuracy or weighted_f1)"
+        )
+
+
 def load_table(params: Params, root: Path, source: str = "params") -> tuple[pd.DataFrame, Path]:
     """Locate, read and validate the table; returns (validated table, CSV path)."""
     path = resolve_data_path(params, root, source)
     shown = path.relative_to(root) if path.is_relative_to(root) else path
-    df = read_table(path, params.data, shown)
-    df = validate_table(df, params.data, shown)
-    check_splittable(df, params.data, params.split.test_size, shown)
-    return df, path
+    return check_table(read_table(path, params.data, shown), params, shown), path
+
+
+def check_table(df: pd.DataFrame, params: Params, shown) -> pd.DataFrame:
+    """The read table validated for the params' task, split and gate metric (raises DataError)."""
+    df = validate_table(df, params.data, shown, task=params.task)
+    check_splittable(df, params.data, params.split.test_size, shown, params.task)
+    check_gate_metric(df, params, shown)
+    return df
 
 
 # ---------------------------------------------------------------- schema and split
 
 
-def infer_schema(df: pd.DataFrame, target: str, numeric: list[str], categorical: list[str]) -> dict[str, Any]:
-    """What the training table shows: ranges, categories, classes. Stored with the model and
-    used by the dashboard (widget bounds, dropdowns) and the drift check."""
+def infer_schema(
+    df: pd.DataFrame, target: str, numeric: list[str], categorical: list[str], task: str = CLASSIFICATION
+) -> dict[str, Any]:
+    """What the training table shows: ranges, categories, classes (a regression target's range
+    instead). Stored with the model and used by the dashboard (widget bounds, dropdowns) and
+    the drift check."""
     numeric_info = {}
     for col in numeric:
         s = df[col].dropna()
@@ -272,7 +319,20 @@ def infer_schema(df: pd.DataFrame, target: str, numeric: list[str], categorical:
             "median": float(s.median()) if len(s) else 0.0,
             "integer": bool(len(s) and (s % 1 == 0).all()),
         }
+    if task == REGRESSION:
+        y = df[target]
+        target_info = {"min": float(y.min()), "max": float(y.max()), "median": float(y.median())}
+        return {
+            "task": REGRESSION,
+            "target": target,
+            "classes": [],
+            "target_range": target_info,
+            "numeric": numeric_info,
+            "categorical": {col: sorted(df[col].dropna().unique().tolist()) for col in categorical},
+            "rows": int(len(df)),
+        }
     return {
+        "task": CLASSIFICATION,
         "target": target,
         "classes": sorted(df[target].unique().tolist()),
         "numeric": numeric_info,
@@ -281,11 +341,13 @@ def infer_schema(df: pd.DataFrame, target: str, numeric: list[str], categorical:
     }
 
 
-def split_holdout(df: pd.DataFrame, target: str, test_size: float, seed: int):
-    """Stratified split of row ids (file lines); returns (train_ids, holdout_ids), sorted."""
+def split_holdout(df: pd.DataFrame, target: str, test_size: float, seed: int, task: str = CLASSIFICATION):
+    """Split of row ids (file lines), stratified by class for classification, plain (seeded)
+    for regression; returns (train_ids, holdout_ids), sorted."""
     from sklearn.model_selection import train_test_split
 
+    stratify = df[target] if task == CLASSIFICATION else None
     train_ids, holdout_ids = train_test_split(
-        df.index.to_numpy(), test_size=test_size, random_state=seed, stratify=df[target]
+        df.index.to_numpy(), test_size=test_size, random_state=seed, stratify=stratify
     )
     return sorted(train_ids.tolist()), sorted(holdout_ids.tolist())

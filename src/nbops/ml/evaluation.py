@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbops.exceptions import NbopsError
+from nbops.ml.metrics import CLASSIFICATION
 from nbops.products import read_json
 
 # Heavy libraries imported inside the functions below; warm kernels load them early (nbops.runner.preload).
@@ -44,23 +45,26 @@ def model_label(role: str, info: dict) -> str:
 
 
 def predict_version(model_name: str, version: str, X):
-    """One registered version's predictions for the rows, or raise NbopsError if it cannot."""
+    """One registered version's predict_table for the rows, or raise NbopsError if it cannot."""
     from nbops.ml import registry
+    from nbops.ml.models import predict_table
 
     try:
-        return registry.load_model(f"models:/{model_name}/{version}").predict(X)
-    except (ValueError, KeyError) as exc:
+        return predict_table(registry.load_model(f"models:/{model_name}/{version}"), X)
+    except (ValueError, KeyError, AttributeError) as exc:
         raise NbopsError(f"v{version} cannot score these rows: {exc}") from None
 
 
-def score_version(model_name: str, version: str, X, y, labels) -> dict[str, Any]:
+def score_version(model_name: str, version: str, X, y, labels, task: str = CLASSIFICATION) -> dict[str, Any]:
     """Metrics of one registered version on the rows, or raise NbopsError if it cannot score."""
     from nbops.ml import models
 
-    return models.score_predictions(y, predict_version(model_name, version, X), labels)
+    return models.score_table(y, predict_version(model_name, version, X), labels, task)
 
 
-def score_champion(model_name: str, challenger_version: str, X, y, labels) -> dict[str, Any]:
+def score_champion(
+    model_name: str, challenger_version: str, X, y, labels, task: str = CLASSIFICATION
+) -> dict[str, Any]:
     """Score the current champion on the rows; never raises for a champion that cannot score."""
     from nbops.ml import models, registry, tracking
 
@@ -74,20 +78,47 @@ def score_champion(model_name: str, challenger_version: str, X, y, labels) -> di
         return out
     try:
         out["predictions"] = predict_version(model_name, str(champ.version), X)
-        out["metrics"] = models.score_predictions(y, out["predictions"], labels)
+        out["metrics"] = models.score_table(y, out["predictions"], labels, task)
     except NbopsError as exc:
         out["error"] = f"champion {exc}"
     return out
 
 
-def paired_scorer(
-    model_name: str, X, y, challenger_pred, labels, *, confidence: float, seed: int, known=None
-):
-    """For the gate: version -> the paired bootstrap record of Δ macro-F1 between the challenger's
-    predictions and that version's on the same rows (None when the version cannot predict them).
-    `known`: predictions already made, by version."""
-    from nbops.ml.bootstrap import paired_interval
+def paired_record(
+    metric: str, y, challenger: pd.DataFrame, champion: pd.DataFrame, labels, **settings
+) -> dict:
+    """The paired bootstrap record of Δ `metric` between two predict_table outputs on the rows y."""
+    from nbops.ml.bootstrap import ERROR_METRICS, paired_interval
+    from nbops.ml.bootstrap_rows import paired_auc_interval, paired_error_interval
 
+    if metric in ERROR_METRICS:
+        a, b = challenger["prediction"], champion["prediction"]
+        return paired_error_interval(y, a, b, metric, **settings).to_dict()
+    if metric == "roc_auc":
+        positive = sorted(map(str, labels))[1]
+        a, b = challenger[f"p_{positive}"], champion[f"p_{positive}"]
+        return paired_auc_interval([str(v) for v in y], a, b, positive, **settings).to_dict()
+    a, b = (t["prediction"] for t in (challenger, champion))
+    seen = sorted({*map(str, labels), *map(str, y), *map(str, a), *map(str, b)})
+    strings = ([str(v) for v in values] for values in (y, a, b))
+    return paired_interval(*strings, seen, metric, **settings).to_dict()
+
+
+def paired_scorer(
+    model_name: str,
+    X,
+    y,
+    challenger_pred,
+    labels,
+    *,
+    confidence: float,
+    seed: int,
+    known=None,
+    metric: str = "macro_f1",
+):
+    """For the gate: version -> the paired bootstrap record of Δ `metric` between the
+    challenger's predict_table and that version's on the same rows (None when the version
+    cannot predict them). `known`: predict_table outputs already made, by version."""
     known = {str(v): p for v, p in (known or {}).items() if v is not None and p is not None}
 
     def compare(version: str) -> dict | None:
@@ -97,46 +128,50 @@ def paired_scorer(
                 pred = predict_version(model_name, str(version), X)
             except NbopsError:
                 return None
-        seen = sorted({*map(str, labels), *map(str, y), *map(str, challenger_pred), *map(str, pred)})
-        return paired_interval(
-            [str(v) for v in y],
-            [str(v) for v in challenger_pred],
-            [str(v) for v in pred],
-            seen,
-            confidence=confidence,
-            seed=seed,
-        ).to_dict()
+        return paired_record(metric, y, challenger_pred, pred, labels, confidence=confidence, seed=seed)
 
     return compare
 
 
-def quiet_scorer(model_name: str, X, y, labels):
+def quiet_scorer(model_name: str, X, y, labels, task: str = CLASSIFICATION):
     """score_version for the gate: a version that cannot score has no metrics (so it is kept)."""
 
     def score(version: str) -> dict | None:
         try:
-            return score_version(model_name, version, X, y, labels)
+            return score_version(model_name, version, X, y, labels, task)
         except NbopsError:
             return None
 
     return score
 
 
-def metrics_table(challenger: dict, champion: dict | None) -> pd.DataFrame:
-    """accuracy / macro-F1 / weighted-F1 side by side with the challenger's delta, as the text the
-    notebook shows: four decimals, "–" where there is no champion to compare with."""
+def headline(metrics: dict, metric: str) -> str:
+    """The challenger's held-out scores in one line, the gate's metric first."""
+    from nbops.ml.metrics import METRICS, shown_metrics
+
+    names = sorted(shown_metrics(metrics), key=lambda m: (m != metric, shown_metrics(metrics).index(m)))
+    return "challenger " + ", ".join(f"{METRICS[m].title} {metrics[m]:.4f}" for m in names)
+
+
+def metrics_table(challenger: dict, champion: dict | None, metric: str | None = None) -> pd.DataFrame:
+    """The task's metrics side by side with the challenger's delta, as the text the notebook
+    shows: four decimals, "–" where there is no champion to compare with; which way is better,
+    and the gate's metric marked."""
     import pandas as pd
 
+    from nbops.ml.metrics import direction_text, shown_metrics
+
     rows = []
-    for name in ("accuracy", "macro_f1", "weighted_f1"):
+    for name in shown_metrics(challenger):
         c = challenger[name]
-        p = champion[name] if champion else None
+        p = champion.get(name) if champion else None
         rows.append(
             {
-                "metric": name,
+                "metric": name + (" (gate)" if name == metric else ""),
                 "challenger": f"{c:.4f}",
                 "champion": NO_VALUE if p is None else f"{p:.4f}",
                 "delta": NO_VALUE if p is None else f"{c - p:+.4f}",
+                "better": direction_text(name).removesuffix(" is better"),
             }
         )
     return pd.DataFrame(rows).set_index("metric")
@@ -154,7 +189,7 @@ def cv_table(scores: dict[str, float]) -> pd.DataFrame:
             "mean": [scores[f"cv_{m}_mean"] for m in metrics],
             "std": [scores[f"cv_{m}_std"] for m in metrics],
         },
-        index=pd.Index(metrics, name=f"{int(folds)}-fold CV" if folds else "no CV (a class has < 2 rows)"),
+        index=pd.Index(metrics, name=f"{int(folds)}-fold CV" if folds else "no CV (too few rows per fold)"),
     ).round(4)
 
 

@@ -1,14 +1,14 @@
 """The promotion gate: when may a challenger become `champion`?
 
-Rules (both models scored on the same held-out rows):
-1. every gated metric (macro-F1, accuracy) must be present and finite;
-2. the challenger must meet the floors `gate.min_macro_f1` and `gate.min_accuracy`;
+Rules (both models scored on the same held-out rows; `metric` is `gate.metric`, and a metric's
+"better" is its direction: higher for macro-F1 or R², lower for RMSE or MAE):
+1. the metric and every metric with a floor must be present and finite;
+2. the challenger must meet every floor (`gate.floors`; for an error such as RMSE a ceiling);
 3. no champion yet -> promote;
-4. neither metric may fall more than `gate.tolerance` below the champion's;
-5. macro-F1 must be higher than the champion's beyond noise: with the paired interval of
-   Δ macro-F1 (nbops.ml.bootstrap, both models on the same rows), its lower end must be above
-   `gate.min_improvement`; without one (`gate.paired: false`), strictly higher. A tie keeps
-   the champion.
+4. no metric with a floor may fall more than `gate.tolerance` behind the champion's;
+5. the metric must be better than the champion's beyond noise: the paired interval of Δ metric
+   (nbops.ml.bootstrap, both models on the same rows) must lie beyond `gate.min_improvement` on
+   the better side; without one (`gate.paired: false`), strictly better. A tie keeps the champion.
 `promote: false` (pull requests) decides and reports but never moves an alias.
 """
 
@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from functools import partial
 
-GATED_METRICS = ("macro_f1", "accuracy")
-PRIMARY_METRIC = "macro_f1"
+from nbops.ml.metrics import floor_word, gain, higher_is_better, meets_floor
+
+PRIMARY_METRIC = "macro_f1"  # the default of classification; gate.metric names the run's
 
 
 @dataclass
@@ -31,6 +31,7 @@ class Decision:
     challenger_version: str | None = None
     champion_version: str | None = None
     interval: dict | None = None  # nbops.ml.bootstrap.PairedInterval.to_dict() when compared paired
+    metric: str = PRIMARY_METRIC
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,13 +50,20 @@ def _value(metrics: dict | None, name: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def gated_metrics(metric: str, floors: dict[str, float]) -> list[str]:
+    """The metric ranked by, then every other metric with a floor."""
+    return list(dict.fromkeys([metric, *floors]))
+
+
 def decide_promotion(
     challenger: dict,
     champion: dict | None,
     *,
-    min_macro_f1: float,
-    min_accuracy: float,
-    tolerance: float,
+    metric: str = PRIMARY_METRIC,
+    floors: dict[str, float] | None = None,
+    tolerance: float = 0.0,
+    min_macro_f1: float | None = None,
+    min_accuracy: float | None = None,
     allow_promotion: bool = True,
     challenger_version: str | None = None,
     champion_version: str | None = None,
@@ -63,25 +71,26 @@ def decide_promotion(
     min_improvement: float = 0.0,
 ) -> Decision:
     """Pure decision from two metric dicts; `champion=None` means there is no champion yet.
-    `interval`: the paired bootstrap record of Δ (challenger − champion) of the primary metric."""
-    decision = partial(Decision, challenger_version=challenger_version, champion_version=champion_version)
-    reasons: list[str] = []
-    read = {m: _value(challenger, m) for m in GATED_METRICS}
-    missing = [m for m, v in read.items() if v is None]
+    `interval`: the paired bootstrap record of Δ (challenger − champion) of `metric`.
+    `min_macro_f1`/`min_accuracy` are floors by their params-file names."""
+    floors = dict(floors or {})
+    for name, legacy in (("macro_f1", min_macro_f1), ("accuracy", min_accuracy)):
+        if legacy is not None:
+            floors.setdefault(name, legacy)
+    gated = gated_metrics(metric, floors)
+    versions = {"challenger_version": challenger_version, "champion_version": champion_version}
+
+    def decided(promote: bool, verdict: str, reasons: list[str], deltas=None, compared=None) -> Decision:
+        return Decision(promote, verdict, reasons, deltas or {}, **versions, interval=compared, metric=metric)
+
+    values, missing = _read(challenger, gated)
     if missing:
-        reasons = [f"challenger metric {m} is missing or not a number" for m in missing]
-        return decision(False, "reject", reasons)
-    values = {m: v for m, v in read.items() if v is not None}
-
-    floors = {"macro_f1": min_macro_f1, "accuracy": min_accuracy}
-    for metric, floor in floors.items():
-        if values[metric] < floor:
-            reasons.append(f"{metric} {values[metric]:.4f} is below the floor {floor:.4f}")
-        else:
-            reasons.append(f"{metric} {values[metric]:.4f} meets the floor {floor:.4f}")
-    if any(values[m] < floors[m] for m in floors):
-        return decision(False, "reject", reasons)
-
+        return decided(
+            False, "reject", [f"challenger metric {m} is missing or not a number" for m in missing]
+        )
+    reasons = _floor_reasons(values, floors)
+    if any(not meets_floor(m, values[m], f) for m, f in floors.items()):
+        return decided(False, "reject", reasons)
     deltas: dict[str, float] = {}
     if champion is None:
         reasons.append("no champion yet")
@@ -90,45 +99,84 @@ def decide_promotion(
         reasons.append("challenger is already the champion")
         promote = False
     else:
-        champ_read = {m: _value(champion, m) for m in GATED_METRICS}
-        if any(v is None for v in champ_read.values()):
+        champ, champ_missing = _read(champion, gated)
+        if champ_missing:
             reasons.append("champion metrics are missing: cannot compare, champion kept")
-            return decision(False, "keep champion", reasons)
-        champ = {m: v for m, v in champ_read.items() if v is not None}
-        deltas = {m: values[m] - champ[m] for m in GATED_METRICS}
-        promote = True
-        for metric in GATED_METRICS:
-            if deltas[metric] < -tolerance:
-                promote = False
-                reasons.append(f"{metric} regresses by {-deltas[metric]:.4f} (> tolerance {tolerance:.4f})")
-        if promote and deltas[PRIMARY_METRIC] <= 0:
-            promote = False
-            word = "ties" if deltas[PRIMARY_METRIC] == 0 else "is below"
-            reasons.append(f"{PRIMARY_METRIC} {word} the champion's ({champ[PRIMARY_METRIC]:.4f})")
-        elif promote and interval is not None:
-            promote, reason = _beyond_noise(interval, min_improvement)
-            reasons.append(reason)
-        elif promote:
-            reasons.append(
-                f"{PRIMARY_METRIC} improves by {deltas[PRIMARY_METRIC]:.4f} "
-                f"over the champion's {champ[PRIMARY_METRIC]:.4f}"
-            )
-
+            return decided(False, "keep champion", reasons)
+        deltas = {m: values[m] - champ[m] for m in gated}
+        promote = _beats_champion(
+            metric, floors, deltas, champ, tolerance, interval, min_improvement, reasons
+        )
     compared = interval if champion is not None else None
     if promote and not allow_promotion:
         reasons.append("promotion disabled (promote: false): no alias moved")
-        return decision(False, "not promoted (promote: false)", reasons, deltas, interval=compared)
-    verdict = "promote" if promote else "keep champion"
-    return decision(promote, verdict, reasons, deltas, interval=compared)
+        return decided(False, "not promoted (promote: false)", reasons, deltas, compared)
+    return decided(promote, "promote" if promote else "keep champion", reasons, deltas, compared)
+
+
+def _read(metrics: dict, names: list[str]) -> tuple[dict[str, float], list[str]]:
+    read = {m: _value(metrics, m) for m in names}
+    return {m: v for m, v in read.items() if v is not None}, [m for m, v in read.items() if v is None]
+
+
+def _floor_reasons(values: dict[str, float], floors: dict[str, float]) -> list[str]:
+    reasons = []
+    for metric, floor in floors.items():
+        word = floor_word(metric)
+        if meets_floor(metric, values[metric], floor):
+            reasons.append(f"{metric} {values[metric]:.4f} meets the {word} {floor:.4f}")
+        else:
+            side = "below" if higher_is_better(metric) else "above"
+            reasons.append(f"{metric} {values[metric]:.4f} is {side} the {word} {floor:.4f}")
+    return reasons
+
+
+def _beats_champion(metric, floors, deltas, champ, tolerance, interval, min_improvement, reasons) -> bool:
+    """Rules 4 and 5 against a champion with metrics; each finding appended to `reasons`."""
+    promote = True
+    for name in gated_metrics(metric, floors):
+        if name in floors and gain(name, deltas[name]) < -tolerance:
+            promote = False
+            behind = -gain(name, deltas[name])
+            reasons.append(f"{name} regresses by {behind:.4f} (> tolerance {tolerance:.4f})")
+    if not promote:
+        return False
+    progress = gain(metric, deltas[metric])
+    if progress <= 0:
+        word = "ties" if progress == 0 else "is below" if higher_is_better(metric) else "is above"
+        reasons.append(f"{metric} {word} the champion's ({champ[metric]:.4f})")
+        return False
+    if interval is not None:
+        promote, reason = _beyond_noise(interval, min_improvement)
+        reasons.append(reason)
+        return promote
+    reasons.append(f"{metric} improves by {progress:.4f} over the champion's {champ[metric]:.4f}")
+    return True
 
 
 def _beyond_noise(interval: dict, min_improvement: float) -> tuple[bool, str]:
-    """Whether the interval's lower end clears `min_improvement`, said as a reviewer reads it."""
+    """Whether the interval's near end clears `min_improvement` on the better side (the lower end
+    when higher is better, the upper end of an error's Δ), said as a reviewer reads it."""
     from nbops.ml.bootstrap import describe
 
-    low = interval["delta"]["low"]
-    if not math.isfinite(low) or low <= min_improvement:
-        bar = "noise" if min_improvement == 0 else f"the minimum improvement {min_improvement:+.3f}"
-        return False, f"{describe(interval)} is within {bar}"
-    above = "zero" if min_improvement == 0 else f"the minimum improvement {min_improvement:+.3f}"
-    return True, f"{describe(interval)}: its lower end is above {above}"
+    higher = higher_is_better(interval["metric"])
+    near = interval["delta"]["low"] if higher else -interval["delta"]["high"]
+    bar = (
+        "zero"
+        if min_improvement == 0
+        else f"the minimum improvement {min_improvement * (1 if higher else -1):+.3f}"
+    )
+    if not math.isfinite(near) or near <= min_improvement:
+        return False, f"{describe(interval)} is within {'noise' if min_improvement == 0 else bar}"
+    end, side = ("lower", "above") if higher else ("upper", "below")
+    return True, f"{describe(interval)}: its {end} end is {side} {bar}"
+
+
+def gate_arguments(gate) -> dict:
+    """decide_promotion's settings from a params file's `gate` section (GateParams)."""
+    return {
+        "metric": gate.metric or PRIMARY_METRIC,
+        "floors": dict(gate.floors),
+        "tolerance": gate.tolerance,
+        "min_improvement": gate.min_improvement,
+    }

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbops.exceptions import ModelError
 from nbops.ml.estimators import ESTIMATORS
+from nbops.ml.metrics import CLASSIFICATION, CV_SCORERS, REGRESSION
 
 # Heavy libraries imported inside the functions below; warm kernels load them early (nbops.runner.preload).
 PRELOAD = (
@@ -32,17 +33,22 @@ TRUSTED_TYPES = [
 ]
 
 
-def _estimator_class(name: str):
+def _estimator_class(name: str, task: str = CLASSIFICATION):
     import importlib
 
-    module, cls = ESTIMATORS[name]
+    module, cls = ESTIMATORS[task][name]
     return getattr(importlib.import_module(module), cls)
 
 
-def make_estimator(name: str, params: dict[str, Any], source: str = "params"):
-    """Build the estimator; an unknown hyperparameter names the params key."""
-    cls = _estimator_class(name)
+REGRESSOR_SEED = 42  # a regressor that draws random numbers is seeded with this unless params say
+
+
+def make_estimator(name: str, params: dict[str, Any], source: str = "params", task: str = CLASSIFICATION):
+    """Build the `task`'s estimator; an unknown hyperparameter names the params key."""
+    cls = _estimator_class(name, task)
     valid = cls().get_params()
+    if task == REGRESSION and "random_state" in valid and "random_state" not in params:
+        params = {**params, "random_state": REGRESSOR_SEED}
     unknown = [k for k in params if k not in valid]
     if unknown:
         import difflib
@@ -86,15 +92,20 @@ def size_warnings(params: dict[str, Any], source: str = "params", timeout_s: int
 
 
 def make_model(
-    name: str, params: dict[str, Any], numeric: list[str], categorical: list[str], source: str = "params"
+    name: str,
+    params: dict[str, Any],
+    numeric: list[str],
+    categorical: list[str],
+    source: str = "params",
+    task: str = CLASSIFICATION,
 ):
-    """The full pipeline: preprocessing for the declared columns, then the named estimator."""
+    """The full pipeline: preprocessing for the declared columns, then the task's named estimator."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    estimator = make_estimator(name, params, source)
+    estimator = make_estimator(name, params, source, task)
     pre = ColumnTransformer(
         [
             (
@@ -130,41 +141,75 @@ def cv_jobs(rows: int, folds: int) -> int | None:
     return min(folds, cores) if rows >= PARALLEL_CV_ROWS and cores > 1 else None
 
 
-def fit_model(model, X: pd.DataFrame, y: pd.Series, cv_folds: int, seed: int) -> dict[str, float]:
-    """Cross-validate on the training part, then fit on all of it. Returns CV scores."""
+def fit_model(
+    model, X: pd.DataFrame, y: pd.Series, cv_folds: int, seed: int, task: str = CLASSIFICATION
+) -> dict[str, float]:
+    """Cross-validate on the training part (stratified folds for classes, plain shuffled ones
+    for a number), then fit on all of it. Returns CV scores."""
     import numpy as np
-    from sklearn.model_selection import StratifiedKFold, cross_validate
+    from sklearn.model_selection import KFold, StratifiedKFold, cross_validate
 
-    folds = min(cv_folds, int(y.value_counts().min()))
-    scores = {}
+    if task == REGRESSION:
+        folds = min(cv_folds, len(y))
+        cv: Any = KFold(n_splits=folds, shuffle=True, random_state=seed)
+    else:
+        folds = min(cv_folds, int(y.value_counts().min()))
+        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed) if folds >= 2 else None
+    scores: dict[str, float] = {}
     if folds >= 2:
-        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        scorers = CV_SCORERS[task]
         res = cross_validate(
-            model, X, y, cv=cv, scoring=("accuracy", "f1_macro"), n_jobs=cv_jobs(len(X), folds)
+            model, X, y, cv=cv, scoring=tuple(scorers.values()), n_jobs=cv_jobs(len(X), folds)
         )
-        scores = {
-            "cv_accuracy_mean": float(np.mean(res["test_accuracy"])),
-            "cv_accuracy_std": float(np.std(res["test_accuracy"])),
-            "cv_macro_f1_mean": float(np.mean(res["test_f1_macro"])),
-            "cv_macro_f1_std": float(np.std(res["test_f1_macro"])),
-            "cv_folds": folds,
-        }
+        for name, scorer in scorers.items():
+            values = res[f"test_{scorer}"] * (-1 if scorer.startswith("neg_") else 1)
+            scores[f"cv_{name}_mean"] = float(np.mean(values))
+            scores[f"cv_{name}_std"] = float(np.std(values))
+        scores["cv_folds"] = folds
     model.fit(X, y)
     return scores
 
 
-def score_model(model, X: pd.DataFrame, y: pd.Series, labels: list[str] | None = None) -> dict[str, Any]:
-    """Held-out metrics: accuracy, macro/weighted F1, per-class P/R/F1, confusion matrix."""
-    return score_predictions(y, model.predict(X), labels)
+def score_model(
+    model, X: pd.DataFrame, y: pd.Series, labels: list[str] | None = None, task: str = CLASSIFICATION
+) -> dict[str, Any]:
+    """Held-out metrics of the task (score_predictions)."""
+    table = predict_table(model, X)
+    return score_table(y, table, labels, task)
 
 
-def score_predictions(y: pd.Series, pred, labels: list[str] | None = None) -> dict[str, Any]:
-    """score_model's metrics from predictions already made (the gate compares them row by row)."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+def score_table(
+    y: pd.Series, table: pd.DataFrame, labels: list[str] | None = None, task: str = CLASSIFICATION
+):
+    """score_predictions from predict_table's output (its probabilities give a binary ROC AUC)."""
+    labels = sorted(labels or set(y.unique())) if task == CLASSIFICATION else None
+    proba = None
+    if labels is not None and len(labels) == 2 and f"p_{labels[1]}" in table:
+        proba = table[f"p_{labels[1]}"].to_numpy()
+    return score_predictions(y, table["prediction"].to_numpy(), labels, task, proba)
+
+
+def score_predictions(
+    y: pd.Series, pred, labels: list[str] | None = None, task: str = CLASSIFICATION, proba=None
+) -> dict[str, Any]:
+    """Held-out metrics from predictions already made (the gate compares them row by row):
+    classification: accuracy, macro/weighted F1, per-class P/R/F1, confusion matrix, and ROC AUC
+    when `proba` (the second label's probability) is given for a binary target; regression:
+    RMSE, MAE, R²."""
+    if task == REGRESSION:
+        return score_values(y, pred)
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
 
     labels = sorted(labels or set(y.unique()))
     prec, rec, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
-    return {
+    out = {
+        "task": CLASSIFICATION,
         "accuracy": float(accuracy_score(y, pred)),
         "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
         "weighted_f1": float(f1_score(y, pred, labels=labels, average="weighted", zero_division=0)),
@@ -176,12 +221,33 @@ def score_predictions(y: pd.Series, pred, labels: list[str] | None = None) -> di
         "confusion_matrix": confusion_matrix(y, pred, labels=labels).tolist(),
         "rows": int(len(y)),
     }
+    if proba is not None and len(labels) == 2 and y.nunique() == 2:
+        out["roc_auc"] = float(roc_auc_score((y == labels[1]).to_numpy(), proba))
+    return out
+
+
+def score_values(y: pd.Series, pred) -> dict[str, Any]:
+    """RMSE, MAE and R² of predicted numbers, with the rows and the spread of the errors."""
+    import numpy as np
+    from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
+
+    errors = np.asarray(pred, dtype=float) - np.asarray(y, dtype=float)
+    return {
+        "task": REGRESSION,
+        "rmse": float(root_mean_squared_error(y, pred)),
+        "mae": float(mean_absolute_error(y, pred)),
+        "r2": float(r2_score(y, pred)) if len(y) > 1 else float("nan"),
+        "mean_error": float(errors.mean()),
+        "rows": int(len(y)),
+    }
 
 
 def predict_table(model, X: pd.DataFrame) -> pd.DataFrame:
-    """Predicted label plus one probability column per class."""
+    """Predicted label plus one probability column per class; a regressor's predicted number."""
     import pandas as pd
 
+    if not hasattr(model, "predict_proba"):
+        return pd.DataFrame({"prediction": model.predict(X).astype(float)}, index=X.index)
     proba = model.predict_proba(X)
     classes = [str(c) for c in model.classes_]
     out = pd.DataFrame(proba, columns=[f"p_{c}" for c in classes], index=X.index)

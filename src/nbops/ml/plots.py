@@ -56,10 +56,15 @@ def _class_order(df: pd.DataFrame, target: str) -> list[str]:
     return sorted(df[target].dropna().unique(), key=lambda c: (str(c).startswith("other ("), str(c)))
 
 
-def sample_rows(df: pd.DataFrame, target: str, max_rows: int, seed: int = 0) -> pd.DataFrame:
-    """At most `max_rows` rows, keeping every class's share (and at least one row of each)."""
+def sample_rows(
+    df: pd.DataFrame, target: str, max_rows: int, seed: int = 0, task: str = "classification"
+) -> pd.DataFrame:
+    """At most `max_rows` rows, keeping every class's share (and at least one row of each); a
+    regression table's rows drawn plainly."""
     if len(df) <= max_rows:
         return df
+    if task == "regression":
+        return df.sample(n=max_rows, random_state=seed)
     frac = max_rows / len(df)
     return df.groupby(target, group_keys=False, observed=True).sample(frac=frac, random_state=seed)
 
@@ -205,8 +210,13 @@ def relationships(df: pd.DataFrame, numeric: list[str], target: str):
     return grid.figure
 
 
-def correlations(df: pd.DataFrame, numeric: list[str]):
+def correlations(
+    df: pd.DataFrame, numeric: list[str], target: str | None = None, task: str = "classification"
+):
+    """Spearman correlations of the numeric columns (and a numeric target)."""
     numeric = _first([c for c in numeric if has_values(df[c])])
+    if task == "regression" and target is not None:
+        numeric = [*numeric, target]
     sns = _sns()
     if len(numeric) < 2:
         return None

@@ -369,6 +369,8 @@ def log_holdout_metrics(run_id: str, metrics: dict[str, Any]) -> None:
 
     use_project_store()
     client = mlflow.MlflowClient()
-    for name in ("accuracy", "macro_f1", "weighted_f1"):
+    from nbops.ml.metrics import shown_metrics
+
+    for name in shown_metrics(metrics):  # the task's: accuracy, macro_f1, ... or rmse, mae, r2
         client.log_metric(run_id, f"holdout_{name}", float(metrics[name]))
     client.log_dict(run_id, metrics, "holdout_metrics.json")

@@ -24,15 +24,13 @@ from nbops.runner.warm import Kernels
 
 def run_validate(plan: Plan) -> None:
     """Read and validate the CSV once, in-process, and hand the table on as parquet."""
-    from nbops.ml.data import check_splittable, read_table, validate_table
+    from nbops.ml.data import check_table, read_table
 
     params = plan.params
     shown = (
         plan.data_path.relative_to(plan.root) if plan.data_path.is_relative_to(plan.root) else plan.data_path
     )
-    df = read_table(plan.data_path, params.data, shown)
-    df = validate_table(df, params.data, shown)
-    check_splittable(df, params.data, params.split.test_size, shown)
+    df = check_table(read_table(plan.data_path, params.data, shown), params, shown)
     out = plan.build / VALIDATE
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (TABLE_FILE + ".tmp")
@@ -50,7 +48,7 @@ def preflight(plan: Plan, to_run: list[str]) -> None:
             if plan.params_file.is_relative_to(plan.root)
             else plan.params_file
         )
-        make_estimator(plan.params.model.name, plan.params.model.params, source)
+        make_estimator(plan.params.model.name, plan.params.model.params, source, plan.params.task)
         from nbops.ml.models import size_warnings
 
         for line in size_warnings(plan.params.model.params, source, plan.params.run.timeout_s):

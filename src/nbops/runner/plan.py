@@ -157,7 +157,14 @@ def make_plan(
     code = {VALIDATE: code_hash(module_closure(VALIDATE_MODULES))}
     keys = {
         VALIDATE: params_hash(
-            [code[VALIDATE], data_hash, params.data.model_dump(mode="json"), params.split.test_size]
+            [
+                code[VALIDATE],
+                data_hash,
+                params.data.model_dump(mode="json"),
+                params.split.test_size,
+                params.task,  # the target is read as a label or a number
+                params.gate.metric,  # roc_auc is refused for a target with more than two classes
+            ]
         )
     }
     commit = (provenance or {}).get("git_commit") or git_commit(root)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbops.layout import EVALUATE, EVALUATION, METRICS_FILE, MODEL_FILE, TITLES, TRAIN
 from nbops.runner.notebook_html import render_notebook_html
-from nbops.runner.summary import fmt_delta, fmt_value, summary_markdown
+from nbops.runner.summary import fmt_delta, fmt_value, metric_rows, summary_markdown
 
 if TYPE_CHECKING:
     from nbops.runner.plan import Plan, RunResult
@@ -22,9 +22,6 @@ if TYPE_CHECKING:
 
 def _fresh(html_file: Path, source: Path) -> bool:
     return html_file.exists() and html_file.stat().st_mtime >= source.stat().st_mtime
-
-
-METRICS = ("accuracy", "macro_f1", "weighted_f1")
 
 
 def run_facts(plan: Plan, statuses: dict[str, str], evaluation: dict | None) -> dict:
@@ -129,19 +126,17 @@ def _metrics_html(evaluation: dict) -> str:
     esc = html.escape
     chal = evaluation["challenger"]
     champ = evaluation.get("champion") or {}
-    cm, pm = chal["metrics"], champ.get("metrics")
     champ_col = f"champion v{champ['version']}" if champ.get("version") else "champion (none)"
     head = (
         f"<tr><th>metric</th><th>challenger v{esc(str(chal['version']))}</th>"
         f"<th>{esc(champ_col)}</th><th>Δ</th></tr>"
     )
     body = []
-    for metric in METRICS:
-        p = pm[metric] if pm else None
+    for label, c, p in metric_rows(evaluation):
         body.append(
-            f"<tr><td>{metric}</td><td class='num'>{fmt_value(cm[metric])}</td>"
+            f"<tr><td>{esc(label)}</td><td class='num'>{fmt_value(c)}</td>"
             f"<td class='num'>{fmt_value(p)}</td>"
-            f"<td class='num'>{fmt_delta(None if p is None else cm[metric] - p)}</td></tr>"
+            f"<td class='num'>{fmt_delta(None if p is None else c - p)}</td></tr>"
         )
     note = f"<p>Champion not scored: {esc(str(champ['error']))}</p>" if champ.get("error") else ""
     return f"<table class='metrics'>{head}{''.join(body)}</table>{note}"

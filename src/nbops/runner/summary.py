@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nbops.layout import TITLES
 from nbops.markdown import SUMMARY_MARKER, cap_markdown, md_escape
+from nbops.ml.metrics import METRICS, direction_text, shown_metrics
 
 
 def fmt_value(value) -> str:
@@ -12,6 +13,21 @@ def fmt_value(value) -> str:
 
 def fmt_delta(value) -> str:
     return "–" if value is None else f"{value:+.4f}"
+
+
+def metric_rows(evaluation: dict) -> list[tuple[str, float, float | None]]:
+    """(row label, challenger, champion or None) for the task's metrics; the gate's metric is
+    labelled with its direction: `rmse (gate, lower is better)`."""
+    cm = evaluation["challenger"]["metrics"]
+    pm = (evaluation.get("champion") or {}).get("metrics")
+    gated = evaluation["decision"].get("metric", "macro_f1")
+    rows = []
+    for metric in shown_metrics(cm):
+        label = (
+            f"{metric} (gate, {direction_text(metric)})" if metric == gated and metric in METRICS else metric
+        )
+        rows.append((label, cm[metric], pm.get(metric) if pm else None))
+    return rows
 
 
 VERDICT_ICON = {"promote": "✅", "keep champion": "⏸️", "reject": "❌", "not promoted (promote: false)": "🔎"}
@@ -24,8 +40,8 @@ def summary_markdown(
     link_prefix: str = "",
     commit: str | None = None,
 ) -> str:
-    """The PR-comment body: verdict first, then metrics, per-class F1, confusion, params diff,
-    data and commit."""
+    """The PR-comment body: verdict first, then the task's metrics (classification: per-class F1
+    and the confusion matrix too), params diff, data and commit."""
     lines = [SUMMARY_MARKER]
     at = f"Commit: {md_escape(commit)}" if commit else ""
     links = " · ".join(
@@ -45,8 +61,9 @@ def summary_markdown(
         ]
         return cap_markdown("\n".join(lines) + "\n")
     lines += _gate_lines(evaluation)
-    lines += _per_class_lines(evaluation)
-    lines += _confusion_lines(evaluation)
+    if "per_class" in evaluation["challenger"]["metrics"]:
+        lines += _per_class_lines(evaluation)
+        lines += _confusion_lines(evaluation)
     lines += _params_diff_lines(evaluation.get("params_diff") or {})
     data = evaluation["data"]
     kind = " (SYNTHETIC)" if data.get("synthetic") else ""
@@ -83,7 +100,6 @@ def _gate_lines(evaluation: dict) -> list[str]:
     name = md_escape(evaluation["model_name"])
     decision, chal = evaluation["decision"], evaluation["challenger"]
     champ = evaluation.get("champion") or {}
-    cm, pm = chal["metrics"], champ.get("metrics")
     verdict = decision["verdict"]
     head = f"## {VERDICT_ICON.get(verdict, '')} Gate: {md_escape(verdict)}"
     if decision["promote"]:
@@ -92,11 +108,9 @@ def _gate_lines(evaluation: dict) -> list[str]:
     lines += [f"- {md_escape(r)}" for r in decision["reasons"]]
     champ_col = f"champion v{champ['version']}" if champ.get("version") else "champion (none)"
     lines += ["", f"| metric | challenger v{chal['version']} | {champ_col} | Δ |", "|---|---:|---:|---:|"]
-    for metric in ("accuracy", "macro_f1", "weighted_f1"):
-        p = pm[metric] if pm else None
+    for label, c, p in metric_rows(evaluation):
         lines.append(
-            f"| {metric} | {fmt_value(cm[metric])} | {fmt_value(p)} | "
-            f"{fmt_delta(None if p is None else cm[metric] - p)} |"
+            f"| {label} | {fmt_value(c)} | {fmt_value(p)} | {fmt_delta(None if p is None else c - p)} |"
         )
     if champ.get("error"):
         lines += ["", f"Champion not scored: {md_escape(champ['error'])}"]

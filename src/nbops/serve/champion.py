@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nbops.exceptions import ModelError
+from nbops.ml.metrics import shown_metrics, task_of
 
 ENV_MODEL_DIR = "NBOPS_MODEL_DIR"
 ENV_PARAMS = "NBOPS_PARAMS"
@@ -102,7 +103,8 @@ def model_card(model_version, run, holdout: dict[str, Any]) -> dict[str, Any]:
         "data_hash": tags.get("nbops.data_hash", ""),
         "gate_verdict": tags.get("nbops.gate.verdict", ""),
         "gate_interval": tags.get("nbops.gate.interval", ""),
-        "metrics": {k: holdout[k] for k in ("accuracy", "macro_f1", "weighted_f1") if k in holdout},
+        "metrics": {k: holdout[k] for k in shown_metrics(holdout)},  # the task's metrics
+        "task": task_of(holdout),
         "holdout_rows": holdout.get("rows"),
         "labels": holdout.get("labels", []),
         "confusion_matrix": holdout.get("confusion_matrix", []),

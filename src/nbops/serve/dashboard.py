@@ -108,7 +108,11 @@ class Dashboard:
         subtitle = (
             f"Enter a case to get the {target} predicted by the champion model "
             f"{self.champion.card.get('name', '')} v{self.champion.card.get('version', '?')}, "
-            "with how sure it is."
+            + (
+                "with its typical error."
+                if self.champion.card.get("task") == "regression"
+                else "with how sure it is."
+            )
         )
         title = f"Predict the {target}"
         app = w.VBox([_header(w, subtitle, title), w.HBox([inputs, result]), card, batch])

@@ -7,7 +7,7 @@ import html
 from typing import Any
 
 from nbops.serve.batch import BatchResult, RowProblem, _quoted, clip
-from nbops.serve.predict import Prediction
+from nbops.serve.predict import Prediction, number_text
 
 SHOWN_RESULT_ROWS = 200
 SHOWN_PROBLEMS = 100
@@ -20,8 +20,19 @@ def _top(name: str, label: str) -> str:
 
 
 def prediction_html(pred: Prediction) -> str:
-    """The label in large type and the class probabilities as a horizontal bar chart."""
+    """The label in large type and the class probabilities as a horizontal bar chart; a
+    predicted number with the model's typical error on the holdout (± RMSE)."""
     e = html.escape
+    if not pred.probabilities:
+        error = ""
+        if pred.typical_error:
+            name, value = pred.typical_error
+            error = f"± {number_text(value)} (the model's {name.upper()} on its held-out rows) · "
+        return (
+            '<div class="nbops-result">'
+            f'<div class="nbops-label">{e(pred.label)}</div>'
+            f'<div class="nbops-confidence">{e(error)}answered in {pred.seconds * 1000:.0f} ms</div></div>'
+        )
     top = pred.probabilities.get(pred.label, 0.0)
     bars = "".join(
         f'<div class="nbops-bar-row"><span class="nbops-bar-name">{e(name)}</span>'

@@ -62,9 +62,24 @@ def read_inputs(inputs: dict[str, Any]) -> pd.DataFrame:
 
 @dataclass
 class Prediction:
-    label: str
-    probabilities: dict[str, float]  # highest first
+    label: str  # the predicted class, or the predicted number as text
+    probabilities: dict[str, float]  # highest first; none for a regressor
     seconds: float = 0.0
+    typical_error: tuple[str, float] | None = None  # a regressor's held-out (metric, value): ("rmse", 3.1)
+
+
+def number_text(value: float) -> str:
+    """A predicted number to four significant digits, without an exponent for everyday sizes."""
+    return f"{value:,.4g}" if abs(value) < 1e15 else f"{value:.4g}"
+
+
+def typical_error(card: dict[str, Any]) -> tuple[str, float] | None:
+    """The model's typical error on its held-out rows, from the card: RMSE, else MAE."""
+    metrics = card.get("metrics") or {}
+    for name in ("rmse", "mae"):
+        if isinstance(metrics.get(name), (int, float)):
+            return name, float(metrics[name])
+    return None
 
 
 def predict_one(champion: Champion, row: pd.DataFrame) -> Prediction:
@@ -75,5 +90,7 @@ def predict_one(champion: Champion, row: pd.DataFrame) -> Prediction:
     elapsed = time.perf_counter() - start
     first = table.iloc[0]
     probs = {c.removeprefix("p_"): float(first[c]) for c in table.columns if c.startswith("p_")}
+    if not probs:  # a regressor: the number and how far off the model typically is
+        return Prediction(number_text(float(first["prediction"])), {}, elapsed, typical_error(champion.card))
     probs = dict(sorted(probs.items(), key=lambda kv: -kv[1]))
     return Prediction(str(first["prediction"]), probs, elapsed)

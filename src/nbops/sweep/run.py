@@ -23,6 +23,7 @@ from nbops.sweep.spec import (
     SweepResult,
     format_overrides,
     load_sweep,
+    rank_metric,
     say,
 )
 
@@ -146,9 +147,10 @@ def run_points(
         write_json(sweep.point_build(point) / "point.json", rec)
         records.append(rec)
         if rec["status"] == "ok":
-            f1 = rec["challenger"]["metrics"][RANK_METRIC]
+            metric = rank_metric(sweep)
+            value = rec["challenger"]["metrics"][metric]
             how = "skipped (unchanged)" if TRAIN in rec["skipped"] else "ran"
-            say(f"✓ point {point.index} [{point.label}]: macro-F1 {f1:.4f} ({how})")
+            say(f"✓ point {point.index} [{point.label}]: {metric} {value:.4f} ({how})")
         else:
             say(f"✗ point {point.index} [{point.label}]: {rec['reason']}")
 
@@ -183,9 +185,10 @@ def _finish_parent(parent_run_id: str, sweep: Sweep, records: list[dict], second
     client.log_metric(parent_run_id, "points_ok", len(ok))
     client.log_metric(parent_run_id, "points_failed", len(records) - len(ok))
     client.log_metric(parent_run_id, "seconds", seconds)
-    if ok:
-        best = max(ok, key=lambda r: r["challenger"]["metrics"][RANK_METRIC])
-        client.log_metric(parent_run_id, f"best_{RANK_METRIC}", best["challenger"]["metrics"][RANK_METRIC])
+    best = pick_best(ok, rank_metric(sweep))
+    if best is not None:
+        metric = rank_metric(sweep)
+        client.log_metric(parent_run_id, f"best_{metric}", best["challenger"]["metrics"][metric])
         client.set_tag(parent_run_id, "nbops.best_point", best["id"])
     client.set_terminated(parent_run_id, status="FINISHED" if len(ok) == len(records) else "FAILED")
 
@@ -207,16 +210,19 @@ def collect_records(sweep: Sweep) -> list[dict]:
     return records
 
 
-def pick_best(records: list[dict]) -> dict | None:
-    """Highest macro-F1; ties by accuracy, then the earlier point."""
+def pick_best(records: list[dict], metric: str = RANK_METRIC) -> dict | None:
+    """The best `metric` in its direction (highest macro-F1, lowest RMSE); ties by accuracy
+    (classification), then the earlier point."""
+    from nbops.ml.metrics import gain
+
     ok = [r for r in records if r["status"] == "ok" and r.get("challenger")]
     if not ok:
         return None
     return max(
         ok,
         key=lambda r: (
-            r["challenger"]["metrics"][RANK_METRIC],
-            r["challenger"]["metrics"]["accuracy"],
+            gain(metric, r["challenger"]["metrics"][metric]),
+            r["challenger"]["metrics"].get("accuracy", 0.0),
             -r["index"],
         ),
     )
@@ -228,7 +234,7 @@ def gate_best(sweep: Sweep, best: dict, allow_promotion: bool) -> dict:
     from mlflow.exceptions import MlflowException
 
     from nbops.ml import registry, tracking
-    from nbops.ml.gate import decide_promotion
+    from nbops.ml.gate import decide_promotion, gate_arguments
     from nbops.params import Params
 
     params = Params.model_validate(sweep.points[best["index"] - 1].params)
@@ -237,9 +243,7 @@ def gate_best(sweep: Sweep, best: dict, allow_promotion: bool) -> dict:
     decision = decide_promotion(
         best["challenger"]["metrics"],
         champion.get("metrics") if champion.get("version") else None,
-        min_macro_f1=params.gate.min_macro_f1,
-        min_accuracy=params.gate.min_accuracy,
-        tolerance=params.gate.tolerance,
+        **gate_arguments(params.gate),
         allow_promotion=allow_promotion and base_promote,
         challenger_version=best["challenger"]["version"],
         champion_version=champion.get("version"),
@@ -288,7 +292,7 @@ def run_sweep(
     from nbops.sweep.report import render_sweep_report
 
     result.records = collect_records(sweep)
-    result.best = pick_best(result.records)
+    result.best = pick_best(result.records, rank_metric(sweep))
     if result.best is not None:
         result.decision = gate_best(sweep, result.best, allow_promotion)
     result.report = render_sweep_report(sweep, result.records, result.best, result.decision)
@@ -320,9 +324,10 @@ def main_sweep(
         )
         if result.best:
             best = result.best
-            f1 = best["challenger"]["metrics"][RANK_METRIC]
+            metric = rank_metric(result.sweep)
+            value = best["challenger"]["metrics"][metric]
             say(
-                f"best: point {best['index']} [{format_overrides(best['overrides'])}] macro-F1 {f1:.4f} "
+                f"best: point {best['index']} [{format_overrides(best['overrides'])}] {metric} {value:.4f} "
                 f"({best['model_name']} v{best['challenger']['version']})"
             )
             if result.decision is not None:  # set with best, like report below

@@ -53,7 +53,16 @@ FIXED_KEYS = {
     "split": "every point must be scored on the same held-out rows",
     "registry": "every point must register the same model",
 }
-RANK_METRIC = "macro_f1"  # the gate's primary metric (nbops.ml.gate.PRIMARY_METRIC)
+RANK_METRIC = "macro_f1"  # the gate's default metric (nbops.ml.gate.PRIMARY_METRIC)
+
+
+def rank_metric(sweep) -> str:
+    """The metric points are ranked by: the gate's (`gate.metric`, which the points share)."""
+    from nbops.params import Params
+
+    if not sweep.points:
+        return RANK_METRIC
+    return Params.model_validate(sweep.points[0].params).gate.metric or RANK_METRIC
 
 
 class SweepError(NbopsError):
@@ -211,7 +220,7 @@ def load_sweep(path: str | Path, root: str | Path = ".") -> Sweep:
                 _set_dotted(merged, key, value, where)
             merged["promote"] = False
             params = parse_params(merged, where)
-            make_estimator(params.model.name, params.model.params, where)
+            make_estimator(params.model.name, params.model.params, where, params.task)
         except NbopsError as exc:
             problems += exc.problems
             continue

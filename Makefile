@@ -180,7 +180,7 @@ deploy: setup ## upload space/ to the Hugging Face Space HF_SPACE_ID, wait until
 
 # ---------------------------------------------------------------- benchmarks (docs/benchmarks.md)
 # BENCH_ROUNDS=N rounds (default 5), BENCH_QUICK=1 for 3 rounds and scale up to 1e5 rows,
-# BENCH_ONLY="pipeline scale dashboard setup sweep bounds image" to measure some parts (others kept in results.json).
+# BENCH_ONLY="pipeline scale dashboard setup sweep bounds image bootstrap" to measure some parts (others kept in results.json).
 .PHONY: bench bench-profile
 
 bench: setup ## measure speed (medians of interleaved rounds) -> benchmarks/results.json + the tables in docs/benchmarks.md

@@ -37,7 +37,7 @@ from benchmarks.project import (
 
 PARAMS = "params/default.yaml"
 STEPS = ("01_eda", "02_train", "03_evaluate")
-PARTS = ("pipeline", "scale", "dashboard", "setup", "sweep", "bounds", "image", "lab")
+PARTS = ("pipeline", "scale", "dashboard", "setup", "sweep", "bounds", "image", "lab", "bootstrap")
 
 
 def say(msg: str) -> None:
@@ -329,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.bench_lab import LAB_KEYS
 
     samples.update({k: [] for k in LAB_KEYS})
+    from benchmarks.bench_bootstrap import BOOTSTRAP_KEYS
+
+    samples.update({k: [] for k in BOOTSTRAP_KEYS})
     notes: list[str] = []
     if quick:
         notes.append(f"BENCH_QUICK: {rounds} rounds, scale up to {sizes[-1]:,} rows")
@@ -375,6 +378,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
         if "sweep" in parts:
             sweep = bench_sweep(notes)
+        if "bootstrap" in parts:
+            from benchmarks.bench_bootstrap import bench_bootstrap
+
+            say(f"bootstrap: {rounds} rounds of the gate's paired bootstrap at 1e6 held-out rows, both tasks")
+            bench_bootstrap(rounds, samples)
         if "bounds" in parts:
             from benchmarks.bench_bounds import bench_bounds
 

@@ -13,8 +13,8 @@ any gate metric. Three vectorised forms:
   equal share instead (pairs within one bin count half, as ties do);
 - regression errors (RMSE, MAE, R²): each metric is a function of sums over the rows (squared or
   absolute errors, y, y²). Up to EXACT_ROWS rows the row indices are drawn as they are. Above
-  it the rows are sorted by the difference of the two models' errors and cut into GROUPS groups
-  of neighbours: each resample draws exactly how many of its rows come from each group (a
+  it the rows are cut into GROUPS groups of neighbours by the difference of the two models'
+  errors (its quantiles): each resample draws exactly how many of its rows come from each group (a
   multinomial, as above) and their sums from a normal with the group's mean and covariance
   (their sum over hundreds of near-alike rows), so 1e6 rows cost about what 1e5 do.
 """
@@ -32,7 +32,7 @@ ERROR_METRICS = ("rmse", "mae", "r2")
 METRICS = (*LABEL_METRICS, "roc_auc", *ERROR_METRICS)
 RESAMPLES = 2000
 EXACT_ROWS = 20_000  # regression: row indices drawn as they are up to this many rows
-GROUPS = 2_000  # regression above EXACT_ROWS: groups of neighbouring rows
+GROUPS = 1_000  # regression above EXACT_ROWS: groups of neighbouring rows
 SCORE_DECIMALS = 3  # ROC AUC: probabilities rounded to this many decimals in the cells
 AUC_MAX_CELLS = 20_000  # more distinct cells than this: each model's scores in AUC_COARSE_BINS
 AUC_COARSE_BINS = 100  # bins of equal share of the rows (ties within a bin count half)

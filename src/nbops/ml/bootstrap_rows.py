@@ -69,15 +69,22 @@ def _grouped_sums(stats: np.ndarray, resamples: int, rng, groups: int = GROUPS) 
     import numpy as np
 
     n, k = stats.shape
-    order = np.argsort(stats[:, 0] - stats[:, 1], kind="stable")
-    bounds = np.linspace(0, n, groups + 1).round().astype(np.int64)
-    sorted_stats = stats[order]
-    sizes = np.diff(bounds)
-    starts = bounds[:-1]
-    means = np.add.reduceat(sorted_stats, starts, axis=0) / sizes[:, None]
-    dev = sorted_stats - np.repeat(means, sizes, axis=0)  # centred first: y² of large y would cancel
-    covs = np.add.reduceat(np.einsum("ni,nj->nij", dev, dev).reshape(n, k * k), starts, axis=0)
-    covs /= sizes[:, None]
+    difference = stats[:, 0] - stats[:, 1]
+    edges = np.quantile(difference, np.linspace(0, 1, groups + 1)[1:-1])  # a partition, not a sort
+    group = np.searchsorted(edges, difference, side="right")
+    sizes = np.bincount(group, minlength=groups).astype(float)
+    kept = sizes > 0  # tied differences leave some groups empty
+    group = np.cumsum(kept)[group] - 1
+    sizes = sizes[kept]
+    groups = len(sizes)
+    means = np.column_stack([np.bincount(group, stats[:, i], groups) for i in range(k)]) / sizes[:, None]
+    dev = stats - means[group]  # centred first: y² of large y would cancel
+    covs = (
+        np.column_stack(
+            [np.bincount(group, dev[:, i] * dev[:, j], groups) for i in range(k) for j in range(k)]
+        )
+        / sizes[:, None]
+    )
     counts = rng.multinomial(n, sizes / n, size=resamples).astype(float)
     centre = counts @ means
     spread = (counts @ covs).reshape(resamples, k, k)

@@ -47,7 +47,8 @@ def test_a_regression_run_promotes_and_a_second_model_within_noise_keeps_the_cha
     assert decision["verdict"] == "keep champion", decision
     line = decision["reasons"][-1]
     assert line.startswith("rmse -0.02") and line.endswith("on 60 held-out rows is within noise"), line
-    assert record["decision"]["interval"]["delta"]["high"] > 0 > record["decision"]["interval"]["delta"]["low"]
+    delta = decision["interval"]["delta"]
+    assert delta["high"] > 0 > delta["low"]
     assert "champion: houses-regressor v1" in run.stdout
 
 

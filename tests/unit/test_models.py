@@ -2,9 +2,9 @@ import pytest
 import skops.io as sio
 
 from nbops.exceptions import ModelError
+from nbops.ml.estimators import ESTIMATORS
 from nbops.ml.models import TRUSTED_TYPES, fit_model, make_model, predict_table, score_model
 from nbops.ml.synthetic import generate_drug_table
-from nbops.ml.estimators import ESTIMATORS
 
 NUMERIC, CATEGORICAL = ["Age", "Na_to_K"], ["Sex", "BP", "Cholesterol"]
 

@@ -192,3 +192,30 @@ def test_init_on_a_regression_table_writes_regression_with_ceilings_from_a_mean_
 def test_a_regression_params_file_from_the_tests_validates():
     p = parse_params(regression_params("d.csv"))
     assert p.task == "regression" and p.gate.metric == "rmse" and p.model.name == "ridge"
+
+
+def test_the_task_figures_of_a_regression_table_draw_what_they_say():
+    import pandas as pd
+
+    from nbops.ml import task_plots
+    from tests.regression_table import CATEGORICAL, NUMERIC, TARGET
+
+    table = house_table(120)
+    assert task_plots.describe_target(table, TARGET, "regression").startswith("target price: ")
+    hist = task_plots.target_plot(table, TARGET, "regression")
+    assert hist.axes[0].get_xlabel() == TARGET
+    scatter = task_plots.numeric_vs_target(table, NUMERIC, TARGET, "regression")
+    assert [ax.get_title() for ax in scatter.axes] == [f"price against {c}" for c in NUMERIC]
+    boxes = task_plots.categorical_vs_target(table, CATEGORICAL, TARGET, "regression")
+    assert [ax.get_title() for ax in boxes.axes] == ["price by district"]
+    prediction = pd.DataFrame({"prediction": table[TARGET] + 1.0})
+    figures = task_plots.holdout_figures(
+        "regression",
+        table[TARGET],
+        {"challenger v2": ({"rmse": 1.0}, prediction), "champion (none)": (None, None)},
+        [],
+        TARGET,
+    )
+    assert [ax.get_title() for ax in figures[0].axes] == ["challenger v2: predicted vs actual"]
+    residuals = figures[1].axes[0].collections[0].get_offsets()[:, 1]
+    assert np.allclose(residuals, -1.0)  # actual − predicted

@@ -100,8 +100,8 @@ def paired_record(
         return paired_auc_interval([str(v) for v in y], a, b, positive, **settings).to_dict()
     a, b = (t["prediction"] for t in (challenger, champion))
     seen = sorted({*map(str, labels), *map(str, y), *map(str, a), *map(str, b)})
-    strings = ([str(v) for v in values] for values in (y, a, b))
-    return paired_interval(*strings, seen, metric, **settings).to_dict()
+    y_s, a_s, b_s = ([str(v) for v in values] for values in (y, a, b))
+    return paired_interval(y_s, a_s, b_s, seen, metric, **settings).to_dict()
 
 
 def paired_scorer(

@@ -9,7 +9,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nbops.exceptions import ModelError
 from nbops.ml.tracking import (  # the store's client is preloaded as tracking does
@@ -121,7 +121,7 @@ def promote_if_better(
     challenger_version: str,
     challenger_metrics: dict,
     *,
-    gate: dict[str, float],
+    gate: dict[str, Any],
     allow_promotion: bool,
     score_version: Callable[[str], dict | None],
     known: dict[str, dict | None] | None = None,

@@ -26,47 +26,43 @@ def target_distribution(df: pd.DataFrame, target: str):
     return fig
 
 
+def _per_column(df: pd.DataFrame, columns: list[str], title: str, draw):
+    """One panel per column (the first MAX_PLOTTED_COLUMNS), titled `title.format(col)`;
+    `draw(ax, col)` fills a panel whose column has values, an empty one says so."""
+    columns = list(columns)[:MAX_PLOTTED_COLUMNS]
+    if not columns:
+        return None
+    fig, axes = _subplots(1, len(columns), (4.5 * len(columns), 3.5))
+    axes = [axes] if len(columns) == 1 else axes
+    for ax, col in zip(axes, columns, strict=True):
+        ax.set_title(title.format(col))
+        if has_values(df[col]):
+            draw(ax, col)
+        else:
+            _no_values(ax, col)
+    return fig
+
+
 def numeric_against_target(df: pd.DataFrame, numeric: list[str], target: str):
     """One scatter per numeric column against the target, with its least-squares line."""
-    numeric = list(numeric)[:MAX_PLOTTED_COLUMNS]
-    if not numeric:
-        return None
     sns = _sns()
-    fig, axes = _subplots(1, len(numeric), (4.5 * len(numeric), 3.5))
-    axes = [axes] if len(numeric) == 1 else axes
-    for ax, col in zip(axes, numeric, strict=True):
-        ax.set_title(f"{target} against {col}")
-        if not has_values(df[col]):
-            _no_values(ax, col)
-            continue
-        sns.regplot(
-            data=df,
-            x=col,
-            y=target,
-            ax=ax,
-            scatter_kws=POINT,
-            line_kws={"color": "#b91c1c"},
-        )
-    return fig
+
+    def draw(ax, col):
+        sns.regplot(data=df, x=col, y=target, ax=ax, scatter_kws=POINT, line_kws={"color": "#b91c1c"})
+
+    return _per_column(df, numeric, f"{target} against {{}}", draw)
 
 
 def categorical_against_target(df: pd.DataFrame, categorical: list[str], target: str):
     """The target's spread per value of each categorical column (its most frequent values)."""
-    categorical = list(categorical)[:MAX_PLOTTED_COLUMNS]
-    if not categorical:
-        return None
     sns = _sns()
-    fig, axes = _subplots(1, len(categorical), (4.5 * len(categorical), 3.5))
-    axes = [axes] if len(categorical) == 1 else axes
-    for ax, col in zip(axes, categorical, strict=True):
-        ax.set_title(f"{target} by {col}")
-        if not has_values(df[col]):
-            _no_values(ax, col)
-            continue
+
+    def draw(ax, col):
         keep = df[col].value_counts().index[:TOP_CATEGORIES]
         sub = df[df[col].isin(keep)]
         sns.boxplot(data=sub, x=col, y=target, order=list(keep), ax=ax, color="#93c5fd")
-    return fig
+
+    return _per_column(df, categorical, f"{target} by {{}}", draw)
 
 
 def pairs_with_target(df: pd.DataFrame, numeric: list[str], target: str):

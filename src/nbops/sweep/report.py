@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from nbops.sweep.spec import Sweep
 
 METRICS = ("macro_f1", "accuracy", "weighted_f1")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
 PLOT = "macro_f1_vs_params.png"
 
 TEMPLATE = """<!doctype html>
@@ -119,24 +120,34 @@ def _links(sweep: Sweep, rec: dict) -> list[tuple[str, str]]:
     ]
 
 
+def _shown(sweep: Sweep) -> tuple[str, tuple[str, ...]]:
+    """The metric points are ranked by, and the columns of the points' table."""
+    from nbops.sweep.spec import rank_metric
+
+    metric = rank_metric(sweep)
+    return metric, REGRESSION_METRICS if metric in REGRESSION_METRICS else METRICS
+
+
 def summary_markdown(sweep: Sweep, records: list[dict], best: dict | None, decision: dict | None) -> str:
     keys = swept_keys(records)
+    metric, shown = _shown(sweep)
     lines = [f"## Sweep {md_escape(sweep.name)}", ""]
     if best and decision:
         lines.append(
-            f"Best: point {best['index']} ({md_escape(_label(best))}), macro-F1 "
-            f"{best['challenger']['metrics']['macro_f1']:.4f}. Gate: **{md_escape(decision['verdict'])}**"
+            f"Best: point {best['index']} ({md_escape(_label(best))}), {metric} "
+            f"{best['challenger']['metrics'][metric]:.4f}. Gate: **{md_escape(decision['verdict'])}**"
         )
     else:
         lines.append("No point finished: nothing went through the gate.")
-    lines += ["", "| # | " + " | ".join(md_escape(k) for k in keys) + " | status | macro-F1 | accuracy |"]
+    columns = ("macro-F1", "accuracy") if metric not in REGRESSION_METRICS else ("rmse", "mae")
+    lines += ["", "| # | " + " | ".join(md_escape(k) for k in keys) + f" | status | {' | '.join(columns)} |"]
     lines.append("|---" * (len(keys) + 4) + "|")
     for rec in records:
         m = (rec.get("challenger") or {}).get("metrics") or {}
         vals = [md_escape(json.dumps(rec["overrides"].get(k))) if k in rec["overrides"] else "" for k in keys]
         lines.append(
             f"| {rec['index']} | " + " | ".join(vals) + f" | {md_escape(rec['status'])} | "
-            f"{_fmt(m.get('macro_f1'))} | {_fmt(m.get('accuracy'))} |"
+            f"{_fmt(m.get(shown[0]))} | {_fmt(m.get(shown[1]))} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -151,7 +162,8 @@ def render_sweep_report(sweep: Sweep, records: list[dict], best: dict | None, de
     out = sweep.reports
     out.mkdir(parents=True, exist_ok=True)
     keys = swept_keys(records)
-    plotted = plot_metric(records, keys, out / PLOT)
+    metric, shown = _shown(sweep)
+    plotted = plot_metric(records, keys, out / PLOT, metric)
     rows = []
     for rec in records:
         metrics = (rec.get("challenger") or {}).get("metrics") or {}
@@ -161,7 +173,7 @@ def render_sweep_report(sweep: Sweep, records: list[dict], best: dict | None, de
                 "id": rec["id"],
                 "cells": [json.dumps(rec["overrides"][k]) if k in rec["overrides"] else "" for k in keys],
                 "status": rec["status"] + (" (cached)" if TRAIN in (rec.get("skipped") or []) else ""),
-                "metrics": [_fmt(metrics.get(m)) for m in METRICS],
+                "metrics": [_fmt(metrics.get(m)) for m in shown],
                 "version": (rec.get("challenger") or {}).get("version", ""),
                 "run_id": (rec.get("challenger") or {}).get("run_id", ""),
                 "seconds": _fmt(rec.get("seconds"), 1),
@@ -177,7 +189,7 @@ def render_sweep_report(sweep: Sweep, records: list[dict], best: dict | None, de
         best_view = {
             "index": best["index"],
             "label": _label(best),
-            "f1": _fmt(best["challenger"]["metrics"]["macro_f1"]),
+            "f1": _fmt(best["challenger"]["metrics"][metric]),
             "model_name": best["model_name"],
             "version": best["challenger"]["version"],
         }
@@ -193,12 +205,12 @@ def render_sweep_report(sweep: Sweep, records: list[dict], best: dict | None, de
             total=len(records),
             ok=sum(r["status"] == "ok" for r in records),
             failed=sum(r["status"] != "ok" for r in records),
-            metric="macro_f1",
+            metric=metric,
             best=best_view,
             decision=decision or {},
             plot=PLOT if plotted else None,
             keys=keys,
-            metrics=METRICS,
+            metrics=shown,
             rows=rows,
         )
     )

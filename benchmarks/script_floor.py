@@ -101,9 +101,7 @@ def run(root: Path, params_file: Path) -> Path:
     decision = gate.decide_promotion(
         challenger_metrics,
         champion["metrics"] if champion["version"] else None,
-        min_macro_f1=g.min_macro_f1,
-        min_accuracy=g.min_accuracy,
-        tolerance=g.tolerance,
+        **gate.gate_arguments(g),
         allow_promotion=params.promote,
         challenger_version=registered["version"],
         champion_version=champion["version"],

@@ -16,7 +16,8 @@ any gate metric. Three vectorised forms:
   it the rows are cut into GROUPS groups of neighbours by the difference of the two models'
   errors (its quantiles): each resample draws exactly how many of its rows come from each group (a
   multinomial, as above) and their sums from a normal with the group's mean and covariance
-  (their sum over hundreds of near-alike rows), so 1e6 rows cost about what 1e5 do.
+  (their sum over hundreds of near-alike rows): a few passes over the rows plus resamples ×
+  groups draws, instead of resamples × rows.
 """
 
 from __future__ import annotations

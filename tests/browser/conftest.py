@@ -113,14 +113,19 @@ def penguins(tmp_path_factory):
     return table, model, folder
 
 
-@pytest.fixture(scope="session")
-def penguins_server(penguins):
-    """`make dashboard` on the penguins champion folder (as the Space serves its exported one)."""
+def serve_exported(name: str, folder: Path):
+    """`make dashboard` on an exported champion folder (as the Space serves its own); yields the server."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NBOPS_", "MLFLOW_"))}
-    env["NBOPS_MODEL_DIR"] = str(penguins[2])
-    server = start("penguins", ["dashboard", "PORT={port}"], env, penguins[2].parent)
+    env["NBOPS_MODEL_DIR"] = str(folder)
+    server = start(name, ["dashboard", "PORT={port}"], env, folder.parent)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def penguins_server(penguins):
+    """`make dashboard` on the penguins champion folder."""
+    yield from serve_exported("penguins", penguins[2])
 
 
 @pytest.fixture(params=["dashboard", "space"])

@@ -3,11 +3,9 @@ typical error on its held-out rows, no class probabilities."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from tests.browser.conftest import start
+from tests.browser.conftest import serve_exported
 from tests.browser.penguins import write_exported_champion
 from tests.browser.test_dashboard_browser import open_dashboard, predict
 from tests.regression_table import CATEGORICAL, NUMERIC, TARGET, house_table
@@ -37,11 +35,7 @@ def houses(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def houses_server(houses):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NBOPS_", "MLFLOW_"))}
-    env["NBOPS_MODEL_DIR"] = str(houses[1])
-    server = start("houses", ["dashboard", "PORT={port}"], env, houses[1].parent)
-    yield server
-    server.stop()
+    yield from serve_exported("houses", houses[1])
 
 
 def test_a_regression_champion_shows_a_number_and_its_typical_error(houses_server, houses, page):

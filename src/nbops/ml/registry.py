@@ -151,15 +151,7 @@ def promote_if_better(
         use_project_store()
     client = client or mlflow.MlflowClient()
     with store_lock(mlflow.get_tracking_uri(), "promote"):
-        current = get_alias_version(model_name, CHAMPION, client)
-        champion_version = str(current.version) if current else None
-        champion_metrics = None
-        if champion_version is not None:
-            known = known or {}
-            if champion_version in known:
-                champion_metrics = known[champion_version]
-            else:
-                champion_metrics = score_version(champion_version)
+        champion_version, champion_metrics = _champion_now(client, model_name, known, score_version)
         interval = None
         if interval_for is not None and champion_version is not None and champion_metrics:
             interval = interval_for(champion_version)
@@ -179,6 +171,20 @@ def promote_if_better(
         if record:
             _record_decision(client, model_name, decision, move_alias)
     return decision
+
+
+def _champion_now(
+    client, model_name: str, known: dict[str, dict | None] | None, score_version: Callable[[str], dict | None]
+) -> tuple[str | None, dict | None]:
+    """(the champion's version as the registry has it now, its metrics): from `known` when
+    they were computed already, else scored now."""
+    current = get_alias_version(model_name, CHAMPION, client)
+    if current is None:
+        return None, None
+    version = str(current.version)
+    if known and version in known:
+        return version, known[version]
+    return version, score_version(version)
 
 
 def apply_decision(model_name: str, decision: Decision, client=None) -> Decision:

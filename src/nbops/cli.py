@@ -146,8 +146,11 @@ def _delegated(module: str) -> Callable[[argparse.ArgumentParser], None]:
 # name: (one-line help, what adds its options); the order of `nbops --help`
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "init": ("write a commented params file for a CSV: columns, floors, registry name", _add_init),
-    "run": ("run the notebook pipeline (skips unchanged steps)", _add_run),
-    "report": ("re-render reports/ from the last executed notebooks", _add_report),
+    "run": (
+        "run the notebook pipeline into build/<name>/, reports/<name>/ (skips unchanged steps)",
+        _add_run,
+    ),
+    "report": ("re-render reports/<name>/ from the last executed notebooks", _add_report),
     "lab": ("JupyterLab on 127.0.0.1 with the params' values injected into each notebook", _add_lab),
     "champion": ("print the champion version", _add_registry),
     "rollback": ("move champion back to the previous champion", _add_registry),
@@ -176,9 +179,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
 }
 DESCRIPTIONS = {
     "drift": "Compare the current data with the champion's training sample (KS, chi2)\n"
-    "and write reports/drift.{json,md,html}.",
+    "and write reports/<name>/drift.{json,md,html} (<name>: the params file's stem).",
     "lab": "JupyterLab on 127.0.0.1:PORT. Opening notebooks/<step>.ipynb injects what the pipeline\n"
-    "would pass for PARAMS; hand runs write build/lab/; saving strips the injected cell and outputs.",
+    "would pass for PARAMS; hand runs write build/lab/<name>/; saving strips the injected cell\n"
+    "and outputs.",
 }
 
 

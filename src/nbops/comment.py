@@ -19,7 +19,7 @@ with the env `GITHUB_SERVER_URL` and `GITHUB_REPOSITORY` every Actions job has.
 
 Standard library only: the comment job installs nothing.
 
-    python -m nbops.comment --summary reports/summary.md --pr-number-file pr-number.txt \\
+    python -m nbops.comment --summary reports/<name>/summary.md --pr-number-file pr-number.txt \\
         --out comment.md --run-url https://github.com/o/r/actions/runs/1 --commit <sha>
 """
 
@@ -140,7 +140,7 @@ def build_comment(
     text = summary.replace("\r\n", "\n").strip("\n")
     text = text.removeprefix(SUMMARY_MARKER).lstrip("\n")
     if not text.strip():
-        raise CommentError("the summary is empty: the CI run wrote no reports/summary.md")
+        raise CommentError("the summary is empty: the CI run wrote no reports/<name>/summary.md")
     footer = _footer(run_url, commit, "workflow run and reports artifact")
     body = SUMMARY_MARKER + "\n" + point_relative_links(neutralise_html(text), run_url)
     return cap_markdown(body, limit - len(footer), link=run_url) + footer

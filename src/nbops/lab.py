@@ -2,14 +2,15 @@
 
 Opening notebooks/<step>.ipynb inserts an `injected-parameters` cell after its `parameters` cell
 (papermill's tag and format) with exactly what the runner would inject for the params file in
-NBOPS_PARAMS, except that products go to build/lab/<step>/ (the runner's plan with
-build=build/lab) and the notebook runs as a hand run (`interactive = True`, its MLflow run tagged
-`nbops.source = lab`, `register` left to the notebook's parameters cell). Saving removes that
-cell, every output and execution count and the metadata Jupyter adds, and keeps the kernelspec
-and language_info the file already has: a save in Lab leaves `git diff` clean.
+NBOPS_PARAMS, except that products go to build/lab/<name>/<step>/ (the runner's plan with
+build=build/lab/<name>, <name> the params file's stem) and the notebook runs as a hand run
+(`interactive = True`, its MLflow run tagged `nbops.source = lab`, `register` left to the
+notebook's parameters cell). Saving removes that cell, every output and execution count and
+the metadata Jupyter adds, and keeps the kernelspec and language_info the file already has: a
+save in Lab leaves `git diff` clean.
 
 Runs in the Jupyter server process: the runner's plan (no pandas) on each open, the validated
-table for build/lab (pandas, once per data/params change).
+table for build/lab/<name> (pandas, once per data/params change).
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ from pathlib import Path
 
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
 
-from nbops.layout import BUILD_DIR, DRIFT, VALIDATE
+from nbops.layout import DRIFT, NOTEBOOKS_DIR, VALIDATE, drift_dir, lab_build_dir
 
 ENV_PARAMS = "NBOPS_PARAMS"
 INJECTED_TAG = "injected-parameters"
-LAB_BUILD = Path(BUILD_DIR) / "lab"
 DRIFT_STEP = DRIFT
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 LANGUAGE_INFO = {"name": "python"}
@@ -50,13 +50,15 @@ def lab_steps() -> list[str]:
 
 
 def lab_parameters(root: Path, params_file: Path, step: str) -> dict:
-    """The values a hand run of `step` gets: the runner's for build/lab, as a hand run."""
+    """The values a hand run of `step` gets: the runner's for build/lab/<name>, as a hand run."""
     from nbops.params import load_params
+    from nbops.runner.folders import params_folders
     from nbops.runner.plan import make_plan
 
+    folders = params_folders(root, params_file)  # a name another params file owns: refused
     if step == DRIFT_STEP:  # `python -m nbops drift` writes these; 04_drift only reads them
         params = load_params(params_file)
-        products = root / BUILD_DIR / DRIFT_STEP
+        products = drift_dir(folders.build)
         return {
             "drift_json": str(products / "drift.json"),
             "reference_path": str(products / "reference.parquet"),
@@ -64,7 +66,8 @@ def lab_parameters(root: Path, params_file: Path, step: str) -> dict:
             "data_numeric": params.data.numeric,
             "data_categorical": params.data.categorical,
         }
-    plan = make_plan(params_file, root, build=root / LAB_BUILD)
+    build = lab_build_dir(root, folders.name)
+    plan = make_plan(params_file, root, build=build)  # no reports: a hand run renders none
     ensure_lab_table(plan)
     values = dict(plan.injected[step])
     values.pop("register", None)  # the notebook's own parameter: False unless the user sets it
@@ -76,8 +79,8 @@ def lab_parameters(root: Path, params_file: Path, step: str) -> dict:
 
 
 def ensure_lab_table(plan) -> None:
-    """build/lab/00_validate/table.parquet for this params file and data, made when missing or
-    stale: a hand run never reads (or waits for) the pipeline's build/."""
+    """build/lab/<name>/00_validate/table.parquet for this params file and data, made when missing
+    or stale: a hand run never reads (or waits for) the pipeline's build/<name>/."""
     from nbops.products import read_json, write_json
     from nbops.runner.pipeline import run_validate
 
@@ -145,14 +148,14 @@ class ParamsContentsManager(AsyncLargeFileManager):
     def _step(self, path: str) -> str | None:
         root, _ = self._project()
         file = (Path(self.root_dir) / path.strip("/")).resolve()
-        if file.parent != root / "notebooks" or file.suffix != ".ipynb":
+        if file.parent != root / NOTEBOOKS_DIR or file.suffix != ".ipynb":
             return None
         return file.stem if file.stem in lab_steps() else None
 
     def _in_project(self, path: str) -> bool:
         root, _ = self._project()
         file = (Path(self.root_dir) / path.strip("/")).resolve()
-        return file.suffix == ".ipynb" and file.is_relative_to(root / "notebooks")
+        return file.suffix == ".ipynb" and file.is_relative_to(root / NOTEBOOKS_DIR)
 
     async def get(self, path, content=True, type=None, format=None, require_hash=False, **kwargs):
         model = await super().get(

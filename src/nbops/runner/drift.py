@@ -9,11 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nbops.layout import BUILD_DIR, DRIFT, NOTEBOOKS_DIR, REPORTS_DIR, executed_notebook, notebook_path
+from nbops.layout import DRIFT, NOTEBOOKS_DIR, drift_dir, executed_notebook, notebook_path
 
 if TYPE_CHECKING:
     from nbops.ml.drift import DriftReport
     from nbops.params import Params
+    from nbops.runner.folders import Folders
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -22,7 +23,7 @@ NO_CHAMPION_LINE = "no champion yet: nothing to compare; run the pipeline"
 EXIT_CODES_HELP = f"""\
 exit codes:
   {EXIT_OK}  the check ran: no drift, insufficient data, or drift without --fail-on-drift
-     (the verdict is printed and written to reports/drift.json); or no champion yet
+     (the verdict is printed and written to reports/<name>/drift.json); or no champion yet
      (nothing to compare; with --retrain the pipeline ran and passed)
   {EXIT_ERROR}  an error: bad params or data, the report notebook failed, or
      the retrain (--retrain, --force, or --retrain with no champion) failed
@@ -33,22 +34,20 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _write_no_champion(root: Path) -> None:
-    """reports/drift.md says why there is no verdict (the workflow shows it in the job summary);
-    no drift.json: there is no verdict to read."""
-    reports = root / REPORTS_DIR
+def _write_no_champion(reports: Path) -> None:
+    """reports/<name>/drift.md says why there is no verdict (the workflow shows it in the job
+    summary); no drift.json: there is no verdict to read."""
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "drift.md").write_text(f"## Drift check: not run\n\n{NO_CHAMPION_LINE}.\n", encoding="utf-8")
 
 
-def render_drift_report(root: Path, products: Path, params: Params, timeout_s: int) -> Path:
-    """Run notebooks/04_drift.ipynb on the products and render reports/drift.html."""
+def render_drift_report(root: Path, products: Path, params: Params, timeout_s: int, reports: Path) -> Path:
+    """Run notebooks/04_drift.ipynb on the products and render <reports>/drift.html."""
     from nbops.exceptions import StepError
     from nbops.runner import notebook_html
     from nbops.runner.execute import execute_notebook
 
     executed = executed_notebook(products.parent, DRIFT)
-    reports = root / REPORTS_DIR
     parameters = {
         "drift_json": str(products / "drift.json"),
         "reference_path": str(products / "reference.parquet"),
@@ -72,26 +71,31 @@ def render_drift_report(root: Path, products: Path, params: Params, timeout_s: i
     return notebook_html.render_notebook_html(executed, reports / "drift.html", with_code=False)
 
 
-def _write_verdict(root: Path, params: Params) -> tuple[DriftReport | None, bool]:
-    """Check, write build/04_drift/ and reports/drift.{json,md,html}; (report, no champion)."""
+def _write_verdict(
+    root: Path, params: Params, folders: Folders, params_file: Path
+) -> tuple[DriftReport | None, bool]:
+    """Check, write build/<name>/04_drift/ and reports/<name>/drift.{json,md,html};
+    (report, no champion)."""
     from nbops.ml import drift
     from nbops.products import write_json
+    from nbops.runner.folders import claim_folders
 
     try:
         report, reference, current = drift.check_drift(params, root)
     except drift.NoChampionToCompare:
         _say(NO_CHAMPION_LINE)
-        _write_no_champion(root)
+        _write_no_champion(folders.reports)
         return None, True
-    products = root / BUILD_DIR / DRIFT
+    products = drift_dir(folders.build)
     products.mkdir(parents=True, exist_ok=True)
+    claim_folders(folders, root, params_file)
     reference.to_parquet(products / "reference.parquet")
     current.to_parquet(products / "current.parquet")
     data = report.to_dict()
     write_json(products / "drift.json", data)
-    write_json(root / REPORTS_DIR / "drift.json", data)
-    (root / REPORTS_DIR / "drift.md").write_text(drift.drift_markdown(data), encoding="utf-8")
-    html = render_drift_report(root, products, params, params.run.cell_timeout_s)
+    write_json(folders.reports / "drift.json", data)
+    (folders.reports / "drift.md").write_text(drift.drift_markdown(data), encoding="utf-8")
+    html = render_drift_report(root, products, params, params.run.cell_timeout_s, folders.reports)
     _say(f"drift report: {html}")
     _say(report.summary_line())
     return report, False
@@ -104,20 +108,22 @@ def main_drift(
     force: bool = False,
     fail_on_drift: bool = False,
 ) -> int:
-    """`python -m nbops drift`: check, write reports/drift.{json,md,html}, retrain if asked.
+    """`python -m nbops drift`: check, write reports/<name>/drift.{json,md,html}, retrain if asked.
     Returns the exit code (EXIT_CODES_HELP)."""
     from nbops.exceptions import ModelError, NbopsError, print_problems
     from nbops.ml import tracking
     from nbops.ml.drift import DRIFT as DRIFTED
     from nbops.params import load_params
+    from nbops.runner.folders import params_folders
 
     root_path = Path(root).resolve()
     path = Path(params_file) if Path(params_file).is_absolute() else root_path / params_file
     try:
+        folders = params_folders(root_path, path)
         params = load_params(path)
         tracking.configure_tracking(root_path)
         try:
-            report, no_champion = _write_verdict(root_path, params)
+            report, no_champion = _write_verdict(root_path, params, folders, path)
         except ModelError as exc:
             if not force:
                 raise

@@ -12,7 +12,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from nbops.layout import EVALUATION, STAMP_FILE
+from nbops.layout import EVALUATION, INDEX_FILE, STAMP_FILE
 from nbops.products import params_hash, read_json, write_json
 from nbops.runner.codehash import package_hash
 from nbops.runner.plan import STEPS, Plan, RunResult
@@ -69,9 +69,9 @@ def unchanged_since_last_run(params_file: Path, root: Path, build: Path, reports
     if {step: stamp.get("key") for step, stamp in stamps.items()} != record["keys"]:
         return None
     uri = tracking_uri_for_key(root)
-    if any(products_changed(build, step, stamp, uri) for step, stamp in stamps.items()):
+    if any(products_changed(build, step, stamp, uri, root) for step, stamp in stamps.items()):
         return None  # the full plan says which product and reruns from there
-    if not (reports / "index.html").is_file():
+    if not (reports / INDEX_FILE).is_file():
         return None
     real = Path(record["real_data_path"])
     _say_data(Path(record["data_path"]), root, real.relative_to(root), record["synthetic"])
@@ -108,7 +108,8 @@ def _say_data(data_path: Path, root: Path, real_path, synthetic: bool) -> None:
 
 @contextmanager
 def build_lock(build: Path):
-    """One run at a time per build folder: a second run waits, saying for whom."""
+    """One run at a time per build folder (build/<name>/: runs of other params files go on); a
+    second run of the same one waits, saying for whom."""
     build.mkdir(parents=True, exist_ok=True)
     with open(build / ".lock", "a+") as fh:
         try:

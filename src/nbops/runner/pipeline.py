@@ -10,11 +10,24 @@ import time
 from pathlib import Path
 
 from nbops.exceptions import NbopsError, StepError, print_problems
-from nbops.layout import EVALUATE, EVALUATION, MODEL_FILE, TABLE_FILE, TRAIN, VALIDATE
+from nbops.layout import (
+    EVALUATE,
+    EVALUATION,
+    INDEX_FILE,
+    MODEL_FILE,
+    SUMMARY_FILE,
+    TABLE_FILE,
+    TRAIN,
+    VALIDATE,
+    build_root,
+    executed_notebook,
+)
 from nbops.products import read_json, write_json
+from nbops.runner.folders import claim_folders, params_folders
 from nbops.runner.noop import LAST_RUN, _say_data, build_lock, remember_run, unchanged_since_last_run
 from nbops.runner.plan import STEPS, Plan, RunResult, check_step_names, make_plan
 from nbops.runner.progress import say
+from nbops.runner.reports_index import gate_line, render_reports_index
 from nbops.runner.schedule import RunBudget, _execute_all
 from nbops.runner.stamps import tracking_uri_for_key, write_stamp
 from nbops.runner.warm import Kernels
@@ -67,22 +80,26 @@ def run_pipeline(
 ) -> RunResult:
     """Run (or skip) every step; render reports even when a step failed.
 
-    `build`/`reports` default to <root>/build and <root>/reports (sweeps give each point its
-    own); `provenance` overrides runner parameters that are not cache inputs
-    (`parent_run_id`, `run_tags`)."""
+    `build`/`reports` default to the params file's own, build/<name>/ and reports/<name>/
+    (nbops.runner.folders; sweeps give each point its own); `provenance` overrides runner
+    parameters that are not cache inputs (`parent_run_id`, `run_tags`)."""
     t0 = time.perf_counter()
     check_step_names(only)
     user_env = dict(os.environ)  # before any library this process imports sets its own
     root = Path(root).resolve()
     params_file = Path(params_file)
     params_file = params_file if params_file.is_absolute() else (root / params_file)
-    build = Path(build).resolve() if build else root / "build"
-    reports = Path(reports).resolve() if reports else root / "reports"
+    # build/<name>/ and reports/<name>/ unless given (sweeps give each point its own)
+    folders = params_folders(root, params_file) if build is None or reports is None else None
+    build = Path(build).resolve() if build else folders.build  # type: ignore[union-attr]
+    reports = Path(reports).resolve() if reports else folders.reports  # type: ignore[union-attr]
     # (a first run, or a bad params file, must not even create build/: only look when a record is there)
     if not force and not only and provenance is None and (build / LAST_RUN).is_file():
         with build_lock(build):
             unchanged = unchanged_since_last_run(params_file, root, build, reports)
         if unchanged is not None:
+            if folders is not None:
+                render_reports_index(root)
             say(f"done in {time.perf_counter() - t0:.1f}s")
             return unchanged
     from nbops.runner.spares import keep_warm_seconds
@@ -93,12 +110,16 @@ def run_pipeline(
     if provenance is None and not keep_warm_s:
         from nbops.runner.spares import stop_all
 
-        stop_all(plan.build)  # turned off: no kernel of an earlier run stays behind
+        stop_all(build_root(root))  # turned off: no kernel of an earlier run stays behind
     with build_lock(plan.build):
+        if folders is not None and plan.build == folders.build:
+            claim_folders(folders, root, params_file)
         result = _run(plan, root, force, only, jobs, t0, keep_warm_s, user_env)
         if result.ok and not only and provenance is None:  # every step is current now
             remember_run(plan)
-        return result
+    if folders is not None:
+        render_reports_index(root)
+    return result
 
 
 def _run(
@@ -255,8 +276,8 @@ def attach_reports(plan: Plan, result: RunResult) -> None:
     except (OSError, ValueError, KeyError):
         return  # training failed before it registered anything
     steps = [*result.ran, *([result.failure.step] if result.failure else [])]
-    files = [plan.build / s / f"{s}.ipynb" for s in steps] + [plan.reports / f"{s}.html" for s in steps]
-    files += [plan.reports / "index.html", plan.reports / "summary.md"]
+    files = [executed_notebook(plan.build, s) for s in steps] + [plan.reports / f"{s}.html" for s in steps]
+    files += [plan.reports / INDEX_FILE, plan.reports / SUMMARY_FILE]
     from nbops.ml import tracking
 
     try:
@@ -266,16 +287,20 @@ def attach_reports(plan: Plan, result: RunResult) -> None:
 
 
 def render_only(params_file: str | Path, root: str | Path = ".") -> Path:
-    """Re-render reports/ from the build folder without running anything."""
+    """Re-render reports/<name>/ from build/<name>/ without running anything, and the listing."""
     from nbops.runner.report import render_reports
 
     root = Path(root).resolve()
     params_file = Path(params_file)
-    plan = make_plan(params_file if params_file.is_absolute() else root / params_file, root)
+    params_file = params_file if params_file.is_absolute() else root / params_file
+    folders = params_folders(root, params_file)
+    plan = make_plan(params_file, root, folders.build, folders.reports)
     # the last successful execution of each step, even if code changed since (that is what
     # `make report` is for); a step that never succeeded shows as not run
     result = RunResult(skipped=[s.name for s in STEPS if plan.stamp_path(s.name).exists()])
-    return render_reports(plan, result)
+    reports = render_reports(plan, result, rerender=True)
+    render_reports_index(root)
+    return reports
 
 
 # ------------------------------------------------------------------ CLI glue
@@ -311,14 +336,10 @@ def main_run(params_file: str, root: str, force: bool, only: list[str] | None, j
     except NbopsError as exc:
         print_problems(exc)
         return 1
-    index = result.reports / "index.html" if result.reports else None
+    index = result.reports / INDEX_FILE if result.reports else None
     if result.evaluation and EVALUATE in result.ran:
         decision = result.evaluation["decision"]
-        before = f"v{decision['champion_version']}" if decision["champion_version"] else "none"
-        say(
-            f"gate: {decision['verdict']} (challenger v{decision['challenger_version']}, "
-            f"champion before: {before})"
-        )
+        say(f"gate: {gate_line(decision)}")
         if decision.get("interval"):
             from nbops.ml.bootstrap import describe
 

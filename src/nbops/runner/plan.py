@@ -1,10 +1,12 @@
 """The runner: params -> validated table -> notebooks (papermill) -> reports (nbconvert).
 
-    00_validate   in-process: read + validate the CSV, write build/00_validate/table.parquet
+    00_validate   in-process: read + validate the CSV, write build/<name>/00_validate/table.parquet
     01_eda        notebook  (needs 00_validate)              } run concurrently
     02_train      notebook  (needs 00_validate)              }
     03_evaluate   notebook  (needs 02_train)
-    reports       in-process: HTML, index.html, summary.md, metrics.json
+    reports       in-process: reports/<name>/ (HTML, index.html, summary.md, metrics.json)
+
+<name> is the params file's stem (nbops.layout, nbops.runner.folders).
 
 A step is skipped when the hash of its inputs (notebook source without outputs, the params it
 declares, input data, upstream steps' keys, the source of the package modules it imports,
@@ -21,15 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 from nbops.exceptions import NbopsError, StepError
 from nbops.layout import (
-    BUILD_DIR,
     EDA,
     EVALUATE,
-    REPORTS_DIR,
     STAMP_FILE,
     TABLE_FILE,
     TRAIN,
     VALIDATE,
+    build_dir,
     notebook_path,
+    params_name,
+    reports_dir,
 )
 from nbops.products import params_hash, read_json
 from nbops.runner.codehash import code_hash, module_closure, notebook_code_hash
@@ -133,7 +136,7 @@ class Plan:
                 return "its inputs changed"
         except (OSError, ValueError, KeyError):
             return "not run yet"
-        return products_changed(self.build, step, stamp, tracking_uri_for_key(self.root))
+        return products_changed(self.build, step, stamp, tracking_uri_for_key(self.root), self.root)
 
 
 def make_plan(
@@ -153,7 +156,7 @@ def make_plan(
     synthetic = is_synthetic(params, root)
     data_path = resolve_data_path(params, root, source)
     data_hash = file_hash(data_path)
-    build = build or root / BUILD_DIR
+    build = build or build_dir(root, params_name(params_file))
     code = {VALIDATE: code_hash(module_closure(VALIDATE_MODULES))}
     keys = {
         VALIDATE: params_hash(
@@ -187,7 +190,7 @@ def make_plan(
                 portable(uri, root) if step.tracked else None,
             ]
         )
-    reports = reports or root / REPORTS_DIR
+    reports = reports or reports_dir(root, params_name(params_file))
     return Plan(
         root,
         params_file,

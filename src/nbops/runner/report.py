@@ -1,5 +1,6 @@
-"""reports/: sanitised HTML of every executed notebook (a reviewer view without code and a full
-view), index.html linking them, metrics.json, and summary.md made for a PR comment.
+"""reports/<name>/: sanitised HTML of every executed notebook (a reviewer view without code and
+a full view), index.html linking them, metrics.json, summary.md made for a PR comment, and
+run.json, this folder's line in reports/index.html (nbops.runner.reports_index).
 
 Everything that came from data (labels, values, error text) is escaped: it is shown as text,
 never as markup, in HTML and in Markdown alike.
@@ -12,7 +13,20 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbops.layout import EVALUATE, EVALUATION, METRICS_FILE, MODEL_FILE, TITLES, TRAIN
+from nbops.layout import (
+    EVALUATE,
+    EVALUATION,
+    INDEX_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    RUN_RECORD,
+    SUMMARY_FILE,
+    TITLES,
+    TRAIN,
+    executed_notebook,
+    reports_root,
+)
+from nbops.runner.folders import shown_path
 from nbops.runner.notebook_html import render_notebook_html
 from nbops.runner.summary import fmt_delta, fmt_value, metric_rows, summary_markdown
 
@@ -37,15 +51,16 @@ def run_facts(plan: Plan, statuses: dict[str, str], evaluation: dict | None) -> 
         "model": {"name": model.name, "params": dict(model.params), "cv_folds": model.cv_folds},
         "registered": None,
         "data": {
-            "path": str(data_path.relative_to(root) if data_path.is_relative_to(root) else data_path),
+            "path": shown_path(data_path, root),
             "synthetic": bool(plan.synthetic),
             "hash": plan.data_hash,
             "rows": None,
             "train_rows": None,
             "holdout_rows": None,
         },
+        "params": shown_path(plan.params_file, root),
         "commit": getattr(plan, "git_commit", "unknown"),
-        "links": other_reports(plan.reports),
+        "links": other_reports(plan.reports, plan.root),
     }
     train = plan.build / TRAIN
     if statuses.get(TRAIN) in ("ran", "skipped") and (train / MODEL_FILE).is_file():
@@ -69,16 +84,13 @@ def run_facts(plan: Plan, statuses: dict[str, str], evaluation: dict | None) -> 
     return facts
 
 
-def other_reports(reports: Path) -> list[tuple[str, str]]:
-    """(text, relative link) of the drift report (`make drift`) and every sweep report
-    (`make sweep`) that exist beside this index."""
-    from urllib.parse import quote
-
+def other_reports(reports: Path, root: Path) -> list[tuple[str, str]]:
+    """(text, relative link) of the drift report (`make drift`) beside this index, and of the
+    listing of every params file's latest run (reports/index.html, which lists the sweeps)
+    when this folder is one of reports/<name>/."""
     links = [("drift report", "drift.html")] if (reports / "drift.html").is_file() else []
-    links += [
-        (f"sweep {index.parent.name}", f"sweep/{quote(index.parent.name)}/index.html")
-        for index in sorted((reports / "sweep").glob("*/index.html"))
-    ]
+    if reports.parent == reports_root(root):
+        links.append(("every params file's latest run, and the sweeps", f"../{INDEX_FILE}"))
     return links
 
 
@@ -116,6 +128,7 @@ def _facts_html(facts: dict) -> str:
             f"sha256 <code>{esc(str(data['hash'])[:12])}</code>",
         )
     )
+    rows.append(("params", f"<code>{esc(str(facts['params']))}</code>"))
     rows.append(("commit", f"<code>{esc(str(facts['commit']))}</code>"))
     return (
         "<table class='facts'>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
@@ -202,7 +215,7 @@ def step_targets(reports: Path, step: str) -> list[Path]:
 def render_step(build: Path, reports: Path, step: str) -> None:
     """HTML views and a copy of one step's executed notebook, unless already newer than it.
     The runner calls this as each step ends, so rendering overlaps the steps still running."""
-    executed = build / step / f"{step}.ipynb"
+    executed = executed_notebook(build, step)
     targets = step_targets(reports, step)
     if not executed.exists():
         for t in targets:
@@ -217,9 +230,11 @@ def render_step(build: Path, reports: Path, step: str) -> None:
         shutil.copyfile(executed, targets[2])
 
 
-def render_reports(plan: Plan, result: RunResult) -> Path:
-    """Write reports/ from the build folder; a failed step's notebook is rendered too."""
-    from nbops.products import write_json
+def render_reports(plan: Plan, result: RunResult, rerender: bool = False) -> Path:
+    """Write the reports folder from the build folder; a failed step's notebook is rendered too.
+    `rerender` (`nbops report`): no run, so run.json keeps the time of the run it describes."""
+    from nbops.products import read_json, write_json
+    from nbops.runner.reports_index import run_record, write_run_record
 
     reports = plan.reports
     (reports / "notebooks").mkdir(parents=True, exist_ok=True)
@@ -244,18 +259,24 @@ def render_reports(plan: Plan, result: RunResult) -> Path:
     evaluation = None
     metrics = plan.build / EVALUATION
     if result.failure is None and statuses[EVALUATE] in ("ran", "skipped") and metrics.exists():
-        from nbops.products import read_json
-
         evaluation = read_json(metrics)
         write_json(reports / METRICS_FILE, evaluation)
     else:
         (reports / METRICS_FILE).unlink(missing_ok=True)
     commit = getattr(plan, "git_commit", "unknown")  # Plan.git_commit: the runner's provenance
-    (reports / "summary.md").write_text(
+    (reports / SUMMARY_FILE).write_text(
         summary_markdown(evaluation, result.failure, statuses, commit=commit), encoding="utf-8"
     )
     facts = run_facts(plan, statuses, evaluation)
-    (reports / "index.html").write_text(
+    (reports / INDEX_FILE).write_text(
         index_html(statuses, evaluation, result.failure, facts), encoding="utf-8"
     )
+    when = None
+    if rerender:
+        try:
+            when = str(read_json(reports / RUN_RECORD)["when"])
+        except (OSError, ValueError, KeyError, TypeError):
+            when = None
+    shown = shown_path(plan.params_file, plan.root)
+    write_run_record(reports, run_record(reports.name, shown, evaluation, result.failure, when))
     return reports

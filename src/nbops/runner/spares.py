@@ -3,10 +3,11 @@
 A kernel started ahead of its step still spends seconds importing mlflow, scikit-learn and
 skops before the step's first cell (most of a one-parameter rerun). So after a run, the runner
 leaves one *spare* kernel per notebook step it executed: a fresh kernel that has run only that
-step's warm-up imports (never a step), detached from the runner, in `build/.spares/`. The next
-run's step adopts it instead of starting a kernel when everything the warm-up depends on is
-unchanged (the `key`: warm-up code, package source, interpreter, installed packages,
-environment, folder); otherwise the spare is stopped and a fresh kernel starts as before.
+step's warm-up imports (never a step), detached from the runner, in `build/.spares/` (one for
+every params file: a warm-up does not depend on the params). The next run's step adopts it
+instead of starting a kernel when everything the warm-up depends on is unchanged (the `key`:
+warm-up code, package source, interpreter, installed packages, environment, folder); otherwise
+the spare is stopped and a fresh kernel starts as before.
 
 A spare owns four files, `<step>.<token>.{spare,conn.json,spec.json,log}`. It writes the
 `.spare` record itself once it runs. A run claims a spare by renaming `.spare` to

@@ -32,13 +32,17 @@ def write_stamp(build: Path, step: str, key: str) -> None:
     write_json(build / step / STAMP_FILE, {"key": key, "finished": time.time(), "products": products})
 
 
-def products_changed(build: Path, step: str, stamp: dict, uri: str) -> str | None:
-    """Why the products of `step` are not the ones its stamp recorded (None when they are)."""
+def products_changed(build: Path, step: str, stamp: dict, uri: str, root: Path | None = None) -> str | None:
+    """Why the products of `step` are not the ones its stamp recorded (None when they are);
+    paths shown from `root` (build/<name>/02_train/model.json) when the folder is inside it."""
     recorded = stamp.get("products")
     if recorded is None:
         return "its stamp records no products"
     now = product_hashes(build / step)
-    shown = build.name + "/" + step
+    folder = build / step
+    shown = (
+        folder.relative_to(root) if root and folder.is_relative_to(root) else Path(build.name, step)
+    ).as_posix()
     for name, digest in recorded.items():
         if name not in now:
             return f"{shown}/{name} is missing"

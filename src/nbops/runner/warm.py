@@ -7,7 +7,7 @@ import os
 import threading
 from pathlib import Path
 
-from nbops.layout import NOTEBOOKS_DIR
+from nbops.layout import NOTEBOOKS_DIR, build_root
 from nbops.runner.codehash import notebook_code_hash
 from nbops.runner.notebook import PRELOADER, read_notebook_source, warmup_code
 from nbops.runner.plan import Plan, RunResult, Step
@@ -125,7 +125,9 @@ class Kernels:
             package = notebook_code_hash(nb, extra=(PRELOADER,))
             self.keys[s.name] = spares.spare_key(s.name, self.code[s.name], self.cwd, keyed_env, package)
             nice = self.nice[s.name] = SIDE_BRANCH_NICE if is_side_branch(s, steps) else 0
-            kernel = spares.claim(plan.build, s.name, self.keys[s.name], nice) if keep_warm_s else None
+            kernel = (
+                spares.claim(build_root(plan.root), s.name, self.keys[s.name], nice) if keep_warm_s else None
+            )
             self.warm[s.name] = kernel or WarmKernel(self.code[s.name], self.cwd, nice=nice)
 
     def shutdown(self) -> None:
@@ -139,7 +141,7 @@ class Kernels:
         executed = [name for name in self.warm if name in result.ran or name == failed]
         for name in executed:
             spares.spawn(
-                self.plan.build,
+                build_root(self.plan.root),  # build/.spares/: one spare per step for every params file
                 name,
                 self.code[name],
                 self.cwd,

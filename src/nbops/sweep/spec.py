@@ -42,7 +42,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nbops.exceptions import NbopsError
-from nbops.layout import BUILD_DIR, REPORTS_DIR
+from nbops.layout import sweep_build_dir, sweep_reports_dir
 from nbops.params import params_hash, parse_params, read_yaml
 
 # Keys a point may not override: the sweep decides promotion, and every point must be scored on
@@ -102,11 +102,11 @@ class Sweep:
 
     @property
     def build(self) -> Path:
-        return self.root / BUILD_DIR / "sweeps" / self.name
+        return sweep_build_dir(self.root, self.name)
 
     @property
     def reports(self) -> Path:
-        return self.root / REPORTS_DIR / "sweep" / self.name
+        return sweep_reports_dir(self.root, self.name)
 
     def point_build(self, point: Point) -> Path:
         return self.build / point.id

@@ -45,7 +45,7 @@ lock: | $(UV) ## recompile requirements*.txt from requirements*.in (exact pins, 
 	$(UV) pip compile --quiet requirements.in -o requirements.txt $(LOCK_FLAGS)
 	$(UV) pip compile --quiet requirements-dev.in -o requirements-dev.txt $(LOCK_FLAGS)
 
-pipeline: setup ## run the notebooks headless: validate, EDA, train, evaluate, gate, reports (PARAMS=...)
+pipeline: setup ## run the notebooks headless: validate, EDA, train, evaluate, gate -> reports/<PARAMS stem>/ (PARAMS=...)
 	$(NBOPS) run --params $(PARAMS) $(ARGS)
 
 eda: setup ## run only the EDA notebook
@@ -57,7 +57,7 @@ train: setup ## run only the train notebook
 evaluate: setup ## run the evaluate notebook (and train, if it is not current)
 	$(NBOPS) run --params $(PARAMS) --only 03_evaluate $(ARGS)
 
-report: setup ## re-render reports/ from the last executed notebooks
+report: setup ## re-render reports/<PARAMS stem>/ from the last executed notebooks
 	$(NBOPS) report --params $(PARAMS)
 
 # pytest-xdist workers for `make test` (TEST_WORKERS=0: one process, in file order)
@@ -86,7 +86,7 @@ init: setup ## a commented params file for your CSV: make init CSV=data/raw/x.cs
 	@test -n "$(CSV)" -a -n "$(TARGET)" || { echo "make init CSV=data/raw/your.csv TARGET=column" >&2; exit 2; }
 	$(NBOPS) init $(CSV) --target $(TARGET) $(if $(OUT),--out $(OUT)) $(ARGS)
 
-lab: setup ## JupyterLab on 127.0.0.1:LAB_PORT, PARAMS' values injected into each notebook; hand runs write build/lab/
+lab: setup ## JupyterLab on 127.0.0.1:LAB_PORT, PARAMS' values injected into each notebook; hand runs write build/lab/<PARAMS stem>/
 	$(NBOPS) lab --params $(PARAMS) --port $(LAB_PORT)
 
 mlflow-ui: setup ## MLflow UI on 127.0.0.1:5000 for the local store
@@ -98,7 +98,7 @@ rollback: setup ## move `champion` back to the previous champion version
 champion: setup ## print the champion version
 	$(NBOPS) champion --params $(PARAMS)
 
-clean: ## remove build products, reports and caches (keeps the MLflow store and .venv)
+clean: ## remove build products, reports (every params file's) and caches (keeps the MLflow store and .venv)
 	rm -rf build .pytest_cache .ruff_cache
 	find reports -mindepth 1 ! -name README.md -exec rm -rf {} +
 
@@ -152,7 +152,10 @@ space-stop: setup ## stop and remove the container `make space-run` started (by 
 # `make ci` runs the targets ci.yml runs, in the same order, so a CI failure reproduces here.
 CI_PARAMS ?= params/default.yaml
 PROMOTE ?= true
-CI_PARAMS_OUT := build/ci/params.yaml
+# CI_PARAMS with `promote:` set, named <stem>-ci: its folders are build/<stem>-ci/ and
+# reports/<stem>-ci/ (the workflows' CI_REPORTS), apart from CI_PARAMS' own
+CI_NAME := $(basename $(notdir $(CI_PARAMS)))-ci
+CI_PARAMS_OUT := build/.ci/$(CI_NAME).yaml
 
 .PHONY: ci ci-pipeline drift deploy
 
@@ -162,13 +165,13 @@ ci: ## what CI runs, in its order: setup, lint, test, ci-pipeline (PROMOTE=false
 	$(MAKE) test
 	$(MAKE) ci-pipeline
 
-ci-pipeline: setup ## the pipeline on CI_PARAMS (default params/default.yaml) with promote: PROMOTE (false on pull requests)
+ci-pipeline: setup ## the pipeline on CI_PARAMS (default params/default.yaml) with promote: PROMOTE (false on pull requests) -> reports/<stem>-ci/
 	@case "$(PROMOTE)" in true|false) ;; *) echo "error: PROMOTE must be true or false, got '$(PROMOTE)'" >&2; exit 2;; esac
 	@mkdir -p $(dir $(CI_PARAMS_OUT))
 	@{ grep -v '^promote:' $(CI_PARAMS); echo "promote: $(PROMOTE)"; } > $(CI_PARAMS_OUT)
 	$(NBOPS) run --params $(CI_PARAMS_OUT) $(ARGS)
 
-drift: setup ## drift check of the data vs the champion's training data -> reports/drift.html (ARGS=--retrain|--force)
+drift: setup ## drift check of the data vs the champion's training data -> reports/<PARAMS stem>/drift.html (ARGS=--retrain|--force)
 	$(NBOPS) drift --params $(PARAMS) $(ARGS)
 
 # `make deploy --dry-run` (make's own -n, so the `+` line still runs) or DRY_RUN=1: the files it would

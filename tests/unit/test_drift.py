@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from nbops.exceptions import DataError, ModelError
+from nbops.layout import reports_dir
 from nbops.ml import drift
 from nbops.ml.synthetic import generate_drug_table
 from nbops.params import load_params
@@ -227,7 +228,7 @@ def command(monkeypatch, tmp_path, training):
 
     monkeypatch.setattr(tracking, "configure_tracking", lambda root: "sqlite:///unused")
     monkeypatch.setattr(drift, "check_drift", fake_check)
-    monkeypatch.setattr(drift_command, "render_drift_report", lambda *a: tmp_path / "reports" / "drift.html")
+    monkeypatch.setattr(drift_command, "render_drift_report", lambda *a: reports_dir(tmp_path, "smoke") / "drift.html")
     monkeypatch.setattr(pipeline, "main_run", fake_run)
 
     def run(*, drifted: bool | None, **flags) -> int:
@@ -272,8 +273,8 @@ def test_no_champion_without_retrain_says_so_in_one_line_and_exits_0(command, tm
     assert command(drifted=None, fail_on_drift=True) == drift_command.EXIT_OK
     assert capsys.readouterr().out == "no champion yet: nothing to compare; run the pipeline\n"
     assert command.state["retrains"] == []
-    assert not (tmp_path / "reports" / "drift.json").exists()  # no verdict to read
-    assert "no champion yet" in (tmp_path / "reports" / "drift.md").read_text()  # the job summary says why
+    assert not (reports_dir(tmp_path, "smoke") / "drift.json").exists()  # no verdict to read
+    assert "no champion yet" in (reports_dir(tmp_path, "smoke") / "drift.md").read_text()  # the job summary says why
 
 
 @pytest.mark.parametrize("code", [0, 1, 2])
@@ -309,5 +310,5 @@ def test_failing_report_cell_is_counted_from_1(monkeypatch, tmp_path):
     monkeypatch.setattr(notebook_html, "render_notebook_html", lambda *a, **k: None)
     params = load_params(REPO / "params" / "smoke.yaml")
     with pytest.raises(StepError, match=r"^failed at 04_drift, cell 6: RuntimeError: deliberate$") as exc:
-        drift_command.render_drift_report(tmp_path, tmp_path, params, 30)
+        drift_command.render_drift_report(tmp_path, tmp_path, params, 30, reports_dir(tmp_path, "smoke"))
     assert exc.value.cell_index == 6

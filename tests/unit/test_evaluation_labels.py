@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nbops.exceptions import NbopsError
+from nbops.layout import lab_build_dir
 from nbops.ml import evaluation
 
 
@@ -22,7 +23,7 @@ def test_model_label(role, info, label):
 
 
 def test_load_holdout_without_a_train_run_names_the_file_and_what_to_run(tmp_path):
-    train_dir = tmp_path / "build" / "lab" / "02_train"
+    train_dir = lab_build_dir(tmp_path, "smoke") / "02_train"
     with pytest.raises(NbopsError) as err:
         evaluation.load_holdout(tmp_path / "table.parquet", train_dir, ["Age"], "Drug")
     message = str(err.value)

@@ -1,5 +1,5 @@
 """The Lab contents manager: opening a pipeline notebook injects the runner's values for
-build/lab; saving strips them, the outputs and the metadata Lab writes."""
+build/lab/<name>; saving strips them, the outputs and the metadata Lab writes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import pytest
 
 from nbops import lab
+from nbops.layout import build_dir, lab_build_dir
 from nbops.runner.plan import make_plan
 from tests.conftest import run_coroutine
 
@@ -36,17 +37,18 @@ def test_get_injects_the_runners_values_for_build_lab(manager, project):
     position = cells.index(cell)
     assert "parameters" in cells[position - 1]["metadata"]["tags"]
     values = run_cell(cell["source"])
-    expected = make_plan(project / "params" / "smoke.yaml", project, build=project / "build" / "lab")
+    lab = lab_build_dir(project, "smoke")
+    expected = make_plan(project / "params" / "smoke.yaml", project, build=lab)
     for name, value in expected.injected["02_train"].items():
         if name in ("register", "interactive", "run_tags"):
             continue
         assert values[name] == value, name
-    assert values["products_dir"] == str(project / "build" / "lab" / "02_train")
+    assert values["products_dir"] == str(lab / "02_train")
     assert values["interactive"] is True
     assert "register" not in values  # the notebook's own default (False) applies
     assert values["run_tags"] == {"source": "lab"}
-    assert (project / "build" / "lab" / "00_validate" / "table.parquet").is_file()
-    assert not (project / "build" / "00_validate").exists()  # the pipeline's build/ untouched
+    assert (lab / "00_validate" / "table.parquet").is_file()
+    assert not build_dir(project, "smoke").exists()  # the pipeline's build/smoke/ untouched
 
 
 def test_get_takes_the_contents_managers_arguments_by_position(manager):

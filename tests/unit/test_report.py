@@ -4,6 +4,7 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from nbops.exceptions import StepError
+from nbops.layout import build_dir, reports_dir
 from nbops.markdown import SUMMARY_MARKER, cap_markdown, md_escape
 from nbops.ml.gate import Decision
 from nbops.runner.notebook_html import render_notebook_html
@@ -187,7 +188,7 @@ def fake_plan(tmp_path, commit="3f2a9c1d0e4b-dirty", **model_json):
     from tests.conftest import REPO
 
     root = tmp_path / "project"
-    build, reports = root / "build", root / "reports"
+    build, reports = build_dir(root, "smoke"), reports_dir(root, "smoke")
     registered = {
         "model_name": "drug-classifier",
         "version": "7",
@@ -200,6 +201,7 @@ def fake_plan(tmp_path, commit="3f2a9c1d0e4b-dirty", **model_json):
     reports.mkdir(parents=True)
     plan = SimpleNamespace(
         root=root,
+        params_file=root / "params" / "smoke.yaml",
         params=load_params(REPO / "params" / "smoke.yaml"),
         data_path=root / "data" / "raw" / "drug-smoke-synthetic.csv",
         synthetic=True,
@@ -220,8 +222,6 @@ def test_index_says_what_was_trained_on_what_at_which_commit(tmp_path):
 
     plan = fake_plan(tmp_path)
     (plan.reports / "drift.html").write_text("drift")
-    (plan.reports / "sweep" / "trees").mkdir(parents=True)
-    (plan.reports / "sweep" / "trees" / "index.html").write_text("sweep")
     ev = evaluation()
     ev["data"]["holdout_rows"] = 24
     page = index_html(RAN, ev, None, run_facts(plan, RAN, ev))
@@ -231,13 +231,15 @@ def test_index_says_what_was_trained_on_what_at_which_commit(tmp_path):
     assert data in page
     assert "120 rows (96 train, 24 held out)" in page
     assert "<code>3f2a9c1d0e4b-dirty</code>" in page
+    assert "<tr><th>params</th><td><code>params/smoke.yaml</code></td></tr>" in page
     assert "<th>challenger v2</th><th>champion v1</th><th>Δ</th>" in page
     assert (
         "<tr><td>accuracy</td><td class='num'>0.8000</td><td class='num'>0.7000</td>"
         "<td class='num'>+0.1000</td></tr>"
     ) in page
     assert '<a href="drift.html">drift report</a>' in page
-    assert '<a href="sweep/trees/index.html">sweep trees</a>' in page
+    # the sweeps are listed in reports/index.html (tests/unit/test_reports_index.py), linked from here
+    assert '<a href="../index.html">the latest run of every params file, and the sweeps</a>' in page
 
 
 def test_index_without_champion_commit_or_other_reports(tmp_path):
@@ -247,7 +249,8 @@ def test_index_without_champion_commit_or_other_reports(tmp_path):
     ev = evaluation()
     ev["champion"] = {"version": None, "metrics": None, "error": None, "run_id": None}
     facts = run_facts(plan, RAN, None)
-    assert facts["commit"] == "unknown" and facts["links"] == []
+    assert facts["commit"] == "unknown"
+    assert facts["links"] == [("the latest run of every params file, and the sweeps", "../index.html")]
     assert facts["data"]["rows"] == 120  # 96 trained on + 24 ids in holdout.json
     page = index_html(RAN, ev, None, facts)
     assert "<td class='num'>–</td><td class='num'>–</td>" in page and "None" not in page

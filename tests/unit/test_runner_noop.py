@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from nbops.layout import build_dir, reports_dir
 from nbops.products import read_json, write_json
 from nbops.runner import noop, stamps
 from tests.conftest import REPO
@@ -25,7 +26,7 @@ def last_run(tmp_path, monkeypatch):
     data = root / "data" / "raw" / "synthetic.csv"
     data.parent.mkdir(parents=True)
     data.write_text("Age,Drug\n30,drugY\n")
-    build, reports = root / "build", root / "reports"
+    build, reports = build_dir(root, "default"), reports_dir(root, "default")
     keys = {step: f"key-{step}" for step in ("00_validate", "01_eda", "02_train", "03_evaluate")}
     (build / "00_validate").mkdir(parents=True)
     (build / "00_validate" / "table.parquet").write_bytes(b"table")
@@ -33,7 +34,7 @@ def last_run(tmp_path, monkeypatch):
     for step, key in keys.items():  # each stamp records its step's products, as write_stamp does
         products = stamps.product_hashes(build / step) if (build / step).is_dir() else {}
         write_json(build / step / ".stamp.json", {"key": key, "products": products})
-    reports.mkdir()
+    reports.mkdir(parents=True)
     (reports / "index.html").write_text("<html></html>")
     plan = SimpleNamespace(
         root=root, params_file=params, build=build, reports=reports, keys=keys, data_path=data,

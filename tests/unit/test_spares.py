@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from nbops.exceptions import NbopsError
+from nbops.layout import build_root
 from nbops.runner import spares
 from tests.conftest import run_coroutine
 
@@ -45,7 +46,7 @@ def gone(pid: int, token: str, within_s: float = 15) -> bool:
 @pytest.fixture
 def build(tmp_path):
     """A build folder; every spare started in it is stopped afterwards, whatever the test did."""
-    build = tmp_path / "build"
+    build = build_root(tmp_path)  # build/.spares: one for every params file
     yield build
     for spec in spares.folder_of(build).glob("*.spec.json") if spares.folder_of(build).exists() else []:
         token = spec.name.split(".")[1]

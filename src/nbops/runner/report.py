@@ -90,7 +90,7 @@ def other_reports(reports: Path, root: Path) -> list[tuple[str, str]]:
     when this folder is one of reports/<name>/."""
     links = [("drift report", "drift.html")] if (reports / "drift.html").is_file() else []
     if reports.parent == reports_root(root):
-        links.append(("every params file's latest run, and the sweeps", f"../{INDEX_FILE}"))
+        links.append(("the latest run of every params file, and the sweeps", f"../{INDEX_FILE}"))
     return links
 
 

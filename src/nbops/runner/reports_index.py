@@ -29,7 +29,7 @@ def gate_line(decision: dict) -> str:
 def verdict_line(evaluation: dict | None, failure) -> str:
     """What the run decided, in one line: the gate's, a failure's, or that there was no gate."""
     if failure is not None:
-        return f"failed: {failure}"
+        return str(failure)  # "failed at 02_train, cell 3: ..."
     if evaluation:
         return gate_line(evaluation["decision"])
     return "no evaluation in this run"

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from nbops.exceptions import DataError, ModelError
-from nbops.layout import reports_dir
+from nbops.layout import OWNER_FILE, build_dir, reports_dir
 from nbops.ml import drift
 from nbops.ml.synthetic import generate_drug_table
 from nbops.params import load_params
@@ -228,7 +228,8 @@ def command(monkeypatch, tmp_path, training):
 
     monkeypatch.setattr(tracking, "configure_tracking", lambda root: "sqlite:///unused")
     monkeypatch.setattr(drift, "check_drift", fake_check)
-    monkeypatch.setattr(drift_command, "render_drift_report", lambda *a: reports_dir(tmp_path, "smoke") / "drift.html")
+    drift_html = reports_dir(tmp_path, "smoke") / "drift.html"
+    monkeypatch.setattr(drift_command, "render_drift_report", lambda *a: drift_html)
     monkeypatch.setattr(pipeline, "main_run", fake_run)
 
     def run(*, drifted: bool | None, **flags) -> int:
@@ -274,7 +275,8 @@ def test_no_champion_without_retrain_says_so_in_one_line_and_exits_0(command, tm
     assert capsys.readouterr().out == "no champion yet: nothing to compare; run the pipeline\n"
     assert command.state["retrains"] == []
     assert not (reports_dir(tmp_path, "smoke") / "drift.json").exists()  # no verdict to read
-    assert "no champion yet" in (reports_dir(tmp_path, "smoke") / "drift.md").read_text()  # the job summary says why
+    drift_md = reports_dir(tmp_path, "smoke") / "drift.md"
+    assert "no champion yet" in drift_md.read_text()  # the job summary says why
 
 
 @pytest.mark.parametrize("code", [0, 1, 2])
@@ -312,3 +314,18 @@ def test_failing_report_cell_is_counted_from_1(monkeypatch, tmp_path):
     with pytest.raises(StepError, match=r"^failed at 04_drift, cell 6: RuntimeError: deliberate$") as exc:
         drift_command.render_drift_report(tmp_path, tmp_path, params, 30, reports_dir(tmp_path, "smoke"))
     assert exc.value.cell_index == 6
+
+
+def test_a_params_file_whose_name_another_owns_is_refused_before_any_check(command, tmp_path, capsys):
+    owner = tmp_path / "params" / "smoke.yaml"
+    owner.parent.mkdir(parents=True)
+    owner.write_text("{}\n")
+    build_dir(tmp_path, "smoke").mkdir(parents=True)
+    (build_dir(tmp_path, "smoke") / OWNER_FILE).write_text("params/smoke.yaml\n")
+    assert command(drifted=True, retrain=True) == drift_command.EXIT_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1
+        and "the name 'smoke' (build/smoke/, reports/smoke/) belongs to params/smoke.yaml" in err[0]
+    )
+    assert command.state["retrains"] == [] and not reports_dir(tmp_path, "smoke").exists()

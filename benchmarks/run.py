@@ -34,6 +34,7 @@ from benchmarks.project import (
     package_hash,
     write_params,
 )
+from nbops.layout import build_dir, build_root, params_name
 
 PARAMS = "params/default.yaml"
 STEPS = ("01_eda", "02_train", "03_evaluate")
@@ -80,7 +81,7 @@ def prepare_naive(root: Path) -> list[list[str]]:
     cmds = [[PY, "-c", _NAIVE_VALIDATE, str(root), PARAMS]]  # a script validates, as a user's would
     for step in STEPS:
         (root / "naive" / step).mkdir(parents=True)
-        (root / "build" / step).mkdir(parents=True, exist_ok=True)
+        (build_dir(root, params_name(PARAMS)) / step).mkdir(parents=True, exist_ok=True)
         pfile = root / "naive" / f"{step}.yaml"
         pfile.write_text(yaml.safe_dump(injected[step]))
         cmds.append(
@@ -114,11 +115,11 @@ ADOPTED = "(kernel kept warm by the last run)"
 
 
 def wait_for_spares(root: Path, count: int, timeout_s: float = 120) -> float:
-    """Seconds until `count` kernels kept warm in root/build answer (their warm-up is done)."""
+    """Seconds until `count` kernels kept warm in root/build/.spares answer (their warm-up is done)."""
     from jupyter_client import BlockingKernelClient
 
     t0 = time.perf_counter()
-    folder = root / "build" / ".spares"
+    folder = build_root(root) / ".spares"
     while len(records := sorted(folder.glob("*.spare"))) < count:
         if time.perf_counter() - t0 > timeout_s:
             raise RuntimeError(f"{len(records)} of {count} kept kernels in {folder}")

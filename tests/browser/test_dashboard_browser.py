@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from nbops.layout import SPACE_VENV_DIR, build_root
 from tests.browser.conftest import REPO, base_env, copy_space, start
 from tests.conftest import copy_project
 
@@ -123,7 +124,7 @@ def test_the_space_runs_in_its_slim_environment(space_server, page):
     """`make space-serve` serves from build/space-venv, which holds the Space's requirements.txt
     and nothing else: the page works there, and Voila and its kernels are that venv's Python."""
     open_dashboard(page, space_server.url)  # a kernel has run the notebook
-    slim = (REPO / "build" / "space-venv").resolve()
+    slim = (build_root(REPO) / SPACE_VENV_DIR).resolve()
     commands = live_commands(space_server.proc.pid)
     pythons = {pid: Path(cmd[0]) for pid, cmd in commands.items() if "python" in Path(cmd[0]).name}
     kernels = [pid for pid, cmd in commands.items() if any("ipykernel_launcher" in a for a in cmd)]

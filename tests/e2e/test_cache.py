@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from nbops.layout import build_dir
 from tests.conftest import make_project, nbops
 
 pytestmark = pytest.mark.e2e
@@ -31,29 +32,32 @@ def started(out):
 
 
 def test_a_product_edited_by_hand_reruns_its_step_and_those_after(proj):
-    model = proj / "build" / "02_train" / "model.json"
+    model = build_dir(proj, "smoke") / "02_train" / "model.json"
     model.write_text(model.read_text() + "\n")  # same JSON, other bytes: as an editor's save
     out = run(proj)
-    assert "↻ 02_train      runs again: build/02_train/model.json changed since the run that made it" in out
+    assert (
+        "↻ 02_train      runs again: build/smoke/02_train/model.json changed since the run that made it"
+        in out
+    )
     assert started(out) == ["02_train", "03_evaluate"]
     assert "- 01_eda        skipped (unchanged)" in out
 
 
 def test_a_deleted_product_reruns_its_step(proj):
-    (proj / "build" / "03_evaluate" / "metrics.json").unlink()
+    (build_dir(proj, "smoke") / "03_evaluate" / "metrics.json").unlink()
     out = run(proj)
-    assert "↻ 03_evaluate   runs again: build/03_evaluate/metrics.json is missing" in out
+    assert "↻ 03_evaluate   runs again: build/smoke/03_evaluate/metrics.json is missing" in out
     assert started(out) == ["03_evaluate"]
 
 
 def test_a_store_made_anew_under_the_same_uri_reruns_what_names_its_runs(proj):
     shutil.rmtree(proj / "mlflow")
     out = run(proj)
-    why = r"build/02_train/model.json names run \w+, which the tracking store does not have"
+    why = r"build/smoke/02_train/model.json names run \w+, which the tracking store does not have"
     assert re.search(rf"↻ 02_train      runs again: {why}", out), out
     assert started(out) == ["02_train", "03_evaluate"]
     assert "champion: drug-classifier v1" in out  # the new store's own first version
-    model = json.loads((proj / "build" / "02_train" / "model.json").read_text())
+    model = json.loads((build_dir(proj, "smoke") / "02_train" / "model.json").read_text())
     assert str(model["version"]) == "1"
 
 

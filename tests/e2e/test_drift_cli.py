@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 
+from nbops.layout import reports_dir
 from tests.conftest import nbops
 
 
@@ -24,7 +25,7 @@ def test_drift_without_a_champion_says_what_to_run_and_is_not_an_error(project):
     result = nbops(project, "drift", "--params", "params/smoke.yaml", "--fail-on-drift")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "no champion yet: nothing to compare; run the pipeline"
-    assert not (project / "reports" / "drift.json").exists()
+    assert not (reports_dir(project, "smoke") / "drift.json").exists()
 
 
 @pytest.mark.e2e
@@ -34,7 +35,7 @@ def test_drift_report_after_a_pipeline_then_a_shift_is_found(project):
     same = nbops(project, "drift", "--params", "params/smoke.yaml", "--fail-on-drift")
     assert same.returncode == 0, same.stderr
     assert "no drift: 5 columns match the training data of drug-classifier v1" in same.stdout
-    html = (project / "reports" / "drift.html").read_text(encoding="utf-8")
+    html = (reports_dir(project, "smoke") / "drift.html").read_text(encoding="utf-8")
     assert "Drift check: no drift" in html and "onerror" not in html
 
     csv = project / "data" / "raw" / "drug-smoke-synthetic.csv"
@@ -44,9 +45,9 @@ def test_drift_report_after_a_pipeline_then_a_shift_is_found(project):
     shifted = nbops(project, "drift", "--params", "params/smoke.yaml")
     assert shifted.returncode == 0, shifted.stderr
     assert "drift: Na_to_K differ from the training data of drug-classifier v1" in shifted.stdout
-    report = json.loads((project / "reports" / "drift.json").read_text())
+    report = json.loads((reports_dir(project, "smoke") / "drift.json").read_text())
     assert report["verdict"] == "drift" and report["drifted_columns"] == ["Na_to_K"]
-    assert "Na\\_to\\_K" in (project / "reports" / "drift.md").read_text()
+    assert "Na\\_to\\_K" in (reports_dir(project, "smoke") / "drift.md").read_text()
 
     red = nbops(project, "drift", "--params", "params/smoke.yaml", "--fail-on-drift")
     assert red.returncode == 3, red.stderr

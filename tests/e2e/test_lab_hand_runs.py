@@ -1,7 +1,7 @@
 """Notebooks run by hand, as in `make lab`, after a pipeline run: the notebook Lab opens
 (nbops.lab injects the params file's values) executed with nbclient in notebooks/, with the
 environment `make lab` sets. No error, and nothing the pipeline made or the registry holds
-changes: no new version, aliases as they were, build/ byte-identical, no store in notebooks/."""
+changes: no new version, aliases as they were, build/<name>/ byte-identical, no store in notebooks/."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.processes import free_port
+from nbops.layout import build_root, lab_build_dir
 from tests.browser.penguins import CATEGORICAL, NUMERIC, TARGET, penguins_table
 from tests.conftest import REPO, nbops, run_coroutine, write_params
 
@@ -53,7 +54,7 @@ def commit_project(root: Path):
 
 
 def build_digest(root: Path) -> dict[str, str]:
-    build = root / "build"
+    build = build_root(root)  # every params file's build folder, Lab's own aside
     return {
         str(f.relative_to(build)): hashlib.sha256(f.read_bytes()).hexdigest()
         for f in sorted(build.rglob("*"))
@@ -127,8 +128,9 @@ def test_hand_runs_leave_the_pipeline_and_registry_alone(project, monkeypatch, w
     assert registry_state(project) == before_registry  # no new version, aliases unchanged
     assert git("status", "--porcelain") == ""  # nothing of the hand runs shows in git
     assert build_digest(project) == before_build  # the pipeline's products, byte for byte
-    assert (project / "build" / "lab" / "02_train" / "model.json").is_file()
-    assert (project / "build" / "lab" / "03_evaluate" / "metrics.json").is_file()
+    lab = lab_build_dir(project, params_file.stem)  # build/lab/<name>/, beside the pipeline's
+    assert (lab / "02_train" / "model.json").is_file()
+    assert (lab / "03_evaluate" / "metrics.json").is_file()
     leftovers = {p.name for p in (project / "notebooks").iterdir()} - {
         p.name for p in (REPO / "notebooks").iterdir()
     }
@@ -153,7 +155,7 @@ def test_evaluate_by_hand_before_train_says_what_to_run_first(project, monkeypat
     assert nbops(project, "run", "--params", "params/smoke.yaml").returncode == 0
     with pytest.raises(CellExecutionError, match=r"holdout.json not found: run 02_train first"):
         run_as_in_lab(project, project / "params" / "smoke.yaml", "03_evaluate", monkeypatch)
-    assert not (project / "build" / "lab" / "03_evaluate" / "metrics.json").exists()
+    assert not (lab_build_dir(project, "smoke") / "03_evaluate" / "metrics.json").exists()
 
 
 def test_register_true_registers_on_purpose(project, monkeypatch):

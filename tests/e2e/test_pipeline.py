@@ -15,6 +15,7 @@ from typing import NamedTuple
 import pytest
 from mlflow import MlflowClient
 
+from nbops.layout import build_dir, reports_dir
 from tests.conftest import REAL_DRUG200, copy_project, make_project, nbops, write_params
 
 pytestmark = pytest.mark.e2e
@@ -25,8 +26,10 @@ class Stage(NamedTuple):
     res: subprocess.CompletedProcess  # the `nbops run` that made this stage
 
 
-def _stage(base: Path, dest: Path, params: str) -> Stage:
+def _stage(base: Path, dest: Path, params: str, edit=None) -> Stage:
     root = copy_project(base, dest)
+    if edit is not None:
+        write_params(root, params, edit)
     return Stage(root, run(root, params))
 
 
@@ -47,8 +50,9 @@ def weak(tmp_path_factory) -> Stage:
 
 @pytest.fixture(scope="module")
 def strong(weak, tmp_path_factory) -> Stage:
-    """weak, then the smoke model: v2 champion."""
-    return _stage(weak.root, tmp_path_factory.mktemp("strong") / "project", "smoke")
+    """weak, then weak.yaml edited to the smoke model and floors (its own folder, build/weak/,
+    keeps EDA cached): v2 champion."""
+    return _stage(weak.root, tmp_path_factory.mktemp("strong") / "project", "weak", lambda p: None)
 
 
 @pytest.fixture(scope="module")
@@ -93,16 +97,16 @@ def test_first_run_promotes_and_writes_reports(weak):
         "03_evaluate.html",
         "notebooks/03_evaluate.ipynb",
     ):
-        assert (proj / "reports" / name).is_file(), name
+        assert (reports_dir(proj, "weak") / name).is_file(), name
     assert champion(proj) == "1"
-    summary = (proj / "reports" / "summary.md").read_text()
+    summary = (reports_dir(proj, "weak") / "summary.md").read_text()
     assert summary.splitlines()[1].startswith("## ✅ Gate: promote")
     assert "gate: promote (challenger v1, champion before: none)" in res.stdout
     assert "champion: drug-classifier v1" in res.stdout
-    assert re.search(r"reports: .*reports/index\.html", res.stdout)
-    metrics = json.loads((proj / "reports" / "metrics.json").read_text())
+    assert res.stdout.splitlines()[-1] == f"reports: {reports_dir(proj, 'weak') / 'index.html'}"
+    metrics = json.loads((reports_dir(proj, "weak") / "metrics.json").read_text())
     assert metrics["challenger"]["metrics"]["macro_f1"] >= 0.7
-    holdout = json.loads((proj / "build" / "02_train" / "holdout.json").read_text())["holdout_ids"]
+    holdout = json.loads((build_dir(proj, "weak") / "02_train" / "holdout.json").read_text())["holdout_ids"]
     assert metrics["data"]["holdout_rows"] == len(holdout) == 24
     tags = client(proj).get_model_version("drug-classifier", "1").tags
     assert {"nbops.git_commit", "nbops.params_hash", "nbops.data_hash", "nbops.gate.verdict"} <= set(tags)
@@ -165,7 +169,7 @@ def test_worse_model_is_not_promoted(worse):
     assert versions(proj) == [1, 2, 3]
     assert champion(proj) == "2"
     assert client(proj).get_model_version_by_alias("drug-classifier", "challenger").version == 3
-    summary = (proj / "reports" / "summary.md").read_text()
+    summary = (reports_dir(proj, "worse") / "summary.md").read_text()
     assert summary.splitlines()[1] in ("## ⏸️ Gate: keep champion", "## ❌ Gate: reject")
     assert "champion v2" in summary
 
@@ -187,7 +191,9 @@ def test_pull_request_mode_reports_without_moving_aliases(weak, own):
     res = run(proj, "pr")
     assert res.returncode == 0, res.stderr
     assert champion(proj) == "1"
-    assert "not promoted (promote: false)" in (proj / "reports" / "summary.md").read_text()
+    assert "not promoted (promote: false)" in (reports_dir(proj, "pr") / "summary.md").read_text()
+    # the other params file's reports are its own still
+    assert "not promoted" not in (reports_dir(proj, "weak") / "summary.md").read_text()
 
 
 def test_failing_cell_fails_the_run_keeps_the_notebook_and_moves_nothing(worse, own):
@@ -217,12 +223,12 @@ def test_failing_cell_fails_the_run_keeps_the_notebook_and_moves_nothing(worse, 
             res.stderr.strip(),
         ), res.stderr
         assert versions(proj) == before_versions and champion(proj) == before_champion
-        assert (proj / "build" / "02_train" / "02_train.ipynb").is_file()
-        html = (proj / "reports" / "02_train.html").read_text()
+        assert (build_dir(proj, "smoke") / "02_train" / "02_train.ipynb").is_file()
+        html = (reports_dir(proj, "smoke") / "02_train.html").read_text()
         assert "deliberate &lt;b&gt;failure&lt;/b&gt;" in html and "<b>failure</b>" not in html
-        assert not (proj / "reports" / "03_evaluate.html").exists()
-        assert not (proj / "reports" / "metrics.json").exists()
-        summary = (proj / "reports" / "summary.md").read_text()
+        assert not (reports_dir(proj, "smoke") / "03_evaluate.html").exists()
+        assert not (reports_dir(proj, "smoke") / "metrics.json").exists()
+        summary = (reports_dir(proj, "smoke") / "summary.md").read_text()
         assert "Pipeline failed at 02\\_train, cell" in summary
         # the failed step left no stamp: the same inputs fail again instead of being skipped
         assert run(proj, "smoke").returncode == 1
@@ -263,10 +269,10 @@ def test_pipeline_runs_on_the_real_table(tmp_path, monkeypatch):
     write_params(root, "real", lambda p: p["data"].update(path=str(REAL_DRUG200), synthetic=None))
     res = nbops(root, "run", "--params", "params/real.yaml")
     assert res.returncode == 0, res.stderr
-    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    metrics = json.loads((reports_dir(root, "real") / "metrics.json").read_text())
     assert metrics["data"]["synthetic"] is False and metrics["data"]["holdout_rows"] == 40
     assert metrics["challenger"]["metrics"]["accuracy"] >= 0.9
-    assert "real data" in (root / "reports" / "01_eda.html").read_text()
+    assert "real data" in (reports_dir(root, "real") / "01_eda.html").read_text()
 
 
 def test_another_table_runs_with_a_params_file_only(tmp_path):
@@ -302,8 +308,8 @@ def test_another_table_runs_with_a_params_file_only(tmp_path):
     )
     res = nbops(root, "run", "--params", "params/penguins.yaml")
     assert res.returncode == 0, res.stderr[-3000:]
-    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    metrics = json.loads((reports_dir(root, "penguins") / "metrics.json").read_text())
     assert metrics["model_name"] == "penguins"
     assert metrics["challenger"]["metrics"]["labels"] == ["Adelie", "Chinstrap", "Gentoo"]
     assert "champion: penguins v1" in res.stdout
-    assert "mass_g" in (root / "reports" / "01_eda.html").read_text()
+    assert "mass_g" in (reports_dir(root, "penguins") / "01_eda.html").read_text()

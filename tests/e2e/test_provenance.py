@@ -10,6 +10,7 @@ import subprocess
 import pytest
 from mlflow import MlflowClient
 
+from nbops.layout import build_dir, build_root, reports_dir
 from tests.conftest import REPO, make_project, nbops, write_params
 
 pytestmark = pytest.mark.e2e
@@ -66,8 +67,8 @@ def test_a_run_in_a_clean_checkout_records_its_commit_everywhere(repo):
     assert version.tags["nbops.git_commit"] == head
     run = client(repo).get_run(version.tags["nbops.run_id"])
     assert run.data.tags["nbops.git_commit"] == head
-    assert head[:12] in (repo / "reports" / "index.html").read_text()
-    assert head[:12] in (repo / "reports" / "summary.md").read_text()
+    assert head[:12] in (reports_dir(repo, "smoke") / "index.html").read_text()
+    assert head[:12] in (reports_dir(repo, "smoke") / "summary.md").read_text()
     # the version leads to the reports of the run that made it
     attached = {a.path for a in client(repo).list_artifacts(run.info.run_id, "reports")}
     for name in ("01_eda", "02_train", "03_evaluate"):
@@ -84,8 +85,8 @@ def test_the_model_card_and_the_space_name_the_commit(repo):
         _, _, card = champion.registry_champion_info(MODEL)
         assert card["git_commit"] == head
         assert head[:12] in page.model_card_html(card)
-        space.build_space(repo, repo / "params" / "smoke.yaml", repo / "build" / "space")
-    folder = repo / "build" / "space"
+        space.build_space(repo, repo / "params" / "smoke.yaml", build_root(repo) / "space")
+    folder = build_root(repo) / "space"
     exported = json.loads(next(folder.rglob(champion.MODEL_CARD_FILE)).read_text())
     assert exported["git_commit"] == head
     assert f"commit `{head[:12]}`" in (folder / "README.md").read_text()
@@ -94,10 +95,10 @@ def test_the_model_card_and_the_space_name_the_commit(repo):
 def test_the_reviewers_notebooks_carry_no_mlflow_log_lines_on_a_fresh_store(repo):
     # the first run created the store, registered the model and wrote its conda.yaml
     for step in ("02_train", "03_evaluate"):
-        assert stderr_outputs(repo / "build" / step / f"{step}.ipynb") == [], step
+        assert stderr_outputs(build_dir(repo, "smoke") / step / f"{step}.ipynb") == [], step
         assert (
             'data-mime-type="application/vnd.jupyter.stderr"'
-            not in (repo / "reports" / f"{step}.html").read_text()
+            not in (reports_dir(repo, "smoke") / f"{step}.html").read_text()
         )
 
 
@@ -120,7 +121,10 @@ def test_an_uncommitted_edit_marks_the_commit_dirty(repo):
 
 
 def test_an_unknown_step_touches_nothing(repo):
-    products = [repo / "reports" / "02_train.html", repo / "build" / "03_evaluate" / "metrics.json"]
+    products = [
+        reports_dir(repo, "smoke") / "02_train.html",
+        build_dir(repo, "smoke") / "03_evaluate" / "metrics.json",
+    ]
     before = [p.read_bytes() for p in products]
     res = nbops(repo, "run", "--params", "params/smoke.yaml", "--only", "bogus")
     assert res.returncode == 2
@@ -155,13 +159,17 @@ def test_a_run_that_fails_in_another_step_moves_no_alias(tmp_path):
     assert "failed at 01_eda" in res.stderr
     # quieting MLflow's routine lines leaves the user's own warnings in the report
     assert any(
-        "a warning of the user's own" in e for e in stderr_outputs(root / "build" / "01_eda" / "01_eda.ipynb")
+        "a warning of the user's own" in e
+        for e in stderr_outputs(build_dir(root, "smoke") / "01_eda" / "01_eda.ipynb")
     )
-    assert 'data-mime-type="application/vnd.jupyter.stderr"' in (root / "reports" / "01_eda.html").read_text()
+    assert (
+        'data-mime-type="application/vnd.jupyter.stderr"'
+        in (reports_dir(root, "smoke") / "01_eda.html").read_text()
+    )
     assert champion(root) is None  # evaluate said promote; the run failed, so nothing moved
-    summary = (root / "reports" / "summary.md").read_text()
+    summary = (reports_dir(root, "smoke") / "summary.md").read_text()
     assert "No alias was moved" in summary
-    metrics = json.loads((root / "build" / "03_evaluate" / "metrics.json").read_text())
+    metrics = json.loads((build_dir(root, "smoke") / "03_evaluate" / "metrics.json").read_text())
     assert metrics["promotion"] == "withheld" and metrics["champion_after"] is None
     assert metrics["decision"]["verdict"] == "not promoted (run failed)"
     version = client(root).get_model_version(MODEL, "1")
@@ -172,6 +180,6 @@ def test_a_run_that_fails_in_another_step_moves_no_alias(tmp_path):
     res = nbops(root, "run", "--params", "params/smoke.yaml")
     assert res.returncode == 0, res.stderr
     assert "▶ 03_evaluate" in res.stdout
-    trained = json.loads((root / "build" / "02_train" / "model.json").read_text())["version"]
+    trained = json.loads((build_dir(root, "smoke") / "02_train" / "model.json").read_text())["version"]
     assert champion(root) == str(trained)  # v1 (v2 if the package changed between the runs)
     assert f"champion: drug-classifier v{trained}" in res.stdout

@@ -8,6 +8,7 @@ import time
 import pytest
 from jupyter_client import BlockingKernelClient
 
+from nbops.layout import build_dir, build_root
 from nbops.runner import spares
 from nbops.runner.kernels import connection_is_encrypted
 from tests.conftest import make_project, nbops, write_params
@@ -42,7 +43,7 @@ def proj(tmp_path_factory):
     write_params(root, "depth3", lambda p: p["model"]["params"].update(max_depth=3))
     write_params(root, "depth4", lambda p: p["model"]["params"].update(max_depth=4))
     yield root
-    spares.stop_all(root / "build")  # whatever a failed test left
+    spares.stop_all(build_root(root))  # whatever a failed test left
 
 
 def test_a_run_leaves_a_warm_kernel_for_each_step_it_executed(proj):
@@ -50,12 +51,12 @@ def test_a_run_leaves_a_warm_kernel_for_each_step_it_executed(proj):
     assert res.returncode == 0, res.stderr
     assert "kept 3 kernel(s) warm for the next run (01_eda, 02_train, 03_evaluate" in res.stdout
     assert "kernel kept warm by the last run" not in res.stdout  # nothing to adopt yet
-    assert wait_for(lambda: set(spare_pids(proj / "build")) == {"01_eda", "02_train", "03_evaluate"})
-    for pid, token in spare_pids(proj / "build").values():
+    assert wait_for(lambda: set(spare_pids(build_root(proj))) == {"01_eda", "02_train", "03_evaluate"})
+    for pid, token in spare_pids(build_root(proj)).values():
         assert spares.is_spare_process(pid, token)
     # every kernel talks CurveZMQ: no unencrypted-TCP warning from the run's kernels or the spares
     assert "without encryption" not in res.stdout + res.stderr
-    folder = spares.folder_of(proj / "build")
+    folder = spares.folder_of(build_root(proj))
     connections = sorted(folder.glob("*.conn.json"))
     assert len(connections) == 3 and all(connection_is_encrypted(c) for c in connections)
     for connection in connections:  # a client with the file's keys gets answers: the kernel is up
@@ -71,7 +72,7 @@ def test_a_run_leaves_a_warm_kernel_for_each_step_it_executed(proj):
 
 
 def test_the_one_param_rerun_adopts_them_and_trains_with_the_new_value(proj):
-    before = spare_pids(proj / "build")
+    before = spare_pids(build_root(proj))
     # as `make pipeline PARAMS=... ARGS=...` runs it: make exports its command-line variables
     made = {
         "MAKEFLAGS": " -- PARAMS=params/depth4.yaml ARGS=",
@@ -90,10 +91,10 @@ def test_the_one_param_rerun_adopts_them_and_trains_with_the_new_value(proj):
         assert not spares.is_spare_process(pid, token)
     assert spares.is_spare_process(*before["01_eda"])
     # the step really ran in that kernel with this run's parameters
-    train = json.loads((proj / "build" / "02_train" / "02_train.ipynb").read_text())
+    train = json.loads((build_dir(proj, "depth4") / "02_train" / "02_train.ipynb").read_text())
     injected = next(c for c in train["cells"] if "injected-parameters" in c["metadata"].get("tags", []))
     assert '"max_depth": 4' in "".join(injected["source"])
-    model = json.loads((proj / "build" / "02_train" / "model.json").read_text())
+    model = json.loads((build_dir(proj, "depth4") / "02_train" / "model.json").read_text())
     assert str(model["version"]) == "2", model
     assert "kept 2 kernel(s) warm for the next run (02_train, 03_evaluate" in res.stdout
 
@@ -107,11 +108,11 @@ def test_a_changed_environment_is_not_served_by_an_old_kernel(proj):
 
 
 def test_turning_spares_off_stops_the_ones_left(proj):
-    assert spare_pids(proj / "build")
-    left = spare_pids(proj / "build")
+    assert spare_pids(build_root(proj))
+    left = spare_pids(build_root(proj))
     res = nbops(proj, "run", "--params", "params/depth4.yaml", env={"NBOPS_KEEP_WARM_S": "0"})
     assert res.returncode == 0, res.stderr
     assert "kept" not in res.stdout and "kernel kept warm by the last run" not in res.stdout
-    assert spare_pids(proj / "build") == {}
+    assert spare_pids(build_root(proj)) == {}
     for pid, token in left.values():
         assert wait_for(lambda pid=pid, token=token: not spares.is_spare_process(pid, token), 10)

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.bench_bounds import sparse_file
+from nbops.layout import build_dir, build_root, reports_dir
 from tests.conftest import REPO, make_project, write_params
 
 # Fewer threads, fewer malloc arenas: address space a child reserves without using it
@@ -217,7 +218,7 @@ def test_a_2_gb_csv_is_refused_by_data_max_mb_before_it_is_read(project):
         "(raise it to read this file)"
     ]
     assert res.seconds < 20
-    assert not (project / "build").exists() and nothing_registered(project)
+    assert not build_root(project).exists() and nothing_registered(project)
 
 
 @pytest.mark.e2e
@@ -257,12 +258,12 @@ def test_a_run_over_run_timeout_s_stops_its_kernels_and_leaves_a_failed_run_repo
     assert re.fullmatch(pattern, error), error
     assert "! run exceeded run.timeout_s=40: stopping kernels" in res.stdout
     assert res.seconds < 40 + 60, f"took {res.seconds:.0f} s"
-    index = (project / "reports" / "index.html").read_text()
+    index = (reports_dir(project, "huge") / "index.html").read_text()
     assert "02_train" in index
     if ", cell " in error:  # the notebook ran up to that cell: its report shows how far
-        assert (project / "reports" / "02_train.html").is_file()
+        assert (reports_dir(project, "huge") / "02_train.html").is_file()
     assert nothing_registered(project)
-    assert not (project / "build" / "02_train" / ".stamp.json").exists()
+    assert not (build_dir(project, "huge") / "02_train" / ".stamp.json").exists()
 
 
 @pytest.mark.e2e
@@ -299,7 +300,7 @@ def test_600_classes_of_4_rows_run_through_within_memory(project):
     res = nbops_bounded(project, "run", "--params", "params/many.yaml", mem_mb=4096, timeout=420)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert res.seconds < 300, f"took {res.seconds:.0f} s"
-    metrics = json.loads((project / "build" / "03_evaluate" / "metrics.json").read_text())
+    metrics = json.loads((build_dir(project, "many") / "03_evaluate" / "metrics.json").read_text())
     assert len(metrics["challenger"]["metrics"]["labels"]) == 600
 
 
@@ -309,7 +310,7 @@ def test_the_no_op_fast_path_never_reads_a_fifo_or_a_device(project):
     FIFO at the params file's path read forever."""
     res = nbops_bounded(project, "run", "--params", "params/smoke.yaml", timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert (project / "build" / ".last-run.json").is_file()  # the fast path is armed
+    assert (build_dir(project, "smoke") / ".last-run.json").is_file()  # the fast path is armed
     smoke = project / "params" / "smoke.yaml"
     smoke.rename(project / "params" / "smoke.yaml.bak")
     os.mkfifo(smoke)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from nbops.layout import build_dir, reports_dir
 from nbops.runner.schedule import child_pids
 from tests.conftest import make_project, nbops, write_params
 
@@ -61,14 +62,14 @@ def test_cell_over_the_timeout_fails_the_step_and_names_the_cell(project):
     res = nbops(project, "run", "--params", "params/slow.yaml", "--only", "01_eda")
     assert time.monotonic() - t < 100
     assert res.returncode == 1
-    executed = project / "build" / "01_eda" / "01_eda.ipynb"
+    executed = build_dir(project, "slow") / "01_eda" / "01_eda.ipynb"
     cell = executed_cell_number(executed, "time.sleep(120)")
     assert res.stderr.strip().endswith(
         f"error: failed at 01_eda, cell {cell}: CellTimeoutError: cell exceeded run.cell_timeout_s=3"
     )
-    assert (project / "reports" / "01_eda.html").is_file()
-    assert not (project / "build" / "01_eda" / ".stamp.json").exists()
-    assert "failed at 01\\_eda, cell" in (project / "reports" / "summary.md").read_text()
+    assert (reports_dir(project, "slow") / "01_eda.html").is_file()
+    assert not (build_dir(project, "slow") / "01_eda" / ".stamp.json").exists()
+    assert "failed at 01\\_eda, cell" in (reports_dir(project, "slow") / "summary.md").read_text()
 
 
 def test_dead_kernel_mid_run_closes_the_mlflow_run_failed_and_registers_nothing(project):
@@ -82,7 +83,7 @@ def test_dead_kernel_mid_run_closes_the_mlflow_run_failed_and_registers_nothing(
     )
     res = nbops(project, "run", "--params", "params/smoke.yaml")
     assert res.returncode == 1
-    executed = project / "build" / "02_train" / "02_train.ipynb"
+    executed = build_dir(project, "smoke") / "02_train" / "02_train.ipynb"
     cell = executed_cell_number(executed, "registered = tracking.log_training(")
     assert re.search(
         rf"error: failed at 02_train, cell {cell}: DeadKernelError: the kernel died$", res.stderr.strip()
@@ -91,8 +92,8 @@ def test_dead_kernel_mid_run_closes_the_mlflow_run_failed_and_registers_nothing(
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert runs and {r.info.status for r in runs} == {"FAILED"}
     assert client.search_model_versions("name='drug-classifier'") == []
-    assert (project / "reports" / "02_train.html").is_file()
-    assert "not run" in (project / "reports" / "index.html").read_text()
+    assert (reports_dir(project, "smoke") / "02_train.html").is_file()
+    assert "not run" in (reports_dir(project, "smoke") / "index.html").read_text()
 
 
 def test_sigterm_stops_kernels_and_leaves_nothing_the_cache_would_take_as_done(project):
@@ -129,7 +130,7 @@ def test_sigterm_stops_kernels_and_leaves_nothing_the_cache_would_take_as_done(p
     finished = {step for step in ("01_eda", "02_train", "03_evaluate") if f"✓ {step}" in "".join(seen) + out}
     assert "02_train" not in finished, "the interrupt came while 02_train ran"
     for step in {"01_eda", "02_train", "03_evaluate"} - finished:
-        assert not (project / "build" / step / ".stamp.json").exists(), step
+        assert not (build_dir(project, "smoke") / step / ".stamp.json").exists(), step
     res = nbops(project, "run", "--params", "params/smoke.yaml", "--only", "02_train")
     assert res.returncode == 0, res.stderr
     assert re.search(r"✓ 02_train", res.stdout), res.stdout

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from nbops.layout import build_dir, reports_dir, reports_index
 from tests.browser.conftest import base_env, start
 from tests.conftest import make_project, nbops, write_params
 from tests.faults.helpers import script_tags
@@ -80,7 +81,7 @@ def test_payload_reaches_the_rendering_path(hostile, tmp_path):
     """Unsanitised nbconvert would let the markup through: this is what the reports must stop."""
     from nbconvert import HTMLExporter
 
-    executed = hostile / "build" / "01_eda" / "01_eda.ipynb"
+    executed = build_dir(hostile, "hostile") / "01_eda" / "01_eda.ipynb"
     assert "<script>alert(3)</script>" in executed.read_text()
     raw, _ = HTMLExporter(template_name="lab", sanitize_html=False).from_filename(str(executed))
     assert LIVE.search(raw), "without sanitize_html the markdown script would be live"
@@ -89,21 +90,22 @@ def test_payload_reaches_the_rendering_path(hostile, tmp_path):
 
 
 def test_no_live_markup_in_any_html_report(hostile, tmp_path):
-    reports = sorted((hostile / "reports").glob("*.html"))
+    reports = sorted(reports_dir(hostile, "hostile").glob("*.html"))
     assert {p.name for p in reports} >= {"01_eda.html", "01_eda.full.html", "03_evaluate.html", "index.html"}
+    reports.append(reports_index(hostile))  # the listing of every params file's latest run
     for path in reports:
         text = path.read_text()
         assert not LIVE.search(text), f"{path.name}: {LIVE.search(text).group(0)}"
         assert not data_scripts(text), f"{path.name}: {data_scripts(text)}"
         assert not data_handlers(text), f"{path.name}: {data_handlers(text)}"
     # the labels are shown, as text
-    eda = (hostile / "reports" / "01_eda.html").read_text()
+    eda = (reports_dir(hostile, "hostile") / "01_eda.html").read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in eda
     assert "Look here: &lt;script&gt;alert(3)" in eda
 
 
 def test_summary_markdown_shows_the_labels_as_text(hostile):
-    summary = (hostile / "reports" / "summary.md").read_text()
+    summary = (reports_dir(hostile, "hostile") / "summary.md").read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in summary  # reached the per-class table
     assert not script_tags(summary)
     assert not re.search(r"<[a-z][^>]*\bon[a-z]+\s*=", summary, re.IGNORECASE)
@@ -219,7 +221,7 @@ def test_table_that_would_train_a_wrong_model_is_refused_before_any_kernel(tmp_p
     assert res.stderr.splitlines() == [f"error: {expected}"]
     assert "started" not in res.stdout, "no step may start on such a table"
     assert not (root / "mlflow").exists(), "nothing may reach the registry"
-    assert not (root / "build" / "02_train").exists()
+    assert not (build_dir(root, "bad") / "02_train").exists()
 
 
 # ------------------------------------------------------------------ bounded reading

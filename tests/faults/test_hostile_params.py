@@ -12,6 +12,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from nbops.layout import build_dir, build_root, reports_dir
 from tests.conftest import make_project, nbops, write_params
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +38,7 @@ def test_yaml_python_object_tag_is_refused_and_runs_nothing(root):
     assert "Traceback" not in res.stderr
     assert not marker.exists()
     assert not (root / "mlflow").exists(), "nothing may reach the registry"
-    assert not (root / "build").exists()
+    assert not build_root(root).exists()
 
 
 def _code(marker: Path) -> str:
@@ -88,16 +89,16 @@ def test_strings_with_newlines_and_code_land_as_literal_strings(root):
     assert not column_marker.exists()
 
     # the payload did reach the parameters cells, as the exact strings
-    train = _injected(root / "build" / "02_train" / "02_train.ipynb")
+    train = _injected(build_dir(root, "strings") / "02_train" / "02_train.ipynb")
     assert train["registry_experiment"] == experiment
     assert train["data_categorical"] == ["Sex", column, "Cholesterol"]
-    assert _injected(root / "build" / "01_eda" / "01_eda.ipynb")["data_categorical"][1] == column
+    assert _injected(build_dir(root, "strings") / "01_eda" / "01_eda.ipynb")["data_categorical"][1] == column
     # and the run used them as data: the experiment has that name, the model that column
     client = MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None
     assert len(client.search_runs([exp.experiment_id])) == 1
-    schema = json.loads((root / "build" / "02_train" / "model.json").read_text())["schema"]
+    schema = json.loads((build_dir(root, "strings") / "02_train" / "model.json").read_text())["schema"]
     assert column in schema["categorical"]
 
 
@@ -160,7 +161,7 @@ def test_five_thousand_undeclared_columns_are_read_in_bounded_time(root, wide_cs
     assert time.monotonic() - start < 120
     import pandas as pd
 
-    table = pd.read_parquet(root / "build" / "00_validate" / "table.parquet")
+    table = pd.read_parquet(build_dir(root, "wide") / "00_validate" / "table.parquet")
     assert list(table.columns) == ["Age", "Na_to_K", "Sex", "BP", "Cholesterol", "Drug"]
 
 
@@ -183,8 +184,12 @@ def test_five_thousand_declared_columns_end_in_bounded_time(root, wide_csv):
     if res.returncode != 0:
         assert "failed at 01_eda" in res.stderr, res.stderr + res.stdout
         assert "Traceback" not in res.stderr
-        assert (root / "reports" / "01_eda.html").is_file(), "a failed step still leaves its report"
-    table = __import__("pandas").read_parquet(root / "build" / "00_validate" / "table.parquet")
+        assert (reports_dir(root, "wide-declared") / "01_eda.html").is_file(), (
+            "a failed step still leaves its report"
+        )
+    table = __import__("pandas").read_parquet(
+        build_dir(root, "wide-declared") / "00_validate" / "table.parquet"
+    )
     assert table.shape[1] == 5000 + 6
 
 
@@ -256,7 +261,7 @@ def test_nested_aliases_are_refused_before_they_expand(fresh, site):
     res = nbops_bounded(fresh, "run", "--params", name, mem_mb=1024, timeout=60)
     assert (res.returncode, res.stderr.splitlines()) == (1, [f"error: {name}: line {line}: {ALIAS}"])
     assert res.seconds < 20
-    assert not (fresh / "build").exists() and nothing_registered(fresh)
+    assert not build_root(fresh).exists() and nothing_registered(fresh)
 
 
 def test_sweep_check_refuses_aliases_in_its_base_and_in_the_sweep_file(fresh):
@@ -282,7 +287,7 @@ def test_sweep_check_refuses_aliases_in_its_base_and_in_the_sweep_file(fresh):
         1,
         [f"error: params/sweeps/bomb.yaml: line 4: {ALIAS}"],
     )
-    assert not (fresh / "build").exists()
+    assert not build_root(fresh).exists()
 
 
 def test_a_duplicate_key_names_both_lines_instead_of_the_last_winning(fresh):
@@ -296,7 +301,7 @@ def test_a_duplicate_key_names_both_lines_instead_of_the_last_winning(fresh):
     assert res.stderr.splitlines() == [
         f"error: params/dup.yaml: line {second}: duplicate key 'model' (first at line {first}): keep one"
     ]
-    assert res.returncode == 1 and not (fresh / "build").exists()
+    assert res.returncode == 1 and not build_root(fresh).exists()
 
 
 def test_an_oversized_params_file_is_refused_in_one_line(fresh):
@@ -314,7 +319,7 @@ def test_an_oversized_params_file_is_refused_in_one_line(fresh):
         1,
         [f"error: params/long.yaml: {mb:.1f} MB, more than the 1 MB a params file may have"],
     )
-    assert res.seconds < 10 and not (fresh / "build").exists()
+    assert res.seconds < 10 and not build_root(fresh).exists()
 
 
 @pytest.mark.parametrize("kind", ["dev-zero", "fifo"])
@@ -330,4 +335,4 @@ def test_params_that_are_not_a_regular_file_are_refused_unread(fresh, kind):
         arg, line = "/dev/zero", "error: /dev/zero: not a regular file (a character device)"
     res = nbops_bounded(fresh, "run", "--params", arg, mem_mb=1024, timeout=60)
     assert (res.returncode, res.stderr.splitlines()) == (1, [line])
-    assert res.seconds < 10 and not (fresh / "build").exists()
+    assert res.seconds < 10 and not build_root(fresh).exists()

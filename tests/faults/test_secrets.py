@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from nbops.layout import build_root, reports_dir, reports_index, reports_root
 from tests.faults.conftest import SECRETS
 
 pytestmark = pytest.mark.e2e
@@ -26,9 +27,11 @@ def test_no_secret_in_logs(smoke_run):
 
 def test_no_secret_in_any_file_the_run_or_the_space_wrote(smoke_run):
     root = smoke_run.root
-    scanned = {"build": 0, "reports": 0, "mlflow": 0, "space": 0}
+    folders = {"build": build_root(root), "reports": reports_root(root), "mlflow": root / "mlflow"}
+    folders["space"] = root / "space"
+    scanned = dict.fromkeys(folders, 0)
     for folder in scanned:
-        for path in (root / folder).rglob("*"):
+        for path in folders[folder].rglob("*"):
             if path.is_file():
                 scanned[folder] += 1
                 assert not _hits(path.read_bytes()), (
@@ -36,6 +39,7 @@ def test_no_secret_in_any_file_the_run_or_the_space_wrote(smoke_run):
                 )
     assert all(scanned.values()), scanned
     for name in ("01_eda.ipynb", "02_train.ipynb", "03_evaluate.ipynb"):
-        assert (root / "reports" / "notebooks" / name).is_file()
-    assert (root / "reports" / "summary.md").is_file()
+        assert (reports_dir(root, "smoke") / "notebooks" / name).is_file()
+    assert (reports_dir(root, "smoke") / "summary.md").is_file()
+    assert reports_index(root).is_file()  # the listing was scanned too
     assert (root / "space" / "champion" / "model_card.json").is_file()

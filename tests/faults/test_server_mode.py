@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from nbops.layout import reports_dir
 from tests.conftest import make_project, nbops
 from tests.faults.helpers import free_port, start_mlflow_server
 
@@ -96,7 +97,7 @@ def test_server_stopped_mid_run_fails_the_step_and_a_restart_recovers(server, ro
     assert "failed at 02_train" in stderr, out + stderr
     assert "Traceback" not in stderr
     assert time.monotonic() - stopped_at < 240
-    summary = (root / "reports" / "summary.md").read_text()
+    summary = (reports_dir(root, "smoke") / "summary.md").read_text()
     assert "Pipeline failed at 02" in summary
 
     # restart on the same port and store: the next run works and records everything

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from nbops.layout import build_dir, reports_dir
 from tests.conftest import copy_project, nbops, write_params
 from tests.faults.conftest import SECRET_ENV
 
@@ -156,11 +157,11 @@ def test_evaluate_step_refuses_it_and_keeps_it_out_of_the_gate(evil_champion):
     assert not marker.exists()
     import json
 
-    metrics = json.loads((root / "build" / "03_evaluate" / "metrics.json").read_text())
+    metrics = json.loads((build_dir(root, "retrain") / "03_evaluate" / "metrics.json").read_text())
     assert metrics["champion"]["version"] == version
     assert metrics["champion"]["metrics"] is None
     assert "refusing to load a 'cloudpickle' model" in metrics["champion"]["error"]
-    summary = (root / "reports" / "summary.md").read_text()
+    summary = (reports_dir(root, "retrain") / "summary.md").read_text()
     assert "Champion not scored" in summary and "cloudpickle" in summary
     champion_now = MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}").get_model_version_by_alias(
         "drug-classifier", "champion"

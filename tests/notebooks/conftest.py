@@ -9,7 +9,7 @@ from tests.conftest import copy_project
 
 @pytest.fixture(scope="session")
 def smoke_project(smoke_champion):
-    """A project after `python -m nbops run --params params/smoke.yaml`: build/ and reports/."""
+    """A project after `python -m nbops run --params params/smoke.yaml`: build/smoke/ and reports/smoke/."""
     return smoke_champion.root
 
 

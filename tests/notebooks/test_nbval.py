@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from nbops.layout import build_dir
+
 HERE = Path(__file__).parent
 STEPS = ("01_eda", "02_train", "03_evaluate")
 
 
 @pytest.mark.parametrize("step", STEPS)
 def test_notebook_outputs_match_on_reexecution(smoke_project_copy, step):
-    executed = smoke_project_copy / "build" / step / f"{step}.ipynb"
+    executed = build_dir(smoke_project_copy, "smoke") / step / f"{step}.ipynb"
     source = executed.read_text()
     assert "# NBVAL_CHECK_OUTPUT" in source, "each notebook marks the cells whose output is the contract"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{smoke_project_copy / 'mlflow' / 'mlflow.db'}"}

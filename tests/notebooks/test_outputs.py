@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from nbops.layout import build_dir, reports_dir
 from tests.conftest import REPO
 
 NOTEBOOKS = ("01_eda", "02_train", "03_evaluate")
@@ -23,7 +24,7 @@ def outputs(notebook: Path) -> list[str]:
 
 
 def executed(project: Path, step: str) -> list[str]:
-    return outputs(project / "build" / step / f"{step}.ipynb")
+    return outputs(build_dir(project, "smoke") / step / f"{step}.ipynb")
 
 
 @pytest.mark.parametrize("step", NOTEBOOKS)
@@ -53,7 +54,7 @@ def test_evaluate_without_a_champion_shows_dashes(smoke_project):
 
 
 def test_index_says_what_was_trained(smoke_project):
-    page = (smoke_project / "reports" / "index.html").read_text()
+    page = (reports_dir(smoke_project, "smoke") / "index.html").read_text()
     assert "<code>decision_tree</code> (max_depth=6, random_state=42), 3-fold CV" in page
     assert "drug-classifier v1 (run <code>" in page
     data = "<code>data/raw/drug-smoke-synthetic.csv</code> · <strong class='synthetic'>SYNTHETIC</strong>"
@@ -61,5 +62,5 @@ def test_index_says_what_was_trained(smoke_project):
     assert "120 rows (96 train, 24 held out)" in page
     assert "<th>commit</th>" in page
     assert "<th>challenger v1</th><th>champion (none)</th>" in page
-    summary = (smoke_project / "reports" / "summary.md").read_text()
+    summary = (reports_dir(smoke_project, "smoke") / "summary.md").read_text()
     assert "\nCommit: " in summary

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nbops.layout import build_root, reports_root, sweep_build_dir, sweep_reports_dir
 from nbops.sweep.spec import SweepError, load_sweep
 from tests.conftest import nbops
 
@@ -33,7 +34,7 @@ def mlflow_client(root: Path):
 
 
 def sweep_json(root: Path, name: str = "smoke") -> dict:
-    return json.loads((root / "reports" / "sweep" / name / "sweep.json").read_text())
+    return json.loads((sweep_reports_dir(root, name) / "sweep.json").read_text())
 
 
 # ------------------------------------------------------------------ validation, no kernel
@@ -62,9 +63,9 @@ def test_a_bad_point_stops_the_sweep_before_any_kernel_naming_point_and_key(proj
     ), result.stderr
     assert len(lines) == 2
     # nothing ran, nothing was written: no build folder, no store, no report
-    assert not (project / "build").exists()
+    assert not build_root(project).exists()
     assert not (project / "mlflow").exists()
-    assert not (project / "reports").exists()
+    assert not reports_root(project).exists()
     assert time.perf_counter() - t < 60
 
 
@@ -178,7 +179,7 @@ def test_local_pool_sweep_end_to_end_then_every_point_is_cached(project):
     assert sorted(r.data.tags["nbops.override.model.params.max_depth"] for r in children) == ["2", "6"]
     assert sorted(r.info.run_id for r in children) == sorted(p["challenger"]["run_id"] for p in points)
 
-    report = project / "reports" / "sweep" / "smoke"
+    report = sweep_reports_dir(project, "smoke")
     html = (report / "index.html").read_text()
     assert "Verdict: promote" in html
     for p in points:
@@ -243,7 +244,7 @@ def test_dask_local_cluster_runs_every_point_on_worker_processes(project, dask_c
     data = sweep_json(project)
     assert [p["status"] for p in data["points"]] == ["ok", "ok"]
     ran_on = {
-        json.loads((project / "build" / "sweeps" / "smoke" / p["id"] / "worker.json").read_text())["pid"]
+        json.loads((sweep_build_dir(project, "smoke") / p["id"] / "worker.json").read_text())["pid"]
         for p in data["points"]
     }
     assert ran_on <= worker_pids(dask_cluster)
@@ -273,7 +274,7 @@ def test_a_dask_worker_killed_mid_point_fails_that_point_only(project, dask_clus
     )
     try:
         victim = load_sweep(SMOKE_SWEEP, project).points[0]
-        build = project / "build" / "sweeps" / "smoke" / victim.id
+        build = sweep_build_dir(project, "smoke") / victim.id
         deadline = time.monotonic() + 300
         while not (build / "02_train").exists():  # mid-point: training has started
             assert proc.poll() is None, proc.communicate()
@@ -294,7 +295,7 @@ def test_a_dask_worker_killed_mid_point_fails_that_point_only(project, dask_clus
     assert first["status"] == "failed" and "KilledWorker" in first["reason"]
     assert second["status"] == "ok"
     assert data["best"]["id"] == second["id"]
-    html = (project / "reports" / "sweep" / "smoke" / "index.html").read_text()
+    html = (sweep_reports_dir(project, "smoke") / "index.html").read_text()
     assert "KilledWorker" in html
     # the killed point's child run (if it got that far) is closed FAILED, never left RUNNING
     client = mlflow_client(project)

@@ -12,6 +12,7 @@ from types import ModuleType, SimpleNamespace
 import pytest
 import yaml
 
+from nbops.layout import sweep_build_dir
 from nbops.sweep import point
 from nbops.sweep import run as sweep
 from tests.conftest import REPO
@@ -79,7 +80,7 @@ def test_no_uploaded_file_holds_the_tracking_uri_or_its_password(faked):
     assert [r["status"] for r in result.records] == ["failed", "failed"]
     assert files_quoting(faked.root, SENTINEL) == []
     assert files_quoting(faked.root, URI) == []
-    spec = json.loads(next((faked.root / "build" / "sweeps" / "smoke").rglob("spec.json")).read_text())
+    spec = json.loads(next(sweep_build_dir(faked.root, "smoke").rglob("spec.json")).read_text())
     assert "tracking_uri" not in spec and "postgresql" not in json.dumps(spec)
     assert f"cannot reach {STORE}" in result.records[0]["reason"]  # the error still names the store
 

@@ -11,6 +11,7 @@ import sys
 import pytest
 import yaml
 
+from nbops.layout import sweep_reports_dir
 from tests.conftest import make_project, nbops
 
 MODEL = "drug-classifier"
@@ -39,7 +40,7 @@ def test_pipeline_and_sweep_go_to_the_postgres_backed_server(team_server, team_p
 
     sweep = nbops(team_project, "sweep", "--sweep", "params/sweeps/smoke.yaml", env=env, timeout=900)
     assert sweep.returncode == 0, sweep.stdout + sweep.stderr
-    data = json.loads((team_project / "reports" / "sweep" / "smoke" / "sweep.json").read_text())
+    data = json.loads((sweep_reports_dir(team_project, "smoke") / "sweep.json").read_text())
     assert [p["status"] for p in data["points"]] == ["ok", "ok"]
     assert not (team_project / "mlflow").exists()
 
@@ -107,7 +108,7 @@ def test_two_sweeps_at_once_against_the_same_server_keep_every_run(team_server, 
 
     experiment = client.get_experiment_by_name(MODEL)
     for name in ("left", "right"):
-        data = json.loads((team_project / "reports" / "sweep" / name / "sweep.json").read_text())
+        data = json.loads((sweep_reports_dir(team_project, name) / "sweep.json").read_text())
         parent = data["points"][0]["parent_run_id"]
         assert client.get_run(parent).info.status == "FINISHED"
         children = client.search_runs(

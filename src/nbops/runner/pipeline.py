@@ -19,8 +19,11 @@ from nbops.layout import (
     TABLE_FILE,
     TRAIN,
     VALIDATE,
+    build_dir,
     build_root,
     executed_notebook,
+    params_name,
+    reports_dir,
 )
 from nbops.products import read_json, write_json
 from nbops.runner.folders import claim_folders, params_folders
@@ -91,8 +94,8 @@ def run_pipeline(
     params_file = params_file if params_file.is_absolute() else (root / params_file)
     # build/<name>/ and reports/<name>/ unless given (sweeps give each point its own)
     folders = params_folders(root, params_file) if build is None or reports is None else None
-    build = Path(build).resolve() if build else folders.build  # type: ignore[union-attr]
-    reports = Path(reports).resolve() if reports else folders.reports  # type: ignore[union-attr]
+    build = Path(build).resolve() if build else build_dir(root, params_name(params_file))
+    reports = Path(reports).resolve() if reports else reports_dir(root, params_name(params_file))
     # (a first run, or a bad params file, must not even create build/: only look when a record is there)
     if not force and not only and provenance is None and (build / LAST_RUN).is_file():
         with build_lock(build):

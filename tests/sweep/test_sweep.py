@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nbops.layout import build_root, reports_root, sweep_build_dir, sweep_reports_dir
+from nbops.layout import build_root, reports_index, reports_root, sweep_build_dir, sweep_reports_dir
 from nbops.sweep.spec import SweepError, load_sweep
 from tests.conftest import nbops
 
@@ -187,6 +187,8 @@ def test_local_pool_sweep_end_to_end_then_every_point_is_cached(project):
         assert (report / p["id"] / "03_evaluate.html").exists()
         assert (report / p["id"] / "02_train.html").exists()
     assert (report / "macro_f1_vs_params.png").stat().st_size > 1000
+    listing = reports_index(project).read_text()  # beside the latest run of each params file
+    assert '<li><a href="sweep/smoke/index.html">sweep smoke</a></li>' in listing
 
     again = nbops(project, "sweep", "--sweep", SMOKE_SWEEP, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr

@@ -282,7 +282,7 @@ def run_sweep(
     allow_promotion: bool = True,
 ) -> SweepResult:
     """Validate every point, run them (unless `aggregate_only`), then (unless `shard`) rank,
-    gate the best point and write reports/sweep/<name>/index.html."""
+    gate the best point and write reports/sweep/<name>/index.html (and the reports listing)."""
     sweep = load_sweep(sweep_file, root)
     result = SweepResult(sweep)
     if not aggregate_only:
@@ -296,6 +296,9 @@ def run_sweep(
     if result.best is not None:
         result.decision = gate_best(sweep, result.best, allow_promotion)
     result.report = render_sweep_report(sweep, result.records, result.best, result.decision)
+    from nbops.runner.reports_index import render_reports_index
+
+    render_reports_index(sweep.root)  # reports/index.html links every sweep report
     return result
 
 

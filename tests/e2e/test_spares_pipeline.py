@@ -1,6 +1,7 @@
 """The edit-a-param-and-rerun loop with kernels kept warm (nbops.runner.spares), through the real CLI:
 the rerun's steps run in the kernels the last run left, give the same results a fresh kernel
-gives, and nothing is left running once spares are turned off."""
+gives, a run of another params file adopts them too (build/.spares/ serves every params file),
+and nothing is left running once spares are turned off."""
 
 import json
 import time
@@ -40,14 +41,19 @@ def wait_for(pred, within_s=60):
 @pytest.fixture(scope="module")
 def proj(tmp_path_factory):
     root = make_project(tmp_path_factory.mktemp("spares") / "project")
-    write_params(root, "depth3", lambda p: p["model"]["params"].update(max_depth=3))
-    write_params(root, "depth4", lambda p: p["model"]["params"].update(max_depth=4))
+    depth(root, 3)
+    write_params(root, "other", lambda p: p["model"]["params"].update(max_depth=5))
     yield root
     spares.stop_all(build_root(root))  # whatever a failed test left
 
 
+def depth(root, max_depth):
+    """params/depth.yaml, the file the loop edits, with that max_depth."""
+    write_params(root, "depth", lambda p: p["model"]["params"].update(max_depth=max_depth))
+
+
 def test_a_run_leaves_a_warm_kernel_for_each_step_it_executed(proj):
-    res = nbops(proj, "run", "--params", "params/depth3.yaml", env=ON)
+    res = nbops(proj, "run", "--params", "params/depth.yaml", env=ON)
     assert res.returncode == 0, res.stderr
     assert "kept 3 kernel(s) warm for the next run (01_eda, 02_train, 03_evaluate" in res.stdout
     assert "kernel kept warm by the last run" not in res.stdout  # nothing to adopt yet
@@ -73,13 +79,14 @@ def test_a_run_leaves_a_warm_kernel_for_each_step_it_executed(proj):
 
 def test_the_one_param_rerun_adopts_them_and_trains_with_the_new_value(proj):
     before = spare_pids(build_root(proj))
+    depth(proj, 4)
     # as `make pipeline PARAMS=... ARGS=...` runs it: make exports its command-line variables
     made = {
-        "MAKEFLAGS": " -- PARAMS=params/depth4.yaml ARGS=",
+        "MAKEFLAGS": " -- PARAMS=params/depth.yaml ARGS=",
         "MAKELEVEL": "1",
-        "PARAMS": "params/depth4.yaml",
+        "PARAMS": "params/depth.yaml",
     }
-    res = nbops(proj, "run", "--params", "params/depth4.yaml", env={**ON, **made, "ARGS": ""})
+    res = nbops(proj, "run", "--params", "params/depth.yaml", env={**ON, **made, "ARGS": ""})
     assert res.returncode == 0, res.stderr
     assert "not using the kernel kept warm" not in res.stdout
     assert "02_train      started (kernel kept warm by the last run)" in res.stdout, res.stdout + str(before)
@@ -91,26 +98,44 @@ def test_the_one_param_rerun_adopts_them_and_trains_with_the_new_value(proj):
         assert not spares.is_spare_process(pid, token)
     assert spares.is_spare_process(*before["01_eda"])
     # the step really ran in that kernel with this run's parameters
-    train = json.loads((build_dir(proj, "depth4") / "02_train" / "02_train.ipynb").read_text())
+    train = json.loads((build_dir(proj, "depth") / "02_train" / "02_train.ipynb").read_text())
     injected = next(c for c in train["cells"] if "injected-parameters" in c["metadata"].get("tags", []))
     assert '"max_depth": 4' in "".join(injected["source"])
-    model = json.loads((build_dir(proj, "depth4") / "02_train" / "model.json").read_text())
+    model = json.loads((build_dir(proj, "depth") / "02_train" / "model.json").read_text())
     assert str(model["version"]) == "2", model
     assert "kept 2 kernel(s) warm for the next run (02_train, 03_evaluate" in res.stdout
 
 
 def test_a_changed_environment_is_not_served_by_an_old_kernel(proj):
-    res = nbops(proj, "run", "--params", "params/depth3.yaml", env={**ON, "NBOPS_TEST_MARKER": "x"})
+    depth(proj, 3)
+    res = nbops(proj, "run", "--params", "params/depth.yaml", env={**ON, "NBOPS_TEST_MARKER": "x"})
     assert res.returncode == 0, res.stderr
     said = "02_train: not using the kernel kept warm by the last run: environment variable NBOPS_TEST_MARKER"
     assert f"{said} changed since it started" in res.stdout
     assert "kernel kept warm by the last run)" not in res.stdout
 
 
+def test_another_params_file_adopts_the_kernels_kept_warm(proj):
+    """The last run (the same environment) left train and evaluate kernels; another params file
+    adopts them, in folders of its own where every step runs."""
+    assert wait_for(lambda: {"02_train", "03_evaluate"} <= set(spare_pids(build_root(proj))))
+    before = spare_pids(build_root(proj))
+    res = nbops(proj, "run", "--params", "params/other.yaml", env={**ON, "NBOPS_TEST_MARKER": "x"})
+    assert res.returncode == 0, res.stderr
+    for step in ("02_train", "03_evaluate"):
+        assert f"{step:<12}  started (kernel kept warm by the last run)" in res.stdout, res.stdout + str(
+            before
+        )
+        assert not spares.is_spare_process(*before[step])
+    assert "▶ 01_eda" in res.stdout  # nothing of params/depth.yaml's folder is reused
+    assert (build_dir(proj, "other") / "02_train" / "model.json").is_file()
+
+
 def test_turning_spares_off_stops_the_ones_left(proj):
     assert spare_pids(build_root(proj))
     left = spare_pids(build_root(proj))
-    res = nbops(proj, "run", "--params", "params/depth4.yaml", env={"NBOPS_KEEP_WARM_S": "0"})
+    depth(proj, 4)
+    res = nbops(proj, "run", "--params", "params/depth.yaml", env={"NBOPS_KEEP_WARM_S": "0"})
     assert res.returncode == 0, res.stderr
     assert "kept" not in res.stdout and "kernel kept warm by the last run" not in res.stdout
     assert spare_pids(build_root(proj)) == {}

@@ -8,6 +8,7 @@ import json
 import pytest
 import yaml
 
+from nbops.layout import reports_dir
 from tests.conftest import nbops
 from tests.regression_table import house_table, regression_params
 
@@ -27,14 +28,14 @@ def test_a_regression_run_promotes_and_a_second_model_within_noise_keeps_the_cha
     run = nbops(project, "run", "--params", first)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "gate: promote (challenger v1, champion before: none)" in run.stdout
-    record = json.loads((project / "reports" / "metrics.json").read_text())
+    record = json.loads((reports_dir(project, "houses") / "metrics.json").read_text())
     metrics = record["challenger"]["metrics"]
     assert metrics["task"] == "regression"
     assert 4.0 < metrics["rmse"] < 20.0 and 0 < metrics["mae"] < metrics["rmse"] and metrics["r2"] > 0.8
     assert record["decision"]["metric"] == "rmse"
-    summary = (project / "reports" / "summary.md").read_text()
+    summary = (reports_dir(project, "houses") / "summary.md").read_text()
     assert "| rmse (gate, lower is better) |" in summary and "Confusion" not in summary
-    assert "rmse (gate, lower is better)" in (project / "reports" / "index.html").read_text()
+    assert "rmse (gate, lower is better)" in (reports_dir(project, "houses") / "index.html").read_text()
 
     # a near twin of the champion: its RMSE is lower by 0.02 on 60 held-out rows, which is noise
     second = write_params(
@@ -42,7 +43,7 @@ def test_a_regression_run_promotes_and_a_second_model_within_noise_keeps_the_cha
     )
     run = nbops(project, "run", "--params", second)
     assert run.returncode == 0, run.stdout + run.stderr
-    record = json.loads((project / "reports" / "metrics.json").read_text())
+    record = json.loads((reports_dir(project, "houses2") / "metrics.json").read_text())
     decision = record["decision"]
     assert decision["verdict"] == "keep champion", decision
     line = decision["reasons"][-1]

@@ -41,7 +41,7 @@ def _register_engine() -> str:
 def execute_step(
     plan: Plan, step: Step, progress: Progress | None = None, warm: WarmKernel | None = None
 ) -> None:
-    """Run one pipeline step's notebook into build/<step>/ and stamp it; raise StepError naming
+    """Run one pipeline step's notebook into build/<name>/<step>/ and stamp it; raise StepError naming
     the failing cell (its MLflow runs left RUNNING are closed first)."""
     if step.name == EVALUATE:
         # the runner needs mlflow after this step (move champion, attach the reports): about

@@ -158,18 +158,7 @@ def make_plan(
     data_hash = file_hash(data_path)
     build = build or build_dir(root, params_name(params_file))
     code = {VALIDATE: code_hash(module_closure(VALIDATE_MODULES))}
-    keys = {
-        VALIDATE: params_hash(
-            [
-                code[VALIDATE],
-                data_hash,
-                params.data.model_dump(mode="json"),
-                params.split.test_size,
-                params.task,  # the target is read as a label or a number
-                params.gate.metric,  # roc_auc is refused for a target with more than two classes
-            ]
-        )
-    }
+    keys = {VALIDATE: _validate_key(code[VALIDATE], data_hash, params)}
     commit = (provenance or {}).get("git_commit") or git_commit(root)
     runtime = _runtime_parameters(root, build, data_path, data_hash, synthetic, params, commit, provenance)
     flat, uri, injected = params.notebook_parameters(), tracking_uri_for_key(root), {}
@@ -204,6 +193,20 @@ def make_plan(
         reports,
         commit,
         code,
+    )
+
+
+def _validate_key(code: str, data_hash: str, params: Params) -> str:
+    """What the validate step reads: its code, the table, the data and split settings."""
+    return params_hash(
+        [
+            code,
+            data_hash,
+            params.data.model_dump(mode="json"),
+            params.split.test_size,
+            params.task,  # the target is read as a label or a number
+            params.gate.metric,  # roc_auc is refused for a target with more than two classes
+        ]
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from nbops.layout import build_dir, build_root, reports_dir
-from tests.conftest import REPO, make_project, nbops, write_params
+from tests.conftest import REPO, copy_project, make_project, nbops, write_params
 
 pytestmark = pytest.mark.e2e
 MODEL = "drug-classifier"
@@ -35,7 +35,17 @@ def repo(tmp_path_factory):
     git(root, "init", "-q")
     git(root, "add", ".")
     git(root, "commit", "-q", "-m", "project")
+    # the first run, on a fresh store: what the tests below read (a test that runs again works on
+    # a copy of its own, so each passes alone and in any order)
+    first = nbops(root, "run", "--params", "params/smoke.yaml")
+    assert first.returncode == 0, first.stderr
     return root
+
+
+@pytest.fixture
+def own(repo, tmp_path):
+    """A copy of the project after its first run (git history, store and build/ included)."""
+    return copy_project(repo, tmp_path / "project")
 
 
 def client(root) -> MlflowClient:
@@ -61,8 +71,6 @@ def stderr_outputs(notebook) -> list[str]:
 
 def test_a_run_in_a_clean_checkout_records_its_commit_everywhere(repo):
     head = git(repo, "rev-parse", "HEAD")
-    res = nbops(repo, "run", "--params", "params/smoke.yaml")
-    assert res.returncode == 0, res.stderr
     version = client(repo).get_model_version(MODEL, "1")
     assert version.tags["nbops.git_commit"] == head
     run = client(repo).get_run(version.tags["nbops.run_id"])
@@ -102,22 +110,22 @@ def test_the_reviewers_notebooks_carry_no_mlflow_log_lines_on_a_fresh_store(repo
         )
 
 
-def test_no_kernel_warns_about_unencrypted_transport(repo):
-    res = nbops(repo, "run", "--params", "params/smoke.yaml", "--force")
+def test_no_kernel_warns_about_unencrypted_transport(own):
+    res = nbops(own, "run", "--params", "params/smoke.yaml", "--force")
     assert res.returncode == 0, res.stderr
     assert "without encryption" not in res.stdout + res.stderr
 
 
-def test_an_uncommitted_edit_marks_the_commit_dirty(repo):
-    head = git(repo, "rev-parse", "HEAD")
-    params = repo / "params" / "smoke.yaml"
+def test_an_uncommitted_edit_marks_the_commit_dirty(own):
+    head = git(own, "rev-parse", "HEAD")
+    params = own / "params" / "smoke.yaml"
     params.write_text(params.read_text().replace("max_depth: 6", "max_depth: 3"))
-    assert git(repo, "status", "--porcelain", "--untracked-files=no")  # a tracked file differs
-    res = nbops(repo, "run", "--params", "params/smoke.yaml")
+    assert git(own, "status", "--porcelain", "--untracked-files=no")  # a tracked file differs
+    res = nbops(own, "run", "--params", "params/smoke.yaml")
     assert res.returncode == 0, res.stderr
-    newest = max(int(v.version) for v in client(repo).search_model_versions(f"name='{MODEL}'"))
-    assert client(repo).get_model_version(MODEL, str(newest)).tags["nbops.git_commit"] == f"{head}-dirty"
-    git(repo, "checkout", "--", "params/smoke.yaml")
+    newest = max(int(v.version) for v in client(own).search_model_versions(f"name='{MODEL}'"))
+    assert newest == 2
+    assert client(own).get_model_version(MODEL, "2").tags["nbops.git_commit"] == f"{head}-dirty"
 
 
 def test_an_unknown_step_touches_nothing(repo):
@@ -134,11 +142,11 @@ def test_an_unknown_step_touches_nothing(repo):
     assert [p.read_bytes() for p in products] == before
 
 
-def test_a_skipped_run_does_not_name_a_stale_champion(repo):
-    res = nbops(repo, "run", "--params", "params/deep.yaml")  # a new challenger, promoted or not
+def test_a_skipped_run_does_not_name_a_stale_champion(own):
+    res = nbops(own, "run", "--params", "params/deep.yaml")  # a new challenger, promoted or not
     assert res.returncode == 0, res.stderr
-    client(repo).set_registered_model_alias(MODEL, "champion", "1")  # as `make rollback` would
-    res = nbops(repo, "run", "--params", "params/deep.yaml")
+    client(own).set_registered_model_alias(MODEL, "champion", "1")  # as `make rollback` would
+    res = nbops(own, "run", "--params", "params/deep.yaml")
     assert res.returncode == 0, res.stderr
     assert "03_evaluate   skipped (unchanged)" in res.stdout
     # the registry's champion, not the one the last evaluation left in metrics.json

@@ -33,7 +33,7 @@ from nbops.runner.progress import say
 from nbops.runner.reports_index import gate_line, render_reports_index
 from nbops.runner.schedule import RunBudget, _execute_all
 from nbops.runner.stamps import tracking_uri_for_key, write_stamp
-from nbops.runner.warm import Kernels
+from nbops.runner.warm import Kernels, KernelSupply
 
 # ------------------------------------------------------------------ steps
 
@@ -80,12 +80,15 @@ def run_pipeline(
     build: str | Path | None = None,
     reports: str | Path | None = None,
     provenance: dict | None = None,
+    kernel_supply: KernelSupply | None = None,
 ) -> RunResult:
     """Run (or skip) every step; render reports even when a step failed.
 
     `build`/`reports` default to the params file's own, build/<name>/ and reports/<name>/
     (nbops.runner.folders; sweeps give each point its own); `provenance` overrides runner
-    parameters that are not cache inputs (`parent_run_id`, `run_tags`)."""
+    parameters that are not cache inputs (`parent_run_id`, `run_tags`); `kernel_supply` hands
+    each step a kernel started ahead by the caller (a sweep worker's pool), else the step's
+    kernel is warmed as usual."""
     t0 = time.perf_counter()
     check_step_names(only)
     user_env = dict(os.environ)  # before any library this process imports sets its own
@@ -117,7 +120,7 @@ def run_pipeline(
     with build_lock(plan.build):
         if folders is not None and plan.build == folders.build:
             claim_folders(folders, root, params_file)
-        result = _run(plan, root, force, only, jobs, t0, keep_warm_s, user_env)
+        result = _run(plan, root, force, only, jobs, t0, keep_warm_s, user_env, kernel_supply)
         if result.ok and not only and provenance is None:  # every step is current now
             remember_run(plan)
     if folders is not None:
@@ -134,6 +137,7 @@ def _run(
     t0: float,
     keep_warm_s: float = 0.0,
     user_env: dict[str, str] | None = None,
+    kernel_supply: KernelSupply | None = None,
 ) -> RunResult:
     result = RunResult()
     wanted = [s for s in STEPS if not only or s.name in only]
@@ -146,7 +150,7 @@ def _run(
         wanted = [s for s in STEPS if s.name in names]
     _say_data(plan.data_path, root, plan.params.data.path, plan.synthetic)
     with RunBudget(plan.params.run.timeout_s, t0) as budget:
-        kernels = _run_steps(plan, wanted, result, force, jobs, keep_warm_s, user_env, budget)
+        kernels = _run_steps(plan, wanted, result, force, jobs, keep_warm_s, user_env, budget, kernel_supply)
 
     from nbops.runner.report import render_reports
 
@@ -162,7 +166,9 @@ def _run(
     return result
 
 
-def _run_steps(plan, wanted, result, force, jobs, keep_warm_s, user_env, budget) -> Kernels | None:
+def _run_steps(
+    plan, wanted, result, force, jobs, keep_warm_s, user_env, budget, kernel_supply=None
+) -> Kernels | None:
     """Validate, then run the steps that are not current, within the run's budget; returns the
     steps' kernels (None when no step ran)."""
     root = plan.root
@@ -209,7 +215,7 @@ def _run_steps(plan, wanted, result, force, jobs, keep_warm_s, user_env, budget)
             from nbops.ml import tracking
 
             tracking.configure_tracking(root)
-        kernels = Kernels(plan, steps, keep_warm_s, user_env or dict(os.environ))
+        kernels = Kernels(plan, steps, keep_warm_s, user_env or dict(os.environ), kernel_supply)
         budget.watch(kernels.warm)
         try:
             _execute_all(plan, steps, result, jobs, kernels.warm, budget)

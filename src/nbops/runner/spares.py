@@ -214,18 +214,16 @@ def stop_all(build: Path) -> int:
 
 
 def is_spare_process(pid: int, token: str) -> bool:
-    """The process is alive (not a zombie) and is the spare with this token (not a reused PID)."""
+    """The process is alive (not a zombie) and is the spare with this token (not a reused PID):
+    an nbops program whose command line names the spec file with this token (a spare, or a
+    kernel forked by a sweep worker's kernel parent, nbops.sweep.kernels)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return False
     state = stat.rsplit(")", 1)[1].split()[0]
-    return (
-        state not in ("Z", "X")
-        and "nbops.runner.spare_process" in cmdline
-        and f".{token}.spec.json" in cmdline
-    )
+    return state not in ("Z", "X") and "\0-m\0nbops." in cmdline and f".{token}.spec.json" in cmdline
 
 
 def stop_process(pid: int, token: str, grace_s: float = 2.0) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from nbops.layout import NOTEBOOKS_DIR, build_root
@@ -17,6 +18,10 @@ from nbops.runner.progress import say
 # evaluate) runs at a lower CPU priority: on a 2-core machine its kernel otherwise takes half the
 # CPU from the chain that decides when the run ends. It still gets every idle cycle.
 SIDE_BRANCH_NICE = 10
+
+# (step name, warm-up code, kernel folder) -> a kernel with WarmKernel's interface (take, cancel,
+# shutdown, cancelled), or None to warm one here as usual
+KernelSupply = Callable[[str, str, Path], object]
 
 
 def is_side_branch(step: Step, steps: list[Step]) -> bool:
@@ -103,11 +108,20 @@ class WarmKernel:
 
 
 class Kernels:
-    """Each step's kernel, started ahead of the step: a spare kept warm by the last run when one
-    matches (nbops.runner.spares), else a WarmKernel started now. After the run, `keep_warm_for_next_run`
-    leaves a spare for each step that executed, for the next edit-and-rerun."""
+    """Each step's kernel, started ahead of the step: the caller's (`supply`, a sweep worker's
+    pool) when it gives one, else a spare kept warm by the last run when one matches
+    (nbops.runner.spares), else a WarmKernel started now. After the run,
+    `keep_warm_for_next_run` leaves a spare for each step that executed, for the next
+    edit-and-rerun."""
 
-    def __init__(self, plan: Plan, steps: list[Step], keep_warm_s: float, user_env: dict[str, str]):
+    def __init__(
+        self,
+        plan: Plan,
+        steps: list[Step],
+        keep_warm_s: float,
+        user_env: dict[str, str],
+        supply: KernelSupply | None = None,
+    ):
         from nbops.runner import spares
 
         self.plan, self.keep_warm_s = plan, keep_warm_s
@@ -125,9 +139,9 @@ class Kernels:
             package = notebook_code_hash(nb, extra=(PRELOADER,))
             self.keys[s.name] = spares.spare_key(s.name, self.code[s.name], self.cwd, keyed_env, package)
             nice = self.nice[s.name] = SIDE_BRANCH_NICE if is_side_branch(s, steps) else 0
-            kernel = (
-                spares.claim(build_root(plan.root), s.name, self.keys[s.name], nice) if keep_warm_s else None
-            )
+            kernel = supply(s.name, self.code[s.name], self.cwd) if supply else None
+            if kernel is None and keep_warm_s:
+                kernel = spares.claim(build_root(plan.root), s.name, self.keys[s.name], nice)
             self.warm[s.name] = kernel or WarmKernel(self.code[s.name], self.cwd, nice=nice)
 
     def shutdown(self) -> None:

@@ -3,20 +3,22 @@ run them. The tracking URI never reaches a file: logs and reasons are scrubbed o
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from nbops.exceptions import NbopsError, _one_line
-from nbops.layout import EVALUATE
+from nbops.layout import EVALUATE, TRAIN, executed_notebook
 from nbops.products import read_json, write_json
 
 
@@ -53,8 +55,10 @@ def run_point(spec: dict, tracking_uri: str | None = None, store: str | None = N
     Runs wherever the executor puts it (a local worker process or a Dask worker): it needs the
     project at the same path and the tracking store. `tracking_uri` (a store without
     credentials) is used as given; otherwise the worker's own MLFLOW_TRACKING_URI must be the
-    store `store` names (its credential-free form). Never from the spec file."""
+    store `store` names (its credential-free form). Never from the spec file. With
+    `spec["warm"]`, the steps' kernels come from this process's pool (nbops.sweep.kernels)."""
     from nbops.runner.pipeline import run_pipeline
+    from nbops.sweep import kernels
 
     build = Path(spec["build"])
     build.mkdir(parents=True, exist_ok=True)
@@ -69,6 +73,7 @@ def run_point(spec: dict, tracking_uri: str | None = None, store: str | None = N
             "reason": f"this worker's MLFLOW_TRACKING_URI is not the sweep's store {store}: set it in "
             "the worker's environment (a URI with credentials never travels with a point)",
         }
+    supply = kernels.process_pool(spec) if spec.get("warm") else kernels.ColdKernels()
     t0 = time.perf_counter()
     try:
         result = run_pipeline(
@@ -79,10 +84,12 @@ def run_point(spec: dict, tracking_uri: str | None = None, store: str | None = N
             build=build,
             reports=spec["reports"],
             provenance=spec["provenance"],
+            kernel_supply=supply.supply,
         )
     except NbopsError as exc:
         reason = scrub("; ".join(exc.problems), os.environ.get("MLFLOW_TRACKING_URI"))
         return {"status": "failed", "reason": reason, "seconds": time.perf_counter() - t0}
+    seconds = time.perf_counter() - t0
     out: dict[str, Any] = {
         "status": "ok" if result.ok else "failed",
         "reason": scrub(str(result.failure), os.environ.get("MLFLOW_TRACKING_URI"))
@@ -90,7 +97,8 @@ def run_point(spec: dict, tracking_uri: str | None = None, store: str | None = N
         else None,
         "ran": result.ran,
         "skipped": result.skipped,
-        "seconds": time.perf_counter() - t0,
+        "seconds": seconds,
+        "split": time_split(build, seconds, sum(k.waited for k in supply.take_handed())),
     }
     if result.ok and not result.evaluation:
         out.update(status="failed", reason="evaluate step left no metrics.json")
@@ -105,13 +113,31 @@ def run_point(spec: dict, tracking_uri: str | None = None, store: str | None = N
     return out
 
 
-def _point_main(argv: list[str]) -> int:
-    """`python -m nbops.sweep.point <spec.json>`: one point in its own process (the local pool), with
-    the tracking URI in its environment."""
-    spec_file = Path(argv[0])
-    out = run_point(read_json(spec_file))
-    write_json(spec_file.with_name("result.json"), out)
-    return 0
+# a cell that calls one of these spends its time logging to MLflow (the model, metrics, reports)
+MLFLOW_LOGGING_CALLS = ("tracking.log_",)
+
+
+def time_split(build: Path, seconds: float, kernel_wait_s: float) -> dict[str, float]:
+    """Where a point's seconds went: waiting for kernels, its steps' cells (from papermill's
+    per-cell durations in the executed notebooks), the cells that log to MLflow, and the rest
+    (the runner: validating, starting papermill, rendering HTML, attaching the reports)."""
+    cells = logging = 0.0
+    for step in (TRAIN, EVALUATE):
+        path = executed_notebook(build, step)
+        try:
+            nb_cells = read_json(path).get("cells", []) if path.is_file() else []
+        except (OSError, ValueError):
+            nb_cells = []
+        for cell in nb_cells:
+            duration = float((cell.get("metadata", {}).get("papermill") or {}).get("duration") or 0.0)
+            source = "".join(cell.get("source", ""))
+            if any(call in source for call in MLFLOW_LOGGING_CALLS):
+                logging += duration
+            else:
+                cells += duration
+    rest = max(0.0, seconds - kernel_wait_s - cells - logging)
+    split = {"kernel_wait_s": kernel_wait_s, "cells_s": cells, "mlflow_logging_s": logging, "runner_s": rest}
+    return {k: round(v, 3) for k, v in split.items()}
 
 
 # ------------------------------------------------------------------ executors
@@ -131,45 +157,119 @@ def _death_reason(returncode: int, log: Path) -> str:
     return f"worker process exited with code {returncode}{tail}; log: {log}"
 
 
+class LocalWorker:
+    """One long-lived worker process (nbops.sweep.worker): points in on its stdin, one spec file
+    path a line; the same path back on a pipe of its own once `result.json` is written."""
+
+    def __init__(self, root: str, env: dict[str, str], log: Path):
+        read_fd, write_fd = os.pipe()
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "nbops.sweep.worker", str(write_fd)],
+                stdin=subprocess.PIPE,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                cwd=root,
+                env=env,
+                pass_fds=(write_fd,),
+                text=True,
+            )
+        os.close(write_fd)  # the worker holds the only write end: its death is end of file here
+        self.replies = os.fdopen(read_fd, encoding="utf-8")
+
+    def run(self, spec_file: Path) -> dict | None:
+        """The point's result, or None when the worker died while running it."""
+        try:
+            self.proc.stdin.write(f"{spec_file}\n")  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
+        except OSError:
+            return None
+        reply = self.replies.readline()
+        result = spec_file.with_name("result.json")
+        return read_json(result) if reply.strip() == str(spec_file) and result.is_file() else None
+
+    def close(self, grace_s: float = 30.0) -> int:
+        """End the worker (stdin closed: it stops its kernels and exits); its exit code."""
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            code = self.proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.proc.terminate()  # SIGTERM: it stops its kernels as on Ctrl-C
+            try:
+                code = self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                code = self.proc.wait()
+        self.replies.close()
+        return code
+
+
 def run_local(
     specs: dict[str, dict],
     workers: int,
     on_done: Callable[[str, dict], None],
     tracking_uri: str | None = None,
 ) -> None:
-    """At most `workers` points at once, each in a fresh process of its own, given the tracking
-    URI in its environment (spec.json never holds it).
+    """At most `workers` points at once on long-lived worker processes (LocalWorker), given the
+    tracking URI in their environment (spec.json never holds it).
 
     Not a ProcessPoolExecutor: when one of its workers dies, every pending future fails with
-    BrokenProcessPool, and a dead worker must fail its own point only."""
+    BrokenProcessPool, and a dead worker must fail its own point only: here its point fails
+    with the reason and a new worker takes the next point."""
+    env = dict(os.environ)
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    todo: queue.Queue[str] = queue.Queue()
+    for pid in specs:
+        todo.put(pid)
+    done: queue.Queue[tuple[str, dict]] = queue.Queue()
+    stopping = threading.Event()
+    live: list[LocalWorker] = []
 
-    def one(point_id: str) -> dict:
-        spec = specs[point_id]
-        build = Path(spec["build"])
-        build.mkdir(parents=True, exist_ok=True)
-        spec_file, result_file, log = build / "spec.json", build / "result.json", build / "point.log"
-        result_file.unlink(missing_ok=True)
-        write_json(spec_file, spec)
-        env = dict(os.environ)
-        if tracking_uri:
-            env["MLFLOW_TRACKING_URI"] = tracking_uri
-        with open(log, "w", encoding="utf-8") as fh:
-            proc = subprocess.run(
-                [sys.executable, "-m", "nbops.sweep.point", str(spec_file)],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                cwd=spec["root"],
-                env=env,
-                check=False,
-            )
-        if proc.returncode == 0 and result_file.exists():
-            return read_json(result_file)
-        return {"status": "failed", "reason": _death_reason(proc.returncode, log)}
+    def serve(n: int) -> None:
+        worker = None
+        while not stopping.is_set():
+            try:
+                point_id = todo.get_nowait()
+            except queue.Empty:
+                break
+            spec = specs[point_id]
+            build = Path(spec["build"])
+            build.mkdir(parents=True, exist_ok=True)
+            spec_file = build / "spec.json"
+            (build / "result.json").unlink(missing_ok=True)
+            write_json(spec_file, spec)
+            try:
+                if worker is None:
+                    worker = LocalWorker(spec["root"], env, build.parent / ".workers" / f"worker-{n}.log")
+                    live.append(worker)
+                out = worker.run(spec_file)
+            except OSError as exc:  # no process could start: this point fails, the next one tries
+                done.put((point_id, {"status": "failed", "reason": f"could not start a worker: {exc}"}))
+                continue
+            if out is None:  # it died with this point: the point fails, a new worker goes on
+                live.remove(worker)
+                out = {"status": "failed", "reason": _death_reason(worker.close(0), build / "point.log")}
+                worker = None
+            done.put((point_id, out))
+        if worker is not None:
+            live.remove(worker)
+            worker.close()
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(one, pid): pid for pid in specs}
-        for fut in as_completed(futures):
-            on_done(futures[fut], fut.result())
+    threads = [threading.Thread(target=serve, args=(n,), daemon=True) for n in range(max(1, workers))]
+    for t in threads:
+        t.start()
+    try:
+        for _ in specs:
+            on_done(*done.get())
+    finally:  # also on Ctrl-C: no worker, kernel parent or kernel is left running
+        stopping.set()
+        for worker in list(live):
+            worker.close(grace_s=10)
+        for t in threads:
+            t.join(timeout=30)
 
 
 def scrub_folder(folder: Path, uri: str | None) -> list[Path]:
@@ -202,11 +302,14 @@ def run_dask(
 ) -> None:
     """One Dask task per point on the cluster at `scheduler`. A worker that dies while running a
     point fails that point with Dask's reason (KilledWorker, after the scheduler's
-    `distributed.scheduler.allowed-failures` retries on other workers).
+    `distributed.scheduler.allowed-failures` retries on other workers). Each worker keeps a
+    kernel pool from its first warm point on (nbops.sweep.kernels), stopped at the end.
 
     A URI with credentials is not sent over the scheduler: the workers' environment holds it."""
     from distributed import Client
     from distributed import as_completed as dask_completed
+
+    from nbops.sweep.kernels import close_process_pool
 
     store = redact_uri(tracking_uri) if tracking_uri else None
     sent = tracking_uri if tracking_uri and store == tracking_uri else None
@@ -217,14 +320,15 @@ def run_dask(
             ): pid
             for pid, spec in specs.items()
         }
-        for fut in dask_completed(futures):
-            pid = futures[fut]
-            try:
-                out = fut.result()
-            except Exception as exc:  # whatever the worker raised or how it died: this point only
-                out = {"status": "failed", "reason": f"{type(exc).__name__}: {_one_line(str(exc))}"}
-            on_done(pid, out)
-
-
-if __name__ == "__main__":
-    sys.exit(_point_main(sys.argv[1:]))
+        try:
+            for fut in dask_completed(futures):
+                pid = futures[fut]
+                try:
+                    out = fut.result()
+                except Exception as exc:  # whatever the worker raised or how it died: this point only
+                    out = {"status": "failed", "reason": f"{type(exc).__name__}: {_one_line(str(exc))}"}
+                on_done(pid, out)
+        finally:  # each worker's kernel pool (its kernel parent and the kernels forked ahead)
+            client.cancel(list(futures))
+            with contextlib.suppress(Exception):  # a worker gone meanwhile has none left
+                client.run(close_process_pool)

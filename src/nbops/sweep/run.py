@@ -14,6 +14,7 @@ from nbops.exceptions import NbopsError, print_problems
 from nbops.layout import TRAIN
 from nbops.params import params_hash
 from nbops.products import read_json, write_json
+from nbops.sweep.kernels import WARM_ENV, warm_enabled
 from nbops.sweep.point import redact_uri, run_dask, run_local, scrub, scrub_folder
 from nbops.sweep.spec import (
     RANK_METRIC,
@@ -98,20 +99,9 @@ def _record(sweep: Sweep, point: Point, out: dict, parent_run_id: str | None) ->
     }
 
 
-def run_points(
-    sweep: Sweep,
-    scheduler: str | None = None,
-    workers: int | None = None,
-    shard: str | None = None,
-) -> list[dict]:
-    """Run this shard's points (all by default); write each point's record to its build folder."""
-    parsed = _parse_shard(shard)
-    selected = [p for p in sweep.points if parsed is None or (p.index - 1) % parsed[1] == parsed[0] - 1]
-    if not selected:
-        say(f"sweep {sweep.name}: no points in shard {shard}")
-        return []
-    uri, parent_run_id = _prepare_tracking(sweep, selected)
-    by_id = {p.id: p for p in selected}
+def _point_specs(sweep: Sweep, selected: list[Point], parent_run_id: str, warm: bool) -> dict[str, dict]:
+    """What each point's worker needs (spec.json): folders, params file, provenance. Never the
+    tracking URI: executors hand that over in the environment."""
     specs = {}
     for p in selected:
         build = sweep.point_build(p)
@@ -123,6 +113,7 @@ def run_points(
             "params": str(params_file),
             "build": str(build),
             "reports": str(sweep.point_reports(p)),
+            "warm": warm,
             "provenance": {
                 "parent_run_id": parent_run_id,
                 "run_tags": {
@@ -132,10 +123,12 @@ def run_points(
                 },
             },
         }
-    workers = workers or os.cpu_count() or 1
-    where = f"Dask at {scheduler}" if scheduler else f"a local pool of {min(workers, len(specs))}"
-    say(f"sweep {sweep.name}: {len(selected)} point(s) on {where}; parent run {parent_run_id}")
-    records: list[dict] = []
+    return specs
+
+
+def _recorder(sweep: Sweep, selected: list[Point], uri: str, parent_run_id: str, records: list[dict]):
+    """The executors' `on_done`: scrub the point's folders, write and keep its record, say it."""
+    by_id = {p.id: p for p in selected}
 
     def on_done(pid: str, out: dict) -> None:
         point = by_id[pid]
@@ -154,13 +147,56 @@ def run_points(
         else:
             say(f"✗ point {point.index} [{point.label}]: {rec['reason']}")
 
+    return on_done
+
+
+def run_points(
+    sweep: Sweep,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    shard: str | None = None,
+) -> list[dict]:
+    """Run this shard's points (all by default); write each point's record to its build folder."""
+    parsed = _parse_shard(shard)
+    selected = [p for p in sweep.points if parsed is None or (p.index - 1) % parsed[1] == parsed[0] - 1]
+    if not selected:
+        say(f"sweep {sweep.name}: no points in shard {shard}")
+        return []
+    warm = warm_enabled()  # a bad NBOPS_SWEEP_WARM stops the sweep before the store is touched
+    uri, parent_run_id = _prepare_tracking(sweep, selected)
+    specs = _point_specs(sweep, selected, parent_run_id, warm)
+    workers = workers or os.cpu_count() or 1
+    where = f"Dask at {scheduler}" if scheduler else f"a local pool of {min(workers, len(specs))}"
+    kernels = "warm kernels" if warm else f"warm kernels off ({WARM_ENV}=0)"
+    say(f"sweep {sweep.name}: {len(selected)} point(s) on {where}, {kernels}; parent run {parent_run_id}")
+    records: list[dict] = []
+    on_done = _recorder(sweep, selected, uri, parent_run_id, records)
     t0 = time.perf_counter()
-    if scheduler:
-        run_dask(specs, scheduler, on_done, uri)
-    else:
-        run_local(specs, workers, on_done, uri)
+    try:
+        if scheduler:
+            run_dask(specs, scheduler, on_done, uri)
+        else:
+            run_local(specs, workers, on_done, uri)
+    except KeyboardInterrupt:
+        _close_interrupted(parent_run_id)
+        raise
     _finish_parent(parent_run_id, sweep, records, time.perf_counter() - t0)
     return sorted(records, key=lambda r: r["index"])
+
+
+def _close_interrupted(parent_run_id: str) -> None:
+    """An interrupted sweep leaves no run RUNNING: its unfinished points' runs and the parent."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    parent = client.get_run(parent_run_id)
+    running = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'",
+    )
+    for run in running:
+        client.set_terminated(run.info.run_id, status="KILLED")
+    client.set_terminated(parent_run_id, status="KILLED")
 
 
 def _finish_parent(parent_run_id: str, sweep: Sweep, records: list[dict], seconds: float) -> None:
@@ -316,6 +352,11 @@ def main_sweep(
     except NbopsError as exc:
         print_problems(exc)
         return 1
+    except KeyboardInterrupt:
+        print(
+            "error: interrupted; the points that finished are kept, the others run next time", file=sys.stderr
+        )
+        return 130
     records = result.records
     failed = result.failed
     if shard:

@@ -251,7 +251,7 @@ def run_local(
                 continue
             if out is None:  # it died with this point: the point fails, a new worker goes on
                 live.remove(worker)
-                out = {"status": "failed", "reason": _death_reason(worker.close(0), build / "point.log")}
+                out = {"status": "failed", "reason": _death_reason(worker.close(5), build / "point.log")}
                 worker = None
             done.put((point_id, out))
         if worker is not None:

@@ -238,23 +238,40 @@ def verdict(key: str, value) -> str:
     return f"{text} {'✓' if check(value) else '✗'}"
 
 
+SWEEP_EXECUTORS = ("local", "local (warm off)", "dask", "dask (warm off)")
+
+
 def sweep_table(sweep: dict[str, Any]) -> list[str]:
-    """benchmarks/bench_sweep.py's figures: one row per executor and worker count."""
+    """benchmarks/bench_sweep.py's figures: one row per executor, warm or not, and worker count,
+    with the load average when it ran and the median point's split."""
     head = f"sweep of {sweep.get('points', '?')} points (benchmarks/bench_sweep.py)"
     if "one_by_one_s" in sweep:
         head += f"; one pipeline run per point: {sweep['one_by_one_s']:.1f} s"
+        if "one_by_one_load_1m" in sweep:
+            head += f" (load {sweep['one_by_one_load_1m']:.1f})"
     rows = []
-    for executor in ("local", "dask"):
+    for executor in SWEEP_EXECUTORS:
         for workers, fig in (sweep.get(executor) or {}).items():
             if isinstance(fig, dict) and "seconds" in fig:
                 speedup = fig.get("speedup_vs_one_by_one")
+                split = fig.get("split") or {}
+                parts = [
+                    split.get(k)
+                    for k in ("point_s", "kernel_wait_s", "cells_s", "mlflow_logging_s", "runner_s")
+                ]
                 rows.append(
                     f"| {executor} | {workers} | {fig['seconds']:.1f} | {fig.get('points_per_min', 0):.1f} | "
                     + (f"{speedup:.2f}× |" if isinstance(speedup, (int, float)) else "– |")
+                    + (f" {fig['load_1m']:.1f} |" if isinstance(fig.get("load_1m"), (int, float)) else " – |")
+                    + "".join(f" {v:.2f} |" if isinstance(v, (int, float)) else " – |" for v in parts)
                 )
     if not rows:
         return [head + ":", "", "```", json.dumps(sweep), "```"]
-    header = ["| executor | workers | seconds | points/min | × one by one |", "|---|---|---|---|---|"]
+    header = [
+        "| executor | workers | seconds | points/min | × one by one | load | point s | kernel wait | cells "
+        "| MLflow logging | runner |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     return [head + ":", "", *header, *rows]
 
 

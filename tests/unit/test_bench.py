@@ -99,15 +99,31 @@ def test_readme_block_is_replaced_in_place_or_appended():
 
 
 def test_sweep_figures_become_a_table_and_odd_shapes_stay_readable():
+    split = {"point_s": 5.0, "kernel_wait_s": 0.01, "cells_s": 1.5, "mlflow_logging_s": 2.0, "runner_s": 1.25}
     sweep = {  # the shape benchmarks/bench_sweep.measure_sweep returns, after a JSON round trip
         "points": 16,
         "one_by_one_s": 200.0,
+        "one_by_one_load_1m": 3.5,
         "local": {"1": {"seconds": 120.0, "points_per_min": 8.0, "speedup_vs_one_by_one": 1.67}},
         "dask": {"2": {"seconds": 90.0, "points_per_min": 10.7, "speedup_vs_one_by_one": 2.22}},
+        "dask (warm off)": {
+            "2": {
+                "seconds": 150.0,
+                "points_per_min": 6.4,
+                "speedup_vs_one_by_one": 1.33,
+                "load_1m": 4.25,
+                "split": split,
+            }
+        },
     }
     lines = harness.sweep_table(sweep)
-    assert "| local | 1 | 120.0 | 8.0 | 1.67× |" in lines
-    assert "| dask | 2 | 90.0 | 10.7 | 2.22× |" in lines
+    assert (
+        lines[0]
+        == "sweep of 16 points (benchmarks/bench_sweep.py); one pipeline run per point: 200.0 s (load 3.5):"
+    )
+    assert "| local | 1 | 120.0 | 8.0 | 1.67× | – | – | – | – | – | – |" in lines
+    assert "| dask | 2 | 90.0 | 10.7 | 2.22× | – | – | – | – | – | – |" in lines
+    assert "| dask (warm off) | 2 | 150.0 | 6.4 | 1.33× | 4.2 | 5.00 | 0.01 | 1.50 | 2.00 | 1.25 |" in lines
     assert '"x": 1' in "\n".join(harness.sweep_table({"x": 1}))
     table = harness.format_table(harness.build_results({}, {}, rounds=1, machine={}, sweep=sweep))
     assert "sweep of 16 points" in table

@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from nbops.layout import NOTEBOOKS_DIR, build_root
 from nbops.runner.codehash import notebook_code_hash
@@ -21,7 +22,7 @@ SIDE_BRANCH_NICE = 10
 
 # (step name, warm-up code, kernel folder) -> a kernel with WarmKernel's interface (take, cancel,
 # shutdown, cancelled), or None to warm one here as usual
-KernelSupply = Callable[[str, str, Path], object]
+KernelSupply = Callable[[str, str, Path], Any]
 
 
 def is_side_branch(step: Step, steps: list[Step]) -> bool:

@@ -121,7 +121,7 @@ class KernelPool:
     # ------------------------------------------------------------------ inside, under the lock
 
     def _ensure_parent(self, codes: list[str], cwd: Path) -> None:
-        key = (str(cwd), kernel_env(os.environ))
+        key = (str(cwd), kernel_env(dict(os.environ)))
         if self._proc is not None and self._proc.poll() is None and self._key == key:
             return
         self._stop_parent()  # gone, or the environment kernels inherit changed

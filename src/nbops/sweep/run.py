@@ -91,6 +91,7 @@ def _record(sweep: Sweep, point: Point, out: dict, parent_run_id: str | None) ->
         "ran": out.get("ran", []),
         "skipped": out.get("skipped", []),
         "seconds": out.get("seconds"),
+        "split": out.get("split"),
         "parent_run_id": parent_run_id,
         "model_name": ev.get("model_name"),
         "challenger": ev.get("challenger"),

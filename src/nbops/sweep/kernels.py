@@ -55,8 +55,8 @@ def warm_enabled(env=None) -> bool:
     raise NbopsError(f"{WARM_ENV}: expected 1 (warm kernels, the default) or 0 (off), got {env[WARM_ENV]!r}")
 
 
-class PoolKernel(SpareKernel):
-    """A forked kernel handed to one step; `waited` is how long the step waited for it."""
+class _TimedTake:
+    """`waited`: how long the step waited for its kernel in `take`."""
 
     adopted = False  # not "kept warm by the last run": the runner says nothing about it
     waited = 0.0
@@ -64,9 +64,13 @@ class PoolKernel(SpareKernel):
     def take(self):
         t = time.perf_counter()
         try:
-            return super().take()
+            return super().take()  # type: ignore[misc]
         finally:
             self.waited = time.perf_counter() - t
+
+
+class PoolKernel(_TimedTake, SpareKernel):
+    """A forked kernel handed to one step."""
 
 
 class KernelPool:
@@ -195,18 +199,8 @@ class KernelPool:
         return PoolKernel(info, Path(f"{base}.spare.claimed-{os.getpid()}"))
 
 
-class TimedWarmKernel(WarmKernel):
-    """A kernel started for one step (warm kernels off), timed as PoolKernel is."""
-
-    adopted = False
-    waited = 0.0
-
-    def take(self):
-        t = time.perf_counter()
-        try:
-            return super().take()
-        finally:
-            self.waited = time.perf_counter() - t
+class TimedWarmKernel(_TimedTake, WarmKernel):
+    """A kernel started for one step when its point starts (warm kernels off)."""
 
 
 class ColdKernels:

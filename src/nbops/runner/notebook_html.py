@@ -4,6 +4,7 @@ style, iframe, form, image or event attribute; anything else is shown as text.""
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 
 # What notebook HTML (markdown cells, DataFrame tables, rich outputs) may keep. nbconvert's own
@@ -95,25 +96,37 @@ def clean_html(element) -> str:
     )
 
 
+_EXPORTERS = threading.local()
+
+
+def _exporter(with_code: bool):
+    """One exporter per thread and view: a new one compiles its jinja templates again, most of
+    a render's time, for every notebook a long-lived process (a sweep worker) renders."""
+    cache = _EXPORTERS.__dict__.setdefault("by_view", {})
+    if with_code not in cache:
+        from nbconvert import HTMLExporter
+
+        cache[with_code] = HTMLExporter(
+            template_name="lab",
+            filters={"clean_html": clean_html},
+            sanitize_html=True,
+            embed_images=False,
+            exclude_input=not with_code,
+            exclude_input_prompt=not with_code,
+            exclude_output_prompt=not with_code,
+        )
+    return cache[with_code]
+
+
 def render_notebook_html(notebook: Path, out: Path, with_code: bool) -> Path:
     """nbconvert HTML with sanitize_html on: no <script>, no on*= from outputs or markdown."""
     from nbops.runner.preload import skip_unused_imports
 
     skip_unused_imports()
     import nbformat
-    from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(
-        template_name="lab",
-        filters={"clean_html": clean_html},
-        sanitize_html=True,
-        embed_images=False,
-        exclude_input=not with_code,
-        exclude_input_prompt=not with_code,
-        exclude_output_prompt=not with_code,
-    )
     nb = nbformat.read(notebook, as_version=4)
-    body, _ = exporter.from_notebook_node(nb)
+    body, _ = _exporter(with_code).from_notebook_node(nb)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(body, encoding="utf-8")

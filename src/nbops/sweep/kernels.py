@@ -59,6 +59,7 @@ class _TimedTake:
     """`waited`: how long the step waited for its kernel in `take`."""
 
     adopted = False  # not "kept warm by the last run": the runner says nothing about it
+    supply_wait = 0.0  # before the run could have it (a pool still starting)
     waited = 0.0
 
     def take(self):
@@ -66,7 +67,7 @@ class _TimedTake:
         try:
             return super().take()  # type: ignore[misc]
         finally:
-            self.waited = time.perf_counter() - t
+            self.waited = self.supply_wait + time.perf_counter() - t
 
 
 class PoolKernel(_TimedTake, SpareKernel):
@@ -85,17 +86,29 @@ class KernelPool:
         self._key: tuple | None = None
         self._ahead: dict[str, tuple[str, PoolKernel]] = {}
 
-    def start(self, codes: dict[str, str], cwd: Path) -> None:
-        """Start the kernel parent for these steps' warm-up code, and fork one kernel per step
-        ahead (each waits, ready, for the first point)."""
-        with self._lock:
-            self._ensure_parent(list(codes.values()), cwd)
-            for step, code in codes.items():
-                self._fork_ahead(step, code, cwd)
+    def start(self, codes: dict[str, str], cwd: Path) -> threading.Thread:
+        """In the background: start the kernel parent for these steps' warm-up code, and fork
+        one kernel per step ahead. The first point validates and plans meanwhile; its steps
+        wait for the kernels in `supply`."""
+
+        holds = threading.Event()
+
+        def work() -> None:
+            with self._lock:
+                holds.set()
+                self._ensure_parent(list(codes.values()), cwd)
+                for step, code in codes.items():
+                    self._fork_ahead(step, code, cwd)
+
+        thread = threading.Thread(target=work, daemon=True, name="nbops-kernel-pool")
+        thread.start()
+        holds.wait()  # the lock is the thread's: no supply slips in before the kernel parent
+        return thread
 
     def supply(self, step: str, code: str, cwd: Path) -> PoolKernel | None:
         """The kernel forked ahead for `step` (or one forked now), and the next one forked
         ahead; None when the kernel parent is gone (the step then starts its own kernel)."""
+        t = time.perf_counter()
         with self._lock:
             self._ensure_parent([code], cwd)
             ahead = self._ahead.pop(step, None)
@@ -106,6 +119,7 @@ class KernelPool:
             if kernel is None:
                 return None
             self._fork_ahead(step, code, cwd)
+        kernel.supply_wait = time.perf_counter() - t
         kernel.start_waiting()
         self.handed.append(kernel)
         return kernel
@@ -116,11 +130,15 @@ class KernelPool:
 
     def close(self) -> None:
         """Stop the kernels forked ahead and the kernel parent (which stops any kernel left)."""
-        with self._lock:
-            for _, kernel in self._ahead.values():
-                kernel.stop()
-            self._ahead.clear()
+        if not self._lock.acquire(timeout=1.0):  # still importing (an interrupted first point)
+            proc = self._proc
+            if proc is not None:
+                proc.terminate()  # its SIGTERM handler stops what it forked; the start then ends
+            self._lock.acquire()
+        try:
             self._stop_parent()
+        finally:
+            self._lock.release()
 
     # ------------------------------------------------------------------ inside, under the lock
 

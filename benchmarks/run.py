@@ -277,8 +277,8 @@ def bench_sweep(notes: list[str]) -> dict | None:
         return None
     sweep = measure_sweep()
     notes.append(
-        f"sweep: one run of {sweep['points']} points per executor and worker count, not a median "
-        "(each run is minutes long: the seven runs take about 15 min on 2 cores)"
+        f"sweep: one run of {sweep['points']} points per executor, worker count and warm kernels on/off, "
+        "not a median (each run is minutes long: the thirteen runs take about 30 min on 2 cores)"
     )
     return sweep
 

@@ -17,6 +17,7 @@ import yaml
 from nbops.layout import build_root, reports_index, reports_root, sweep_build_dir, sweep_reports_dir
 from nbops.sweep.spec import SweepError, load_sweep
 from tests.conftest import nbops
+from tests.sweep.processes import wait_until_none_left
 
 SMOKE_SWEEP = "params/sweeps/smoke.yaml"
 
@@ -254,6 +255,8 @@ def test_dask_local_cluster_runs_every_point_on_worker_processes(project, dask_c
     assert data["decision"]["verdict"] == "promote"
     champion = mlflow_client(project).get_model_version_by_alias("drug-classifier", "champion")
     assert str(champion.version) == data["best"]["challenger"]["version"]
+    # the workers live on (the cluster's), their kernel parents and kernels do not
+    wait_until_none_left(project)
 
 
 def test_a_dask_worker_killed_mid_point_fails_that_point_only(project, dask_cluster):

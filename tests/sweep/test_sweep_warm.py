@@ -20,6 +20,7 @@ from nbops.sweep.kernels import warm_enabled
 from nbops.sweep.point import time_split
 from nbops.sweep.spec import load_sweep
 from tests.conftest import make_project, nbops
+from tests.sweep.processes import project_processes, wait_until_none_left
 from tests.sweep.test_sweep import SMOKE_SWEEP, mlflow_client, sweep_json, write_sweep
 
 # a cell added to the test project's train notebook, after its imports: what its kernel looks
@@ -53,34 +54,6 @@ def probe_of(root: Path, sweep: str, point_id: str) -> dict:
             if text.startswith("probe "):
                 return ast.literal_eval(text.removeprefix("probe ").strip())
     raise AssertionError(f"no probe output in point {point_id}")
-
-
-def project_processes(root: Path) -> dict[int, str]:
-    """Live processes of this project, by PID (with process group): a working folder or a
-    command line under `root` (local workers, kernel parents, kernels, the sweep itself)."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-            pgid = os.getpgid(int(entry))
-        except OSError:
-            continue
-        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-            continue
-        if str(root) in cmd or cwd == str(root) or cwd.startswith(f"{root}/"):
-            found[int(entry)] = f"pgid {pgid}: {cmd.strip()}"
-    return found
-
-
-def wait_until_none_left(root: Path, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while (left := project_processes(root)) and time.monotonic() < deadline:
-        time.sleep(0.25)
-    assert left == {}, f"left running: {left}"
 
 
 def start_sweep(root: Path, sweep: str, *args: str) -> subprocess.Popen:

@@ -4,7 +4,6 @@ No spec, record, log or report may hold it. The executors are faked: no kernel, 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -45,26 +44,32 @@ def files_quoting(root: Path, secret: str) -> list[str]:
 
 @pytest.fixture
 def faked(project, monkeypatch):
-    """The sweep with its store and its point processes faked; each point "fails" with an error
+    """The sweep with its store and its worker processes faked; each point "fails" with an error
     that quotes the URI, in its result, its log and an executed notebook."""
     envs = []
 
-    def fake_run(cmd, stdout, stderr, cwd, env, check):
-        spec_file = Path(cmd[-1])
-        spec = json.loads(spec_file.read_text())
-        envs.append(env.get("MLFLOW_TRACKING_URI"))
-        stdout.write(f"sqlalchemy.exc.OperationalError: could not connect to {env['MLFLOW_TRACKING_URI']}\n")
-        nb = Path(spec["build"]) / "02_train" / "02_train.ipynb"
-        nb.parent.mkdir(parents=True, exist_ok=True)
-        nb.write_text(json.dumps({"cells": [{"outputs": [{"text": f"password {SENTINEL} refused"}]}]}))
-        result = {
-            "status": "failed",
-            "reason": f"failed at 02_train: cannot reach {env['MLFLOW_TRACKING_URI']}",
-        }
-        (spec_file.parent / "result.json").write_text(json.dumps(result))
-        return SimpleNamespace(returncode=0)
+    class FakeWorker:  # point.LocalWorker's interface: one point at a time, its result back
+        def __init__(self, root, env, log):
+            self.env = env
 
-    monkeypatch.setattr(point, "subprocess", SimpleNamespace(run=fake_run, STDOUT=subprocess.STDOUT))
+        def run(self, spec_file):
+            spec = json.loads(spec_file.read_text())
+            uri = self.env["MLFLOW_TRACKING_URI"]
+            envs.append(uri)
+            (spec_file.parent / "point.log").write_text(
+                f"sqlalchemy.exc.OperationalError: could not connect to {uri}\n"
+            )
+            nb = Path(spec["build"]) / "02_train" / "02_train.ipynb"
+            nb.parent.mkdir(parents=True, exist_ok=True)
+            nb.write_text(json.dumps({"cells": [{"outputs": [{"text": f"password {SENTINEL} refused"}]}]}))
+            result = {"status": "failed", "reason": f"failed at 02_train: cannot reach {uri}"}
+            (spec_file.parent / "result.json").write_text(json.dumps(result))
+            return result
+
+        def close(self, grace_s=30.0):
+            return 0
+
+    monkeypatch.setattr(point, "LocalWorker", FakeWorker)
     monkeypatch.setattr(sweep, "_prepare_tracking", lambda s, selected: (URI, "parent-run"))
     monkeypatch.setattr(sweep, "_finish_parent", lambda *a: None)
     return SimpleNamespace(root=project, envs=envs)

@@ -246,8 +246,13 @@ def run_local(
                     worker = LocalWorker(spec["root"], env, build.parent / ".workers" / f"worker-{n}.log")
                     live.append(worker)
                 out = worker.run(spec_file)
-            except OSError as exc:  # no process could start: this point fails, the next one tries
-                done.put((point_id, {"status": "failed", "reason": f"could not start a worker: {exc}"}))
+            except Exception as exc:  # no worker could start or talk: this point fails, the next tries
+                reason = f"could not run the point on a worker: {type(exc).__name__}: {_one_line(str(exc))}"
+                done.put((point_id, {"status": "failed", "reason": reason}))
+                if worker is not None:
+                    live.remove(worker)
+                    worker.close(5)
+                worker = None
                 continue
             if out is None:  # it died with this point: the point fails, a new worker goes on
                 live.remove(worker)
@@ -329,6 +334,6 @@ def run_dask(
                     out = {"status": "failed", "reason": f"{type(exc).__name__}: {_one_line(str(exc))}"}
                 on_done(pid, out)
         finally:  # each worker's kernel pool (its kernel parent and the kernels forked ahead)
-            client.cancel(list(futures))
             with contextlib.suppress(Exception):  # a worker gone meanwhile has none left
+                client.cancel(list(futures))
                 client.run(close_process_pool)

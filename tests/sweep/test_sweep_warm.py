@@ -5,6 +5,7 @@ Ctrl-C or a dead worker; the results are those of a sweep with warm kernels off.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import signal
@@ -56,9 +57,11 @@ def probe_of(root: Path, sweep: str, point_id: str) -> dict:
     raise AssertionError(f"no probe output in point {point_id}")
 
 
-def start_sweep(root: Path, sweep: str, *args: str) -> subprocess.Popen:
-    """The sweep in a process group of its own, as a terminal runs a command."""
-    return subprocess.Popen(
+@contextlib.contextmanager
+def running_sweep(root: Path, sweep: str, *args: str):
+    """The sweep in a process group of its own, as a terminal runs a command; the group is
+    killed if the test leaves while it still runs."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "nbops", "sweep", "--sweep", sweep, "--no-promote", *args],
         cwd=root,
         stdout=subprocess.PIPE,
@@ -67,6 +70,12 @@ def start_sweep(root: Path, sweep: str, *args: str) -> subprocess.Popen:
         env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
         start_new_session=True,
     )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
 
 
 def wait_for_training(proc: subprocess.Popen, build: Path, timeout_s: float = 300) -> None:
@@ -176,18 +185,13 @@ def test_results_equal_with_warm_kernels_on_and_off(tmp_path, monkeypatch):
 
 def test_ctrl_c_stops_the_sweep_its_workers_and_their_kernels(project):
     victim = load_sweep(SMOKE_SWEEP, project).points[0]
-    proc = start_sweep(project, SMOKE_SWEEP, "--workers", "2")
-    try:
+    with running_sweep(project, SMOKE_SWEEP, "--workers", "2") as proc:
         wait_for_training(proc, project / "build" / "sweeps" / "smoke" / victim.id)
         during = project_processes(project)
         assert any("nbops.sweep.worker" in c for c in during.values()), during
         assert any("nbops.sweep.kernels" in c for c in during.values()), during
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
     assert proc.returncode == 130, out + err
     assert "error: interrupted" in err
     wait_until_none_left(project)
@@ -198,18 +202,13 @@ def test_ctrl_c_stops_the_sweep_its_workers_and_their_kernels(project):
 
 def test_a_local_worker_killed_mid_point_fails_that_point_only_and_is_replaced(project):
     first, second = load_sweep(SMOKE_SWEEP, project).points
-    proc = start_sweep(project, SMOKE_SWEEP, "--workers", "1")
-    try:
+    with running_sweep(project, SMOKE_SWEEP, "--workers", "1") as proc:
         build = project / "build" / "sweeps" / "smoke" / first.id
         wait_for_training(proc, build)
         pid = json.loads((build / "worker.json").read_text())["pid"]
         assert "nbops.sweep.worker" in project_processes(project)[pid]  # this test's worker: kill exactly it
         os.kill(pid, signal.SIGKILL)
         out, err = proc.communicate(timeout=900)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
     assert proc.returncode == 1, out + err
     assert "error: point 1 [model.params.max_depth=2]: worker process died (killed by SIGKILL)" in err, err
     data = sweep_json(project)

@@ -90,6 +90,13 @@ def run_point(spec: dict, tracking_uri: str | None = None, store: str | None = N
         reason = scrub("; ".join(exc.problems), os.environ.get("MLFLOW_TRACKING_URI"))
         return {"status": "failed", "reason": reason, "seconds": time.perf_counter() - t0}
     seconds = time.perf_counter() - t0
+    return _point_result(
+        result, seconds, time_split(build, seconds, sum(k.waited for k in supply.take_handed()))
+    )
+
+
+def _point_result(result, seconds: float, split: dict) -> dict:
+    """A point's record from the runner's RunResult: its status, why it failed, its evaluation."""
     out: dict[str, Any] = {
         "status": "ok" if result.ok else "failed",
         "reason": scrub(str(result.failure), os.environ.get("MLFLOW_TRACKING_URI"))
@@ -98,7 +105,7 @@ def run_point(spec: dict, tracking_uri: str | None = None, store: str | None = N
         "ran": result.ran,
         "skipped": result.skipped,
         "seconds": seconds,
-        "split": time_split(build, seconds, sum(k.waited for k in supply.take_handed())),
+        "split": split,
     }
     if result.ok and not result.evaluation:
         out.update(status="failed", reason="evaluate step left no metrics.json")
@@ -206,6 +213,39 @@ class LocalWorker:
         return code
 
 
+def _write_spec(spec: dict) -> tuple[Path, Path]:
+    """The point's folder and its spec.json (no result.json of an earlier attempt left)."""
+    build = Path(spec["build"])
+    build.mkdir(parents=True, exist_ok=True)
+    (build / "result.json").unlink(missing_ok=True)
+    write_json(build / "spec.json", spec)
+    return build, build / "spec.json"
+
+
+def _run_one(
+    worker: LocalWorker | None, spec: dict, env: dict[str, str], n: int, live: list[LocalWorker]
+) -> tuple[LocalWorker | None, dict]:
+    """Run a point on `worker` (worker `n`, started first when None). Returns the worker for the
+    next point (None when it died or could not start or talk: this point fails, the next one
+    starts a new worker) and the point's record. `live` lists the workers running."""
+    build, spec_file = _write_spec(spec)
+    try:
+        if worker is None:
+            worker = LocalWorker(spec["root"], env, build.parent / ".workers" / f"worker-{n}.log")
+            live.append(worker)
+        out = worker.run(spec_file)
+    except Exception as exc:
+        reason = f"could not run the point on a worker: {type(exc).__name__}: {_one_line(str(exc))}"
+        if worker is not None:
+            live.remove(worker)
+            worker.close(5)
+        return None, {"status": "failed", "reason": reason}
+    if out is None:  # it died with this point
+        live.remove(worker)
+        return None, {"status": "failed", "reason": _death_reason(worker.close(5), build / "point.log")}
+    return worker, out
+
+
 def run_local(
     specs: dict[str, dict],
     workers: int,
@@ -235,29 +275,7 @@ def run_local(
                 point_id = todo.get_nowait()
             except queue.Empty:
                 break
-            spec = specs[point_id]
-            build = Path(spec["build"])
-            build.mkdir(parents=True, exist_ok=True)
-            spec_file = build / "spec.json"
-            (build / "result.json").unlink(missing_ok=True)
-            write_json(spec_file, spec)
-            try:
-                if worker is None:
-                    worker = LocalWorker(spec["root"], env, build.parent / ".workers" / f"worker-{n}.log")
-                    live.append(worker)
-                out = worker.run(spec_file)
-            except Exception as exc:  # no worker could start or talk: this point fails, the next tries
-                reason = f"could not run the point on a worker: {type(exc).__name__}: {_one_line(str(exc))}"
-                done.put((point_id, {"status": "failed", "reason": reason}))
-                if worker is not None:
-                    live.remove(worker)
-                    worker.close(5)
-                worker = None
-                continue
-            if out is None:  # it died with this point: the point fails, a new worker goes on
-                live.remove(worker)
-                out = {"status": "failed", "reason": _death_reason(worker.close(5), build / "point.log")}
-                worker = None
+            worker, out = _run_one(worker, specs[point_id], env, n, live)
             done.put((point_id, out))
         if worker is not None:
             live.remove(worker)

@@ -110,6 +110,7 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aggregate", action="store_true", help="run nothing: report and gate from build/")
     p.add_argument("--no-promote", action="store_true", help="never move champion (pull requests)")
     p.add_argument("--check", action="store_true", help="validate every point, run nothing")
+    p.add_argument("--trials", type=int, metavar="N", help="a search's trials in all (default: its n_trials)")
 
 
 def _add_init(p: argparse.ArgumentParser) -> None:
@@ -329,8 +330,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         promote = not args.no_promote
         return main_sweep(
-            args.sweep, args.root, args.scheduler, args.workers, args.shard, args.aggregate, promote
-        )
+            args.sweep, args.root, args.scheduler, args.workers, args.shard, args.aggregate, promote,
+            args.trials,
+        )  # fmt: skip
     if command in DELEGATED:
         import importlib
 

@@ -18,6 +18,11 @@ ENVIRONMENT = (
         "run drift sweep",
         "idle seconds a spare kernel is kept for the next run (default 600, 0 under CI); 0: no spares",
     ),
+    (
+        "NBOPS_OPTUNA_STORAGE",
+        "sweep",
+        "database URL of a search's Optuna study (default: optuna.db or schema optuna by the store)",
+    ),
     ("CI", "run drift sweep", "true, 1 or yes: spare kernels default to off (NBOPS_KEEP_WARM_S wins)"),
     ("NBOPS_ROOT", "lab", "project folder of Lab's notebooks and the dashboard (`nbops lab` sets it)"),
     ("NBOPS_PARAMS", "lab", "params file Lab injects and the dashboard reads (`nbops lab` sets it)"),

@@ -70,8 +70,8 @@ def faked(project, monkeypatch):
             return 0
 
     monkeypatch.setattr(point, "LocalWorker", FakeWorker)
-    monkeypatch.setattr(sweep, "_prepare_tracking", lambda s, selected: (URI, "parent-run"))
-    monkeypatch.setattr(sweep, "_finish_parent", lambda *a: None)
+    monkeypatch.setattr(sweep, "prepare_tracking", lambda s, selected: (URI, "parent-run"))
+    monkeypatch.setattr(sweep, "finish_parent", lambda *a: None)
     return SimpleNamespace(root=project, envs=envs)
 
 

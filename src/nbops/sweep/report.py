@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,8 @@ from nbops.markdown import md_escape
 from nbops.products import write_json
 
 if TYPE_CHECKING:
+    import optuna
+
     from nbops.sweep.spec import Sweep
 
 METRICS = ("macro_f1", "accuracy", "weighted_f1")
@@ -47,6 +50,12 @@ code{font-size:.9em}
 {% endif %}
 {% if plot %}<h2>{{ metric }} against the swept parameters</h2>
 <img src="{{ plot }}" alt="{{ metric }} per swept parameter" style="max-width:100%">{% endif %}
+{% if search %}<h2>Optuna study <code>{{ search.study }}</code></h2>
+<p>TPE sampler, seed {{ search.seed }}: {{ search.complete }} trials complete, {{ search.failed }} failed.
+Point <em>n</em> is trial <em>n</em>&minus;1.</p>
+{% for fig in search.figures %}<h3>{{ fig.title }}</h3>
+{% if fig.file %}<img src="{{ fig.file }}" alt="{{ fig.title }}" style="max-width:100%">
+{% else %}<p>{{ fig.note }}</p>{% endif %}{% endfor %}{% endif %}
 <h2>Points</h2>
 <table><thead><tr><th>#</th><th>point</th>{% for k in keys %}<th><code>{{ k }}</code></th>{% endfor %}
 <th>status</th>{% for m in metrics %}<th>{{ m }}</th>{% endfor %}
@@ -107,6 +116,72 @@ def plot_metric(records: list[dict], keys: list[str], out: Path, metric: str = "
     return True
 
 
+HISTORY = "optuna_history.png"
+IMPORTANCES = "optuna_importances.png"
+
+
+def _save_figure(title: str, file: Path, draw: Callable[[], Any]) -> dict[str, Any]:
+    """Draw one Optuna figure into `file`, or say why it could not be drawn."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.exceptions import ExperimentalWarning
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)  # optuna.visualization.matplotlib
+            draw()
+    except (RuntimeError, ValueError, ZeroDivisionError) as exc:
+        plt.close("all")
+        return {"title": title, "file": None, "note": f"Not drawn: {type(exc).__name__}: {exc}"}
+    fig = plt.gcf()  # the figure Optuna drew on
+    fig.set_size_inches(7, 4)
+    fig.tight_layout()
+    fig.savefig(file, dpi=100)
+    plt.close(fig)
+    return {"title": title, "file": file.name, "note": None}
+
+
+def plot_study(study: optuna.Study, out: Path, seed: int, n_params: int) -> dict[str, Any]:
+    """Optuna's optimisation history and parameter importances as PNGs in `out`; a figure that
+    cannot be drawn says why instead. Importances need 2 completed trials and 2 parameters."""
+    from optuna.importance import FanovaImportanceEvaluator
+    from optuna.trial import TrialState
+    from optuna.visualization import matplotlib as vis
+
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    figures: list[dict[str, Any]] = []
+    for title, file, (min_trials, min_params), draw in (
+        ("Optimisation history", HISTORY, (1, 1), lambda: vis.plot_optimization_history(study)),
+        (
+            "Parameter importances (fANOVA)",
+            IMPORTANCES,
+            (2, 2),
+            lambda: vis.plot_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed)),
+        ),
+    ):
+        (out / file).unlink(missing_ok=True)
+        if complete >= min_trials and n_params >= min_params:
+            figures.append(_save_figure(title, out / file, draw))
+            continue
+        note = (
+            f"Not drawn: needs at least {min_trials} completed trial(s) and {min_params} searched "
+            f"parameter(s); this study has {complete} completed, the space {n_params} parameter(s)."
+        )
+        figures.append({"title": title, "file": None, "note": note})
+    failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+    return {
+        "study": study.study_name,
+        "seed": seed,
+        "complete": complete,
+        "failed": failed,
+        "figures": figures,
+    }
+
+
 def _links(sweep: Sweep, rec: dict) -> list[tuple[str, str]]:
     folder = sweep.reports / rec["id"]
     return [
@@ -156,7 +231,44 @@ def _label(rec: dict) -> str:
     return ", ".join(f"{k}={json.dumps(v)}" for k, v in rec["overrides"].items()) or "(base)"
 
 
-def render_sweep_report(sweep: Sweep, records: list[dict], best: dict | None, decision: dict | None) -> Path:
+def _row(sweep: Sweep, rec: dict, keys: list[str], best: dict | None, shown: tuple[str, ...]) -> dict:
+    metrics = (rec.get("challenger") or {}).get("metrics") or {}
+    return {
+        "index": rec["index"],
+        "id": rec["id"],
+        "cells": [json.dumps(rec["overrides"][k]) if k in rec["overrides"] else "" for k in keys],
+        "status": rec["status"] + (" (cached)" if TRAIN in (rec.get("skipped") or []) else ""),
+        "metrics": [_fmt(metrics.get(m)) for m in shown],
+        "version": (rec.get("challenger") or {}).get("version", ""),
+        "run_id": (rec.get("challenger") or {}).get("run_id", ""),
+        "seconds": _fmt(rec.get("seconds"), 1),
+        "links": _links(sweep, rec),
+        "reason": rec.get("reason") or "",
+        "css": "best" if best and rec["id"] == best["id"] else ("failed" if rec["status"] != "ok" else ""),
+    }
+
+
+def _best_view(best: dict | None, metric: str) -> dict | None:
+    if not best:
+        return None
+    return {
+        "index": best["index"],
+        "label": _label(best),
+        "f1": _fmt(best["challenger"]["metrics"][metric]),
+        "model_name": best["model_name"],
+        "version": best["challenger"]["version"],
+    }
+
+
+def render_sweep_report(
+    sweep: Sweep,
+    records: list[dict],
+    best: dict | None,
+    decision: dict | None,
+    study: optuna.Study | None = None,
+) -> Path:
+    """index.html, sweep.json and summary.md in reports/sweep/<name>/ (with a search's `study`:
+    its optimisation history and parameter importances)."""
     from jinja2 import Environment
 
     out = sweep.reports
@@ -164,35 +276,9 @@ def render_sweep_report(sweep: Sweep, records: list[dict], best: dict | None, de
     keys = swept_keys(records)
     metric, shown = _shown(sweep)
     plotted = plot_metric(records, keys, out / PLOT, metric)
-    rows = []
-    for rec in records:
-        metrics = (rec.get("challenger") or {}).get("metrics") or {}
-        rows.append(
-            {
-                "index": rec["index"],
-                "id": rec["id"],
-                "cells": [json.dumps(rec["overrides"][k]) if k in rec["overrides"] else "" for k in keys],
-                "status": rec["status"] + (" (cached)" if TRAIN in (rec.get("skipped") or []) else ""),
-                "metrics": [_fmt(metrics.get(m)) for m in shown],
-                "version": (rec.get("challenger") or {}).get("version", ""),
-                "run_id": (rec.get("challenger") or {}).get("run_id", ""),
-                "seconds": _fmt(rec.get("seconds"), 1),
-                "links": _links(sweep, rec),
-                "reason": rec.get("reason") or "",
-                "css": "best"
-                if best and rec["id"] == best["id"]
-                else ("failed" if rec["status"] != "ok" else ""),
-            }
-        )
-    best_view = None
-    if best:
-        best_view = {
-            "index": best["index"],
-            "label": _label(best),
-            "f1": _fmt(best["challenger"]["metrics"][metric]),
-            "model_name": best["model_name"],
-            "version": best["challenger"]["version"],
-        }
+    search = None
+    if study is not None and sweep.search is not None:
+        search = plot_study(study, out, sweep.search.seed, len(sweep.search.space))
     html = (
         Environment(autoescape=True)
         .from_string(TEMPLATE)
@@ -206,17 +292,19 @@ def render_sweep_report(sweep: Sweep, records: list[dict], best: dict | None, de
             ok=sum(r["status"] == "ok" for r in records),
             failed=sum(r["status"] != "ok" for r in records),
             metric=metric,
-            best=best_view,
+            best=_best_view(best, metric),
             decision=decision or {},
             plot=PLOT if plotted else None,
+            search=search,
             keys=keys,
             metrics=shown,
-            rows=rows,
+            rows=[_row(sweep, rec, keys, best, shown) for rec in records],
         )
     )
     (out / "index.html").write_text(html, encoding="utf-8")
     write_json(
-        out / "sweep.json", {"name": sweep.name, "points": records, "best": best, "decision": decision}
+        out / "sweep.json",
+        {"name": sweep.name, "points": records, "best": best, "decision": decision, "search": search},
     )
     (out / "summary.md").write_text(summary_markdown(sweep, records, best, decision), encoding="utf-8")
     return out

@@ -11,8 +11,13 @@ dotted keys:
     points:                           # explicit override sets, added after the grid's
       - {model.name: random_forest, model.params.n_estimators: 50}
 
-Every point is merged into the base and validated (params schema, hyperparameter names and
-values) before anything runs: a bad point stops the sweep naming the point and the key.
+Every point is merged into the base and validated once (params schema, hyperparameter names
+and values; `make_points`) before anything runs: a bad point stops the sweep naming the point
+and the key. The validated params travel with the point (`Point.valid`); the runner in the
+point's worker process validates the params file it is given, as for any run.
+
+Or `search: optuna` with a `space`, `n_trials` and `seed` (nbops.sweep.space, nbops.sweep.search):
+the space is checked here (`check_search`), each trial when it is asked.
 
 Each point runs the train and evaluate notebooks through `run_pipeline` in its own
 `build/sweeps/<name>/<point>/` folder (so the cache works per point: an unchanged point is
@@ -32,18 +37,21 @@ credential-free form). Reasons and logs are scrubbed of it in case an error mess
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nbops.exceptions import NbopsError
 from nbops.layout import sweep_build_dir, sweep_reports_dir
-from nbops.params import params_hash, parse_params, read_yaml
+from nbops.params import Params, params_hash, parse_params, read_yaml
+from nbops.sweep.space import Dimension, Search, corner_overrides
 
 # Keys a point may not override: the sweep decides promotion, and every point must be scored on
 # the same held-out rows and registered under the same name for the ranking and the gate to be fair.
@@ -56,13 +64,18 @@ FIXED_KEYS = {
 RANK_METRIC = "macro_f1"  # the gate's default metric (nbops.ml.gate.PRIMARY_METRIC)
 
 
-def rank_metric(sweep) -> str:
-    """The metric points are ranked by: the gate's (`gate.metric`, which the points share)."""
-    from nbops.params import Params
+def rank_metric(sweep: Sweep) -> str:
+    """The metric points (and a search's trials) are ranked by: the gate's (`gate.metric`,
+    which the points share), from the first point or else the base."""
+    valid = sweep.points[0].valid if sweep.points else parse_params(sweep.base_params, sweep.shown)
+    return valid.gate.metric or RANK_METRIC
 
-    if not sweep.points:
-        return RANK_METRIC
-    return Params.model_validate(sweep.points[0].params).gate.metric or RANK_METRIC
+
+def rank_direction(metric: str) -> Literal["maximize", "minimize"]:
+    """Which way `metric` is better, as Optuna says it (nbops.ml.metrics holds the directions)."""
+    from nbops.ml.metrics import higher_is_better
+
+    return "maximize" if higher_is_better(metric) else "minimize"
 
 
 class SweepError(NbopsError):
@@ -76,6 +89,11 @@ class SweepFile(BaseModel):
     base: str = Field(min_length=1)
     grid: dict[str, list[Any]] | list[dict[str, list[Any]]] = []
     points: list[dict[str, Any]] = []
+    # `search: optuna` (nbops.sweep.search): a space of dotted keys instead of a grid and points
+    search: Literal["optuna"] | None = None
+    space: dict[str, Dimension] = {}
+    n_trials: int | None = Field(None, ge=1)
+    seed: int | None = None
 
 
 @dataclass
@@ -83,7 +101,11 @@ class Point:
     index: int  # 1-based, in the order of the sweep file
     id: str  # stable across runs: a hash of the overrides (the cache folder's name)
     overrides: dict[str, Any]
-    params: dict[str, Any]  # the merged, validated params (promote: false)
+    valid: Params  # the merged params (promote: false), validated once by make_points
+
+    @cached_property
+    def params(self) -> dict[str, Any]:
+        return self.valid.model_dump(mode="json")
 
     @property
     def label(self) -> str:
@@ -97,8 +119,9 @@ class Sweep:
     shown: str
     base: Path
     base_params: dict[str, Any]
-    points: list[Point]
+    points: list[Point]  # a search's: its trials that passed validation, filled by the search
     root: Path
+    search: Search | None = None
 
     @property
     def build(self) -> Path:
@@ -122,10 +145,11 @@ class SweepResult:
     best: dict | None = None
     decision: dict | None = None
     report: Path | None = None
+    ran: set[str] | None = None  # a search: the trials (point ids) this sweep ran; else every point
 
     @property
     def failed(self) -> list[dict]:
-        return [r for r in self.records if r["status"] != "ok"]
+        return [r for r in self.records if r["status"] != "ok" and (self.ran is None or r["id"] in self.ran)]
 
 
 def say(msg: str) -> None:
@@ -168,14 +192,7 @@ def expand_overrides(spec: SweepFile, shown: str) -> list[dict[str, Any]]:
     return out
 
 
-def load_sweep(path: str | Path, root: str | Path = ".") -> Sweep:
-    """Read the sweep file and validate every point (schema, hyperparameters) before any run."""
-    from nbops.ml.models import make_estimator
-
-    root = Path(root).resolve()
-    path = Path(path)
-    file = path if path.is_absolute() else root / path
-    shown = str(path)
+def _read_sweep_file(file: Path, shown: str) -> SweepFile:
     try:
         raw = read_yaml(file, shown)  # bounded: a regular file of at most 1 MB, no aliases
     except FileNotFoundError:
@@ -189,16 +206,21 @@ def load_sweep(path: str | Path, root: str | Path = ".") -> Sweep:
     if not isinstance(raw, dict):
         raise SweepError(f"{shown}: expected a mapping with 'base' and 'grid' and/or 'points'")
     try:
-        spec = SweepFile.model_validate(raw)
+        return SweepFile.model_validate(raw)
     except ValidationError as exc:
-        raise SweepError(
-            [
-                f"{shown}: key '{'.'.join(map(str, e['loc'])) or '(top)'}': {e['msg']}"
-                if e["type"] != "extra_forbidden"
-                else f"{shown}: unknown key '{'.'.join(map(str, e['loc']))}'"
-                for e in exc.errors()
-            ]
-        ) from None
+        raise SweepError([_describe_error(e, shown) for e in exc.errors()]) from None
+
+
+def _describe_error(e: Any, shown: str) -> str:
+    key = ".".join(map(str, e["loc"])) or "(top)"
+    if e["type"] == "extra_forbidden":
+        return f"{shown}: unknown key '{key}'"
+    got = e.get("input")
+    value = f" (got {json.dumps(got)})" if isinstance(got, str | int | float | bool) else ""
+    return f"{shown}: key '{key}': {e['msg']}{value}"
+
+
+def _read_base(spec: SweepFile, root: Path, shown: str) -> tuple[Path, dict[str, Any]]:
     base = Path(spec.base)
     base_file = base if base.is_absolute() else root / base
     try:
@@ -208,19 +230,34 @@ def load_sweep(path: str | Path, root: str | Path = ".") -> Sweep:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise SweepError(f"{shown}: key 'base': {spec.base} is unreadable ({type(exc).__name__})") from None
     parse_params(base_raw, spec.base)  # a broken base names the base file, not a point
+    return base_file, base_raw
 
+
+def validate_overrides(base_raw: dict[str, Any], overrides: dict[str, Any], where: str) -> Params:
+    """The base with `overrides` set and `promote: false`, checked by the params schema and the
+    estimator: the one validation a point gets in the sweep's process."""
+    from nbops.ml.models import make_estimator
+
+    merged = copy.deepcopy(base_raw)
+    for key, value in overrides.items():
+        _set_dotted(merged, key, value, where)
+    merged["promote"] = False
+    params = parse_params(merged, where)
+    make_estimator(params.model.name, params.model.params, where, params.task)
+    return params
+
+
+def make_points(
+    base_raw: dict[str, Any], numbered: list[tuple[int, dict[str, Any]]], shown: str
+) -> list[Point]:
+    """Validate every (index, overrides); raise SweepError with one line per bad or repeated point."""
     problems: list[str] = []
     points: list[Point] = []
     seen: dict[str, int] = {}
-    for index, overrides in enumerate(expand_overrides(spec, shown), 1):
+    for index, overrides in numbered:
         where = f"{shown}: point {index} ({format_overrides(overrides)})"
-        merged = json.loads(json.dumps(base_raw))  # a deep copy of plain YAML data
         try:
-            for key, value in overrides.items():
-                _set_dotted(merged, key, value, where)
-            merged["promote"] = False
-            params = parse_params(merged, where)
-            make_estimator(params.model.name, params.model.params, where, params.task)
+            params = validate_overrides(base_raw, overrides, where)
         except NbopsError as exc:
             problems += exc.problems
             continue
@@ -229,7 +266,64 @@ def load_sweep(path: str | Path, root: str | Path = ".") -> Sweep:
             problems.append(f"{where}: repeats point {seen[point_id]}")
             continue
         seen[point_id] = index
-        points.append(Point(index, point_id, overrides, params.model_dump(mode="json")))
+        points.append(Point(index, point_id, overrides, params))
     if problems:
         raise SweepError(problems)
-    return Sweep(spec.name or file.stem, file, shown, base_file, base_raw, points, root)
+    return points
+
+
+def check_search(spec: SweepFile, base_raw: dict[str, Any], shown: str) -> Search:
+    """A `search: optuna` section, checked whole before any kernel: one line per bad key."""
+    problems = [
+        f"{shown}: key '{key}': not with search: optuna (a search samples its space)"
+        for key in ("grid", "points")
+        if getattr(spec, key)
+    ]
+    problems += [
+        f"{shown}: key '{key}': required with search: optuna"
+        for key in ("space", "n_trials", "seed")
+        if getattr(spec, key) in (None, {})
+    ]
+    for key, dim in spec.space.items():
+        where = f"{shown}: space key '{key}'"
+        if bad := dim.problems():
+            problems += [f"{where}: {p}" for p in bad]
+            continue
+        for value in dim.corners():
+            try:
+                validate_overrides(base_raw, {key: value}, f"{where} value {json.dumps(value)}")
+            except NbopsError as exc:
+                problems += exc.problems
+                break
+    if not problems:  # each key is fine alone: the bounds together (an estimator may refuse a mix)
+        for combo in corner_overrides(spec.space):
+            try:
+                validate_overrides(base_raw, combo, f"{shown}: space corner ({format_overrides(combo)})")
+            except NbopsError as exc:
+                problems += exc.problems[:1]
+                break
+    if problems:
+        raise SweepError(problems)
+    if spec.n_trials is None or spec.seed is None:  # reported above; for the type checker
+        raise SweepError(f"{shown}: key 'n_trials': required with search: optuna")
+    return Search(dict(spec.space), spec.n_trials, spec.seed)
+
+
+def load_sweep(path: str | Path, root: str | Path = ".") -> Sweep:
+    """Read the sweep file and validate every point (schema, hyperparameters), or a search's
+    space, before any run."""
+    root = Path(root).resolve()
+    path = Path(path)
+    file = path if path.is_absolute() else root / path
+    shown = str(path)
+    spec = _read_sweep_file(file, shown)
+    base_file, base_raw = _read_base(spec, root, shown)
+    name = spec.name or file.stem
+    if spec.search is not None:
+        search = check_search(spec, base_raw, shown)
+        return Sweep(name, file, shown, base_file, base_raw, [], root, search)
+    only = [k for k in ("space", "n_trials", "seed") if getattr(spec, k) not in (None, {})]
+    if only:
+        raise SweepError([f"{shown}: key '{k}': only with search: optuna" for k in only])
+    points = make_points(base_raw, list(enumerate(expand_overrides(spec, shown), 1)), shown)
+    return Sweep(name, file, shown, base_file, base_raw, points, root)

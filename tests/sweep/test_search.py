@@ -269,3 +269,16 @@ def test_an_interrupt_stops_the_asks_and_leaves_no_trial_running(project):
     assert len(study.trials) < 6  # it stopped asking
     assert study.trials[0].state.name == "FAIL"
     assert "RUNNING" not in [t.state.name for t in study.trials]
+
+
+def test_the_study_optimises_the_gates_metric_in_its_direction(project):
+    from nbops.sweep.spec import rank_direction, rank_metric
+
+    sweep = load_sweep(write_search(project, "ok"), project)
+    assert rank_metric(sweep) == "macro_f1"
+    assert [rank_direction(m) for m in ("macro_f1", "rmse", "mae", "r2")] == [
+        "maximize",
+        "minimize",
+        "minimize",
+        "maximize",
+    ]

@@ -23,6 +23,12 @@ ENVIRONMENT = (
         "sweep",
         "database URL of a search's Optuna study (default: optuna.db or schema optuna by the store)",
     ),
+    (
+        "NBOPS_SWEEP_WARM",
+        "sweep",
+        "1 (default): a worker's points run in kernels forked from one pre-imported kernel; 0: started anew",
+    ),
+    ("MPLBACKEND", "sweep", "matplotlib backend of a sweep worker's kernels (default: the inline one)"),
     ("CI", "run drift sweep", "true, 1 or yes: spare kernels default to off (NBOPS_KEEP_WARM_S wins)"),
     ("NBOPS_ROOT", "lab", "project folder of Lab's notebooks and the dashboard (`nbops lab` sets it)"),
     ("NBOPS_PARAMS", "lab", "params file Lab injects and the dashboard reads (`nbops lab` sets it)"),

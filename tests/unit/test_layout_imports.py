@@ -9,6 +9,7 @@ import pytest
 from nbops.runner.codehash import PACKAGE_DIR, imported_modules, module_closure
 
 MAX_LINES = 400
+MAX_FUNCTION_LINES = 60
 
 
 def package_modules() -> dict[str, Path]:
@@ -70,6 +71,30 @@ def test_no_module_is_over_400_lines():
         if (n := len(file.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
     assert long == {}, f"modules over {MAX_LINES} lines: {long}"
+
+
+def long_functions(tree: ast.AST, limit: int) -> dict[str, int]:
+    """Functions (and methods) of `tree` longer than `limit` lines, decorators and docstring included."""
+    return {
+        node.name: node.end_lineno - node.lineno + 1
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno - node.lineno + 1 > limit
+    }
+
+
+def test_no_function_is_over_60_lines():
+    long = {
+        f"{name}.{function}": n
+        for name, file in package_modules().items()
+        for function, n in long_functions(ast.parse(file.read_bytes()), MAX_FUNCTION_LINES).items()
+    }
+    assert long == {}, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+def test_the_length_check_counts_a_function_from_def_to_its_last_line():
+    tree = ast.parse("def short():\n    return 1\n\n\ndef long():\n" + "    x = 1\n" * 60)
+    assert long_functions(tree, 60) == {"long": 61}
 
 
 @pytest.mark.parametrize(

@@ -186,3 +186,34 @@ def test_a_spare_runs_at_the_priority_its_step_ran_at(build):
     spawn_niced = os.getpriority(os.PRIO_PROCESS, info["pid"])
     assert spawn_niced == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
     spares.stop_process(info["pid"], info["token"])
+
+
+def test_a_connection_file_caught_mid_rewrite_is_read_again(tmp_path):
+    """A kernel rewrites its connection file once it has bound its ports: read while it is empty,
+    the file is read again, and a file that stays unreadable is still an error."""
+    import json as _json
+
+    from jupyter_client import KernelManager
+
+    path = tmp_path / "kernel.json"
+    path.write_text("")
+    km = KernelManager(connection_file=str(path))
+    reads = []
+    original = km.load_connection_file
+
+    def load(*args):
+        reads.append(1)
+        if len(reads) == 3:  # the kernel has finished writing it
+            path.write_text(
+                _json.dumps({"ip": "127.0.0.1", "shell_port": 5555, "key": "k", "transport": "tcp"})
+            )
+        return original(*args)
+
+    km.load_connection_file = load
+    spares.load_connection_file(km)
+    assert len(reads) == 3 and km.shell_port == 5555
+
+    path.write_text("")
+    stuck = KernelManager(connection_file=str(path))
+    with pytest.raises(ValueError):
+        spares.load_connection_file(stuck, within_s=0.2)

@@ -243,6 +243,20 @@ def stop_process(pid: int, token: str, grace_s: float = 2.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def load_connection_file(km, within_s: float = 10.0) -> None:
+    """`km.load_connection_file()`, read again while the file is empty or half written: a kernel
+    starting from a connection file rewrites it (not atomically) once it has bound its ports."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            km.load_connection_file()
+            return
+        except ValueError:  # json.JSONDecodeError: caught mid-rewrite
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class SpareKernel:
     """A claimed spare, with WarmKernel's interface (take, cancel, shutdown) for execute_step."""
 
@@ -268,7 +282,7 @@ class SpareKernel:
                 nice = min(19, os.getpriority(os.PRIO_PROCESS, 0) + self._nice)
                 os.setpriority(os.PRIO_PROCESS, self.pid, nice)
         km = AdoptedKernelManager(self.pid, self.token, connection_file=self.info["connection_file"])
-        km.load_connection_file()
+        load_connection_file(km)
         self.km = km
         self._thread = threading.Thread(target=lambda: asyncio.run(self._wait_ready(km)), daemon=True)
         self._thread.start()

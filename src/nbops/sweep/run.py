@@ -110,10 +110,13 @@ def gate_best(sweep: Sweep, best: dict, allow_promotion: bool) -> dict:
     params = next(p for p in sweep.points if p.id == best["id"]).valid
     base_promote = bool(sweep.base_params.get("promote", True))
     champion = best["champion"] or {}
+    # the paired interval the point's own evaluation drew against this champion on the same rows
+    interval = (best.get("decision") or {}).get("interval") if params.gate.paired else None
     decision = decide_promotion(
         best["challenger"]["metrics"],
         champion.get("metrics") if champion.get("version") else None,
         **gate_arguments(params.gate),
+        interval=interval,
         allow_promotion=allow_promotion and base_promote,
         challenger_version=best["challenger"]["version"],
         champion_version=champion.get("version"),

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.processes import rss_mb
+
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 POLL_S = 0.05
@@ -117,7 +119,7 @@ def measure(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeou
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env or clean_env(), stdout=log, stderr=subprocess.STDOUT)
         root = psutil.Process(proc.pid)
-        peak = 0
+        peak = 0.0
         kernels: set[int] = set()
         stop = threading.Event()
 
@@ -128,15 +130,8 @@ def measure(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeou
                     procs = [root, *root.children(recursive=True)]
                 except psutil.Error:
                     procs = []
-                rss = 0
-                for p in procs:
-                    try:
-                        rss += p.memory_info().rss
-                    except psutil.Error:
-                        continue
-                    if p.pid not in kernels and _is_kernel(p):
-                        kernels.add(p.pid)
-                peak = max(peak, rss)
+                kernels.update(p.pid for p in procs if p.pid not in kernels and _is_kernel(p))
+                peak = max(peak, rss_mb(procs))
                 stop.wait(POLL_S)
 
         watcher = threading.Thread(target=poll, daemon=True)
@@ -151,7 +146,7 @@ def measure(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeou
         watcher.join()
     output = out_path.read_text(errors="replace")
     out_path.unlink()
-    return Measure(seconds, peak / 2**20, len(kernels), rc, output, kernels)
+    return Measure(seconds, peak, len(kernels), rc, output, kernels)
 
 
 def checked(m: Measure, what: str) -> Measure:

@@ -3,6 +3,8 @@ prediction, and sweeps ranked in the metric's direction."""
 
 from __future__ import annotations
 
+import pytest
+
 from nbops.ml.gate import decide_promotion
 from nbops.runner.report import index_html
 from nbops.runner.summary import summary_markdown
@@ -77,3 +79,19 @@ def test_sweeps_rank_an_error_lowest_first_and_a_score_highest_first():
     assert pick_best([rec(1, r2=0.8), rec(2, r2=0.9)], "r2")["index"] == 2
     scored = [rec(1, macro_f1=0.8, accuracy=0.9), rec(2, macro_f1=0.85, accuracy=0.8)]
     assert pick_best(scored)["index"] == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (250000.0, "250,000"),
+        (1234.5678, "1,235"),
+        (3.14159, "3.142"),
+        (0.001234, "0.001234"),
+        (-12.5, "-12.5"),
+    ],
+)
+def test_a_predicted_number_is_shown_without_an_exponent(value, shown):
+    from nbops.serve.predict import number_text
+
+    assert number_text(value) == shown

@@ -69,8 +69,15 @@ class Prediction:
 
 
 def number_text(value: float) -> str:
-    """A predicted number to four significant digits, without an exponent for everyday sizes."""
-    return f"{value:,.4g}" if abs(value) < 1e15 else f"{value:.4g}"
+    """A predicted number to four significant digits and never fewer than its integer digits,
+    without an exponent for everyday sizes: 250,000, 3.142, 0.001234."""
+    import math
+
+    if not math.isfinite(value) or value == 0 or abs(value) >= 1e15:
+        return f"{value:.4g}"
+    decimals = max(0, 3 - math.floor(math.log10(abs(value))))
+    text = f"{value:,.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if decimals else text  # 8.5, not 8.500 (as %g)
 
 
 def typical_error(card: dict[str, Any]) -> tuple[str, float] | None:

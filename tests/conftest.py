@@ -200,13 +200,14 @@ def smoke_champion(tmp_path_factory) -> SmokeChampion:
     (a test that writes to it takes `copy_project(smoke_champion.root, tmp_path / ...)`). With
     pytest-xdist the workers share it: the first builds it under a file lock in the run's common
     temp folder, the others read what it wrote."""
-    from filelock import FileLock
+    import fcntl
 
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         base = base.parent  # shared by the workers of this run
     root, record = base / "smoke-champion" / "project", base / "smoke-champion.json"
-    with FileLock(str(base / "smoke-champion.lock")):
+    with open(base / "smoke-champion.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not record.is_file():
             shutil.rmtree(root.parent, ignore_errors=True)  # a half-built one of a failed attempt
             record.write_text(json.dumps(_train_smoke_champion(root)))

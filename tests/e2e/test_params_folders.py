@@ -124,3 +124,22 @@ def test_report_rerenders_one_params_files_folder_only(alternated):
     assert res.stdout.strip() == f"reports: {reports_dir(root, 'smoke') / 'index.html'}"
     assert other_index.stat().st_mtime_ns == before
     assert 'href="other/index.html"' in reports_index(root).read_text()
+
+
+def test_report_keeps_the_listing_line_of_a_failed_run(alternated, tmp_path):
+    """`nbops report` re-renders from the build folder; the listing keeps what the run recorded,
+    so a run that failed is not shown as a success after it."""
+    from tests.conftest import copy_project
+
+    root = copy_project(alternated[0], tmp_path / "project")
+    record = reports_dir(root, "smoke") / "run.json"
+    failed = {
+        **json.loads(record.read_text()),
+        "verdict": "failed at 02_train, cell 7: RuntimeError",
+        "ok": False,
+    }
+    record.write_text(json.dumps(failed))
+    res = nbops(root, "report", "--params", "params/smoke.yaml")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(record.read_text()) == failed
+    assert "failed at 02_train, cell 7: RuntimeError" in reports_index(root).read_text()

@@ -271,12 +271,17 @@ def render_reports(plan: Plan, result: RunResult, rerender: bool = False) -> Pat
     (reports / INDEX_FILE).write_text(
         index_html(statuses, evaluation, result.failure, facts), encoding="utf-8"
     )
-    when = None
-    if rerender:
-        try:
-            when = str(read_json(reports / RUN_RECORD)["when"])
-        except (OSError, ValueError, KeyError, TypeError):
-            when = None
+    if rerender and _has_run_record(reports):
+        return reports  # the listing keeps what the run itself recorded (its verdict or failure)
     shown = shown_path(plan.params_file, plan.root)
-    write_run_record(reports, run_record(reports.name, shown, evaluation, result.failure, when))
+    write_run_record(reports, run_record(reports.name, shown, evaluation, result.failure))
     return reports
+
+
+def _has_run_record(reports: Path) -> bool:
+    from nbops.products import read_json
+
+    try:
+        return "when" in read_json(reports / RUN_RECORD)
+    except (OSError, ValueError, TypeError):
+        return False

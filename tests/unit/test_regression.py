@@ -219,3 +219,28 @@ def test_the_task_figures_of_a_regression_table_draw_what_they_say():
     assert [ax.get_title() for ax in figures[0].axes] == ["challenger v2: predicted vs actual"]
     residuals = figures[1].axes[0].collections[0].get_offsets()[:, 1]
     assert np.allclose(residuals, -1.0)  # actual − predicted
+
+
+@pytest.mark.parametrize(
+    ("trained_for", "run_task"), [("regression", "classification"), ("classification", "regression")]
+)
+def test_a_version_made_for_the_other_task_cannot_score_and_the_champion_is_kept(
+    monkeypatch, trained_for, run_task
+):
+    """A params file that switched `task:` but kept `registry.model_name`: the old champion is
+    refused in one line (the gate keeps it) instead of crashing the evaluation."""
+    from nbops.exceptions import NbopsError
+    from nbops.ml import evaluation, registry
+    from nbops.ml.models import make_model
+    from tests.regression_table import CATEGORICAL, NUMERIC, TARGET, house_table
+
+    table = house_table(120).dropna()
+    y = table[TARGET] if trained_for == "regression" else (table[TARGET] > table[TARGET].median()).map(str)
+    model = make_model("decision_tree", {"max_depth": 3}, NUMERIC, CATEGORICAL, task=trained_for)
+    model.fit(table[[*NUMERIC, *CATEGORICAL]], y)
+    monkeypatch.setattr(registry, "load_model", lambda uri: model)
+    X = table[[*NUMERIC, *CATEGORICAL]]
+    with pytest.raises(NbopsError, match=rf"^v1 is a {trained_for} model; this run is {run_task}$"):
+        evaluation.predict_version("houses", "1", X, run_task)
+    assert evaluation.quiet_scorer("houses", X, y, [], run_task)("1") is None
+    assert len(evaluation.predict_version("houses", "1", X, trained_for)) == len(X)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbops.exceptions import NbopsError
-from nbops.ml.metrics import CLASSIFICATION
+from nbops.ml.metrics import CLASSIFICATION, METRICS, REGRESSION
 from nbops.products import read_json
 
 # Heavy libraries imported inside the functions below; warm kernels load them early (nbops.runner.preload).
@@ -44,22 +44,30 @@ def model_label(role: str, info: dict) -> str:
     return f"{role} (none)"
 
 
-def predict_version(model_name: str, version: str, X):
-    """One registered version's predict_table for the rows, or raise NbopsError if it cannot."""
+def predict_version(model_name: str, version: str, X, task: str | None = None):
+    """One registered version's predict_table for the rows, or raise NbopsError if it cannot,
+    including a version made for the other task (a classifier in a regression run: its labels are
+    not numbers, a regressor in a classification run: its numbers are not labels)."""
+    import pandas as pd
+
     from nbops.ml import registry
     from nbops.ml.models import predict_table
 
     try:
-        return predict_table(registry.load_model(f"models:/{model_name}/{version}"), X)
+        table = predict_table(registry.load_model(f"models:/{model_name}/{version}"), X)
     except (ValueError, KeyError, AttributeError) as exc:
         raise NbopsError(f"v{version} cannot score these rows: {exc}") from None
+    if task is not None and pd.api.types.is_numeric_dtype(table["prediction"]) != (task == REGRESSION):
+        other = CLASSIFICATION if task == REGRESSION else REGRESSION
+        raise NbopsError(f"v{version} is a {other} model; this run is {task}")
+    return table
 
 
 def score_version(model_name: str, version: str, X, y, labels, task: str = CLASSIFICATION) -> dict[str, Any]:
     """Metrics of one registered version on the rows, or raise NbopsError if it cannot score."""
     from nbops.ml import models
 
-    return models.score_table(y, predict_version(model_name, version, X), labels, task)
+    return models.score_table(y, predict_version(model_name, version, X, task), labels, task)
 
 
 def score_champion(
@@ -77,7 +85,7 @@ def score_champion(
         out["error"] = "challenger is already the champion"
         return out
     try:
-        out["predictions"] = predict_version(model_name, str(champ.version), X)
+        out["predictions"] = predict_version(model_name, str(champ.version), X, task)
         out["metrics"] = models.score_table(y, out["predictions"], labels, task)
     except NbopsError as exc:
         out["error"] = f"champion {exc}"
@@ -125,7 +133,7 @@ def paired_scorer(
         pred = known.get(str(version))
         if pred is None:
             try:
-                pred = predict_version(model_name, str(version), X)
+                pred = predict_version(model_name, str(version), X, METRICS[metric].task)
             except NbopsError:
                 return None
         return paired_record(metric, y, challenger_pred, pred, labels, confidence=confidence, seed=seed)

@@ -16,6 +16,7 @@ import contextlib
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 from nbops.products import read_json, write_json
@@ -25,6 +26,17 @@ from nbops.sweep.point import run_point
 
 def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def _run(spec: dict, log) -> dict:
+    """run_point, with an error it does not expect (the store, the disk) failing this point
+    only, its traceback in the point's log: the worker goes on with the next point."""
+    try:
+        return run_point(spec)
+    except Exception as exc:
+        traceback.print_exc(file=log)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return {"status": "failed", "reason": f"{type(exc).__name__}: {first}".rstrip(": ")}
 
 
 def main(argv: list[str]) -> int:
@@ -37,7 +49,7 @@ def main(argv: list[str]) -> int:
             log = spec_file.with_name("point.log")
             with open(log, "w", encoding="utf-8") as fh, contextlib.redirect_stdout(fh):
                 with contextlib.redirect_stderr(fh):
-                    out = run_point(spec)
+                    out = _run(spec, fh)
             write_json(spec_file.with_name("result.json"), out)
             replies.write(f"{spec_file}\n")
     except KeyboardInterrupt:

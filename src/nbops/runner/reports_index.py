@@ -98,16 +98,22 @@ td,th{{border-bottom:1px solid #ddd;padding:.4rem;text-align:left}}
 
 
 def render_reports_index(root: Path) -> Path:
-    """Write reports/index.html from the run records (only when its text changes)."""
+    """Write reports/index.html from the run records (only when its text changes). Runs of two
+    params files may end together: the read and the write hold one lock, so the later writer
+    has read the earlier one's record."""
+    import fcntl
+
     index = reports_index(root)
-    text = listing_html(read_run_records(root), sweep_reports(root))
-    try:
-        if index.read_text(encoding="utf-8") == text:
-            return index
-    except OSError:
-        pass
     index.parent.mkdir(parents=True, exist_ok=True)
-    tmp = index.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(index)
+    with open(index.with_name(f".{INDEX_FILE}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        text = listing_html(read_run_records(root), sweep_reports(root))
+        try:
+            if index.read_text(encoding="utf-8") == text:
+                return index
+        except OSError:
+            pass
+        tmp = index.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(index)
     return index

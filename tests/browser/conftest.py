@@ -10,6 +10,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -133,14 +134,25 @@ def server(request):
     return request.getfixturevalue(f"{request.param}_server")
 
 
+@contextmanager
+def own_page(browser, **context_options):
+    """A page in its own browser context, closed after. Waits are long: a Voila page renders its
+    notebook before "load", which on a loaded 2-core machine can take well over playwright's 30 s."""
+    context = browser.new_context(**context_options)
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(60_000)
+        pg.set_default_navigation_timeout(READY_TIMEOUT_S * 1000)
+        yield pg
+    finally:
+        context.close()
+
+
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-    pg = context.new_page()
-    pg.set_default_timeout(60_000)
-    yield pg
-    close_tab(pg)
-    context.close()
+    with own_page(browser, viewport={"width": 1280, "height": 900}, accept_downloads=True) as pg:
+        yield pg
+        close_tab(pg)
 
 
 KERNEL_ID_JS = """() => {

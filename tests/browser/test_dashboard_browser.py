@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from nbops.layout import SPACE_VENV_DIR, build_root
-from tests.browser.conftest import REPO, base_env, copy_space, start
+from tests.browser.conftest import REPO, base_env, copy_space, own_page, start
 from tests.conftest import copy_project
 
 pytestmark = pytest.mark.browser
@@ -261,15 +261,11 @@ def test_closing_the_tab_frees_its_kernel(dashboard_server, browser):
     place under the caps) until the 15-minute idle cull."""
     from tests.browser.conftest import KERNEL_ID_JS, close_tab, kernel_status
 
-    context = browser.new_context()
-    try:
-        tab = context.new_page()
+    with own_page(browser) as tab:
         open_dashboard(tab, dashboard_server.url)
         kernel_id = tab.evaluate(KERNEL_ID_JS)
         assert kernel_status(dashboard_server.url, kernel_id) == 200
         assert close_tab(tab, timeout=15) == kernel_id  # gone: GET /api/kernels/<id> is 404
-    finally:
-        context.close()
 
 
 def get(url: str) -> tuple[int, dict, bytes]:
@@ -358,15 +354,13 @@ def test_broken_model_shows_a_friendly_page(champion_project, space_dir, browser
     env["NBOPS_MODEL_DIR"] = str(broken / "champion")
     server = start("broken", ["dashboard", "PORT={port}"], env, tmp_path)
     try:
-        context = browser.new_context()
-        page = context.new_page()
-        page.goto(server.url + "/")
-        page.wait_for_selector(".nbops-status", timeout=120_000)
-        text = page.inner_text("body")
-        assert "The model could not be loaded" in text
-        assert "Traceback" not in text and 'File "' not in text and "BadZipFile" not in text.split("(")[0]
-        assert page.locator(WIDGETS).count() == 0
-        context.close()
+        with own_page(browser) as page:
+            page.goto(server.url + "/")
+            page.wait_for_selector(".nbops-status", timeout=120_000)
+            text = page.inner_text("body")
+            assert "The model could not be loaded" in text
+            assert "Traceback" not in text and 'File "' not in text and "BadZipFile" not in text.split("(")[0]
+            assert page.locator(WIDGETS).count() == 0
     finally:
         server.stop()
     assert "Traceback" in server.log.read_text()  # the details went to the server log instead
@@ -382,14 +376,12 @@ def test_no_champion_says_what_to_run(champion_project, browser, tmp_path):
     )
     server = start("nochamp", ["dashboard", "PORT={port}", f"PARAMS={params}"], base_env(project), tmp_path)
     try:
-        context = browser.new_context()
-        page = context.new_page()
-        page.goto(server.url + "/")
-        page.wait_for_selector(".nbops-status", timeout=120_000)
-        text = page.inner_text("body")
-        assert "No champion model yet for 'never-trained'" in text and "make pipeline" in text
-        assert "Traceback" not in text
-        context.close()
+        with own_page(browser) as page:
+            page.goto(server.url + "/")
+            page.wait_for_selector(".nbops-status", timeout=120_000)
+            text = page.inner_text("body")
+            assert "No champion model yet for 'never-trained'" in text and "make pipeline" in text
+            assert "Traceback" not in text
     finally:
         server.stop()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nbops.layout import build_dir, reports_dir, reports_index
-from tests.browser.conftest import base_env, start
+from tests.browser.conftest import base_env, own_page, start
 from tests.conftest import make_project, nbops, write_params
 from tests.faults.helpers import script_tags
 
@@ -112,6 +112,15 @@ def test_summary_markdown_shows_the_labels_as_text(hostile):
     assert "<img" not in summary.lower()
 
 
+LIVE_PAYLOADS_JS = """() => ({
+        scripts: [...document.querySelectorAll('script')].filter(
+            s => /alert\\(/.test(s.textContent)).length,
+        handlers: [...document.querySelectorAll('*')].filter(
+            e => [...e.attributes].some(a => /^on/i.test(a.name) && /alert/.test(a.value))).length,
+        imgs: [...document.querySelectorAll('img')].filter(i => i.getAttribute('src') === 'x').length,
+    })"""
+
+
 @pytest.mark.browser
 def test_dashboard_shows_markup_as_text_and_runs_none(hostile, browser, tmp_path):
     server = start(
@@ -122,32 +131,21 @@ def test_dashboard_shows_markup_as_text_and_runs_none(hostile, browser, tmp_path
     )
     dialogs = []
     try:
-        context = browser.new_context()
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        page.goto(server.url + "/")
-        page.wait_for_selector(".nbops-predict", state="visible", timeout=120_000)
-        page.locator(".nbops-input-Sex select").select_option(SCRIPT_CATEGORY)
-        page.click(".nbops-predict")
-        page.wait_for_selector(".nbops-result-box .nbops-bars", timeout=60_000)
-        text = page.inner_text("body")
-        # the payload is on the page, as text: in the bars, the confusion matrix and the dropdown
-        assert SCRIPT_LABEL in page.inner_text(".nbops-result-box")
-        assert IMG_LABEL in page.inner_text(".nbops-card")
-        assert SCRIPT_CATEGORY in page.inner_text(".nbops-input-Sex")
-        assert "Traceback" not in text
-        live = page.evaluate(
-            """() => ({
-                scripts: [...document.querySelectorAll('script')].filter(
-                    s => /alert\\(/.test(s.textContent)).length,
-                handlers: [...document.querySelectorAll('*')].filter(
-                    e => [...e.attributes].some(a => /^on/i.test(a.name) && /alert/.test(a.value))).length,
-                imgs: [...document.querySelectorAll('img')].filter(i => i.getAttribute('src') === 'x').length,
-            })"""
-        )
-        page.wait_for_timeout(500)
-        context.close()
+        with own_page(browser) as page:
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(server.url + "/")
+            page.wait_for_selector(".nbops-predict", state="visible", timeout=120_000)
+            page.locator(".nbops-input-Sex select").select_option(SCRIPT_CATEGORY)
+            page.click(".nbops-predict")
+            page.wait_for_selector(".nbops-result-box .nbops-bars", timeout=60_000)
+            text = page.inner_text("body")
+            # the payload is on the page, as text: in the bars, the confusion matrix and the dropdown
+            assert SCRIPT_LABEL in page.inner_text(".nbops-result-box")
+            assert IMG_LABEL in page.inner_text(".nbops-card")
+            assert SCRIPT_CATEGORY in page.inner_text(".nbops-input-Sex")
+            assert "Traceback" not in text
+            live = page.evaluate(LIVE_PAYLOADS_JS)
+            page.wait_for_timeout(500)
     finally:
         server.stop()
     assert live == {"scripts": 0, "handlers": 0, "imgs": 0}, live

@@ -253,15 +253,18 @@ def _model_and_gate_lines(draft: Draft) -> list[str]:
         )
     else:
         mf1, acc = draft.baseline["macro_f1"], draft.baseline["accuracy"]
+        binary = ", roc_auc" if len(draft.classes) == 2 else ""
         others, gate = (
             OTHER_MODELS,
             [
                 "gate:",
+                f"  metric: macro_f1   # or accuracy, weighted_f1{binary}",
                 f"  # a majority-class predictor scores macro-F1 {mf1:.3f}, accuracy {acc:.3f} in 5-fold CV;",
                 f"  # the floors sit {FLOOR_MARGIN} above: a model must beat guessing the commonest label",
-                f"  min_macro_f1: {_floor(mf1)}",
-                f"  min_accuracy: {_floor(acc)}",
-                "  tolerance: 0.01",
+                "  floors:",
+                f"    macro_f1: {_floor(mf1)}",
+                f"    accuracy: {_floor(acc)}",
+                "  tolerance: 0.01   # how far a challenger may fall behind the champion on a floored metric",
             ],
         )
     return [

@@ -4,8 +4,13 @@ and the report's figures."""
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import socket
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -193,7 +198,9 @@ def test_a_failed_trial_is_told_failed_and_the_study_goes_on(project):
     study2 = in_memory_study(7)
     search.drive(study2, a_search(project), 4, 1, lambda n, p: (None, {}) if n == 1 else fake_metric(n, p))
     assert [t.state.name for t in study2.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
-    assert study.trials[1].user_attrs == {"reason": "boom"}
+    runner = f"{socket.gethostname()}:{os.getpid()}"
+    assert study.trials[1].user_attrs == {"reason": "boom", "runner": runner}
+    assert study.trials[2].user_attrs == {"interrupted": True, "runner": runner}  # no result of its own
 
 
 def test_parallel_asks_draw_the_same_startup_trials_as_serial(project):
@@ -230,6 +237,64 @@ def test_a_trial_left_running_by_a_stopped_sweep_is_told_failed_on_resume(projec
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     search.open_study(sweep, uri).ask()  # the sweep stopped mid-trial
     assert [t.state.name for t in search.open_study(sweep, uri).trials] == ["FAIL"]
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_opening_the_study_fails_only_trials_whose_search_is_gone(project, tmp_path, monkeypatch):
+    monkeypatch.delenv(search.ENV_STORAGE, raising=False)
+    sweep = load_sweep(write_search(project, "ok"), project)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = search.open_study(sweep, uri)
+    here = socket.gethostname()
+    runners = [f"{here}:{os.getpid()}", f"{here}:{dead_pid()}", f"elsewhere.example:{os.getpid()}"]
+    for runner in runners:
+        study.ask().set_user_attr(search.RUNNER_ATTR, runner)
+    # looking (nbops sweep --aggregate-only) tells nothing, even about the gone search's trial
+    assert [t.state.name for t in search.open_study(sweep, uri, run=False).trials] == ["RUNNING"] * 3
+    # a search about to run: the live one here and the other machine's keep running
+    assert [t.state.name for t in search.open_study(sweep, uri).trials] == ["RUNNING", "FAIL", "RUNNING"]
+
+
+def test_interrupted_and_stale_trials_do_not_count_toward_n_trials(project):
+    study = in_memory_study(3)
+    outcomes = iter([(0.5, {}), (None, {"reason": "the estimator refused it"})])
+    search.drive(study, a_search(project), 2, 1, lambda n, p: next(outcomes))
+    assert search.counted_trials(study) == 2  # a result, a failure of its own
+
+    def interrupted(number, params):
+        raise KeyboardInterrupt
+
+    stops = []
+    with pytest.raises(KeyboardInterrupt):
+        search.drive(study, a_search(project), 3, 1, interrupted, on_interrupt=lambda: stops.append(1))
+    assert stops == [1]
+    study.ask().set_user_attr(search.RUNNER_ATTR, f"{socket.gethostname()}:{dead_pid()}")
+    search.fail_stale_trials(study)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "FAIL", "FAIL"]
+    assert search.counted_trials(study) == 2  # the interrupted and the stale one are run again
+
+
+def test_trials_running_when_the_search_is_interrupted_are_told_interrupted(project):
+    study = in_memory_study(5)
+    closed = threading.Event()
+
+    def run_trial(number, params):
+        if number == 0:
+            time.sleep(0.2)
+            raise KeyboardInterrupt
+        closed.wait(10)  # as a LocalPool's point ends once the pool is closed: failed, no value
+        return None, {"reason": "the sweep stopped before this point ran"}
+
+    with pytest.raises(KeyboardInterrupt):
+        search.drive(study, a_search(project), 4, 2, run_trial, on_interrupt=closed.set)
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    assert all(t.user_attrs["interrupted"] for t in study.trials)
+    assert search.counted_trials(study) == 0
 
 
 # ------------------------------------------------------------------ report figures

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from nbops.layout import sweep_build_dir
-from nbops.sweep import point
+from nbops.sweep import executors, point
 from nbops.sweep import run as sweep
 from tests.conftest import REPO
 
@@ -48,7 +48,7 @@ def faked(project, monkeypatch):
     that quotes the URI, in its result, its log and an executed notebook."""
     envs = []
 
-    class FakeWorker:  # point.LocalWorker's interface: one point at a time, its result back
+    class FakeWorker:  # executors.LocalWorker's interface: one point at a time, its result back
         def __init__(self, root, env, log):
             self.env = env
 
@@ -69,7 +69,7 @@ def faked(project, monkeypatch):
         def close(self, grace_s=30.0):
             return 0
 
-    monkeypatch.setattr(point, "LocalWorker", FakeWorker)
+    monkeypatch.setattr(executors, "LocalWorker", FakeWorker)
     monkeypatch.setattr(sweep, "prepare_tracking", lambda s, selected: (URI, "parent-run"))
     monkeypatch.setattr(sweep, "finish_parent", lambda *a: None)
     return SimpleNamespace(root=project, envs=envs)
@@ -110,6 +110,9 @@ def test_a_dask_task_carries_no_credentials_and_the_worker_checks_its_own(monkey
         def __exit__(self, *exc):
             return False
 
+        def close(self):
+            pass
+
         def submit(self, fn, *args, key, pure):
             submitted.append(args)
             return Future(fn, args)
@@ -120,11 +123,11 @@ def test_a_dask_task_carries_no_credentials_and_the_worker_checks_its_own(monkey
     monkeypatch.setitem(sys.modules, "distributed", fake)
     specs = {"p1": {"build": str(tmp_path / "p1")}}
     done = []
-    point.run_dask(specs, "tcp://127.0.0.1:8786", lambda pid, out: done.append(out), URI)
+    executors.run_dask(specs, "tcp://127.0.0.1:8786", lambda pid, out: done.append(out), URI)
     assert submitted == [(specs["p1"], None, STORE)]  # the URI's credential-free form only
     local = "sqlite:////tmp/x/mlflow.db"
     submitted.clear()
-    point.run_dask(specs, "tcp://127.0.0.1:8786", lambda pid, out: None, local)
+    executors.run_dask(specs, "tcp://127.0.0.1:8786", lambda pid, out: None, local)
     assert submitted == [(specs["p1"], local, local)]  # nothing secret: sent as it is
 
     # on a worker whose environment has another store, the point fails saying what to set

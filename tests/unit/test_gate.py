@@ -4,7 +4,7 @@ import pytest
 
 from nbops.ml.gate import decide_promotion
 
-FLOORS = {"min_macro_f1": 0.8, "min_accuracy": 0.8, "tolerance": 0.01}
+FLOORS = {"floors": {"macro_f1": 0.8, "accuracy": 0.8}, "tolerance": 0.01}
 
 
 def m(f1, acc):
@@ -162,8 +162,7 @@ def test_paired_the_drug_holdout_case_one_row_kept_eleven_rows_promoted():
         d = decide_promotion(
             chal_m,
             champ_m,
-            min_macro_f1=0.5,
-            min_accuracy=0.5,
+            floors={"macro_f1": 0.5, "accuracy": 0.5},
             tolerance=0.01,
             interval=iv,
             challenger_version="2",

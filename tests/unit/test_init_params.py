@@ -75,8 +75,10 @@ def test_the_file_validates_and_names_the_registry_after_the_table(tmp_path):
     survived = pd.read_csv(csv, sep=";")["survived"]
     majority = survived.value_counts(normalize=True).max()
     assert f"accuracy {majority:.3f}" in text
-    assert params.gate.min_accuracy == pytest.approx(round(majority + 0.10, 2))
-    assert majority < params.gate.min_accuracy < 0.95
+    assert params.gate.metric == "macro_f1" and set(params.gate.floors) == {"macro_f1", "accuracy"}
+    assert params.gate.floors["accuracy"] == pytest.approx(round(majority + 0.10, 2))
+    assert majority < params.gate.floors["accuracy"] < 0.95
+    assert "metric: macro_f1   # or accuracy, weighted_f1, roc_auc\n" in text  # two classes: roc_auc too
 
 
 def test_an_existing_file_is_kept_unless_forced(tmp_path):

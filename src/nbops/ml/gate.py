@@ -62,8 +62,6 @@ def decide_promotion(
     metric: str = PRIMARY_METRIC,
     floors: dict[str, float] | None = None,
     tolerance: float = 0.0,
-    min_macro_f1: float | None = None,
-    min_accuracy: float | None = None,
     allow_promotion: bool = True,
     challenger_version: str | None = None,
     champion_version: str | None = None,
@@ -71,12 +69,9 @@ def decide_promotion(
     min_improvement: float = 0.0,
 ) -> Decision:
     """Pure decision from two metric dicts; `champion=None` means there is no champion yet.
-    `interval`: the paired bootstrap record of Δ (challenger − champion) of `metric`.
-    `min_macro_f1`/`min_accuracy` are floors by their params-file names."""
+    `interval`: the paired bootstrap record of Δ (challenger − champion) of `metric`. `floors`
+    as `gate_arguments` gives them (a params file's `gate.min_macro_f1` folded in)."""
     floors = dict(floors or {})
-    for name, legacy in (("macro_f1", min_macro_f1), ("accuracy", min_accuracy)):
-        if legacy is not None:
-            floors.setdefault(name, legacy)
     gated = gated_metrics(metric, floors)
     versions = {"challenger_version": challenger_version, "champion_version": champion_version}
 

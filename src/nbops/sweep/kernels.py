@@ -80,7 +80,6 @@ class KernelPool:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.token = uuid.uuid4().hex[:12]
-        self.handed: list[PoolKernel] = []  # since the last `take_handed`
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._key: tuple | None = None
@@ -121,12 +120,7 @@ class KernelPool:
             self._fork_ahead(step, code, cwd)
         kernel.supply_wait = time.perf_counter() - t
         kernel.start_waiting()
-        self.handed.append(kernel)
         return kernel
-
-    def take_handed(self) -> list[PoolKernel]:
-        handed, self.handed = self.handed, []
-        return handed
 
     def close(self) -> None:
         """Stop the kernels forked ahead and the kernel parent (which stops any kernel left)."""
@@ -221,20 +215,23 @@ class TimedWarmKernel(_TimedTake, WarmKernel):
     """A kernel started for one step when its point starts (warm kernels off)."""
 
 
-class ColdKernels:
-    """Warm kernels off: each step starts its own kernel when its point starts."""
+class PointKernels:
+    """One point's kernels: from the worker's pool (shared by the points a multi-threaded Dask
+    worker runs at once), or, with no pool (warm kernels off), started when its steps start.
+    `handed` are this point's own, for its kernel wait."""
 
-    def __init__(self) -> None:
-        self.handed: list[TimedWarmKernel] = []
+    def __init__(self, pool: KernelPool | None = None) -> None:
+        self.pool = pool
+        self.handed: list[PoolKernel | TimedWarmKernel] = []
 
-    def supply(self, step: str, code: str, cwd: Path) -> TimedWarmKernel:
-        kernel = TimedWarmKernel(code, cwd)
-        self.handed.append(kernel)
+    def supply(self, step: str, code: str, cwd: Path) -> PoolKernel | TimedWarmKernel | None:
+        kernel = self.pool.supply(step, code, cwd) if self.pool else TimedWarmKernel(code, cwd)
+        if kernel is not None:
+            self.handed.append(kernel)
         return kernel
 
-    def take_handed(self) -> list[TimedWarmKernel]:
-        handed, self.handed = self.handed, []
-        return handed
+    def waited(self) -> float:
+        return sum(k.waited for k in self.handed)
 
 
 _POOL: dict[str, KernelPool] = {}
@@ -319,7 +316,9 @@ def serve(spec_path: Path) -> None:
                 children.discard(pid)
 
     def stop(*_):
-        _stop_kernels(children, token)
+        # no reap() while the set is read, no second stop() inside this one
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM})
+        _stop_kernels(set(children), token)
         os._exit(0)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's: it closes our stdin

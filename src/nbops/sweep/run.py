@@ -10,8 +10,9 @@ from pathlib import Path
 from nbops.exceptions import NbopsError, print_problems
 from nbops.params import params_hash
 from nbops.products import read_json
+from nbops.sweep.executors import run_dask, run_local
 from nbops.sweep.kernels import WARM_ENV, warm_enabled
-from nbops.sweep.point import redact_uri, run_dask, run_local
+from nbops.sweep.point import redact_uri
 from nbops.sweep.runs import (
     close_interrupted,
     finish_parent,

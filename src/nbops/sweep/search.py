@@ -9,14 +9,20 @@ database (its own `alembic_version`); `NBOPS_OPTUNA_STORAGE` (a database URL) fo
 store, such as an MLflow server over HTTP.
 
 The study is named after the sweep: running the sweep again with a higher `n_trials` (or
-`--trials N`) keeps its finished trials and runs only the new ones. A resumed study's sampler is
+`--trials N`) keeps its finished trials and runs only the new ones. A trial counts once it has
+a result or failed on its own; one an interrupt stopped, or one a stopped search left running
+(told failed when the study is next opened to run), is run again. A resumed study's sampler is
 seeded with `seed + trials so far`, so it does not draw the first trials' values again.
+
+Every trial of one search runs on one executor (a LocalPool or one Dask client), so the
+workers and their warm kernels serve trial after trial, as they serve a grid's points.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -27,11 +33,11 @@ from typing import TYPE_CHECKING, Any
 from nbops.exceptions import NbopsError
 from nbops.params import params_hash
 from nbops.products import read_json
-from nbops.sweep.point import redact_uri, run_dask, run_local, scrub
+from nbops.sweep.executors import DaskPool, LocalPool
+from nbops.sweep.point import redact_uri, scrub
 from nbops.sweep.runs import (
     finish_parent,
     finish_point,
-    make_record,
     pick_best,
     point_spec,
     prepare_tracking,
@@ -53,6 +59,8 @@ if TYPE_CHECKING:
     import optuna
 
 ENV_STORAGE = "NBOPS_OPTUNA_STORAGE"
+RUNNER_ATTR = "runner"  # host:pid of the search running a trial
+INTERRUPTED_ATTR = "interrupted"  # a trial an interrupt stopped: run again on resume
 STUDY_FILE = "optuna.db"  # beside a sqlite mlflow.db
 STUDY_SCHEMA = "optuna"  # in a PostgreSQL store's database
 
@@ -76,8 +84,9 @@ def study_storage(tracking_uri: str, shown: str) -> tuple[str, dict[str, Any]]:
     )
 
 
-def open_study(sweep: Sweep, tracking_uri: str) -> optuna.Study:
-    """The sweep's study (created on first use), its sampler seeded for the trials to come."""
+def open_study(sweep: Sweep, tracking_uri: str, run: bool = True) -> optuna.Study:
+    """The sweep's study (created on first use), its sampler seeded for the trials to come.
+    To `run` it, trials a stopped search left running are told failed first."""
     import optuna
     import sqlalchemy
 
@@ -107,7 +116,8 @@ def open_study(sweep: Sweep, tracking_uri: str) -> optuna.Study:
         raise SweepError(f"{sweep.shown}: cannot open the study at {redact_uri(url)}: {reason}") from None
     if study.direction.name.lower() != direction:
         raise SweepError(f"{sweep.shown}: study {sweep.name} does not {direction} {metric}")
-    fail_stale_trials(study)
+    if run:
+        fail_stale_trials(study)
     done = len(study.trials)
     if done:
         study = optuna.load_study(
@@ -117,11 +127,47 @@ def open_study(sweep: Sweep, tracking_uri: str) -> optuna.Study:
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
-    """Trials a stopped sweep left running are told failed (they have no result to tell)."""
+    """Trials a stopped search left running are told failed (they have no result to tell); a
+    trial another search is running (its process alive here, or on another machine) is left."""
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        if not runner_alive(trial.user_attrs.get(RUNNER_ATTR)):
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def runner_alive(runner: str | None) -> bool:
+    """Whether the search `host:pid` may still run its trial: its process is alive on this
+    machine, or it is another machine's (which cannot be told from here)."""
+    host, _, pid = (runner or "").rpartition(":")
+    if not host:
+        return False
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials toward n_trials: those with a result, those that failed on their own (a mix of
+    values the estimator refuses, a failed step) and those another search is running. Not those
+    an interrupt stopped or a stopped search left running: a resumed search runs them again."""
+    from optuna.trial import TrialState
+
+    def counts(t) -> bool:
+        attrs = t.user_attrs
+        if t.state == TrialState.RUNNING:
+            return runner_alive(attrs.get(RUNNER_ATTR))
+        if t.state == TrialState.FAIL:
+            return "reason" in attrs and not attrs.get(INTERRUPTED_ATTR)
+        return t.state == TrialState.COMPLETE
+
+    return sum(counts(t) for t in study.get_trials(deepcopy=False))
 
 
 def drive(
@@ -130,16 +176,21 @@ def drive(
     n_new: int,
     slots: int,
     run_trial: Callable[[int, dict[str, Any]], TrialOutcome],
+    on_interrupt: Callable[[], None] | None = None,
 ) -> list[int]:
     """Ask-and-tell: ask as many trials as there are slots, tell each as it finishes and ask the
     next in its place. `run_trial(number, params)` runs one trial; a None value is told failed
-    and the study goes on. Asks and tells are serialised; returns the trial numbers asked."""
+    and the study goes on. Asks and tells are serialised; returns the trial numbers asked.
+    On Ctrl-C (or a trial that raised) no more are asked, `on_interrupt` stops the executor
+    and the trials still running are told failed as interrupted."""
     from optuna.trial import TrialState
 
     distributions = search.distributions()
     lock = threading.Lock()
     left = [n_new]
+    stopped = threading.Event()
     asked: list[int] = []
+    runner = f"{socket.gethostname()}:{os.getpid()}"
 
     def loop() -> None:
         while True:
@@ -148,31 +199,49 @@ def drive(
                     return
                 left[0] -= 1
                 trial = study.ask(distributions)
+                trial.set_user_attr(RUNNER_ATTR, runner)
                 asked.append(trial.number)
             value: float | None = None
             attrs: dict[str, Any] = {}
+            raised = True
             try:
                 value, attrs = run_trial(trial.number, dict(trial.params))
+                raised = False
             finally:  # a trial that raised is told failed too, never left running
                 with lock:
+                    if raised or (stopped.is_set() and value is None):  # no result of its own
+                        attrs = {**attrs, INTERRUPTED_ATTR: True}
                     for key, item in attrs.items():
                         trial.set_user_attr(key, item)
+                    # skip_if_finished: another search may have told it failed meanwhile
                     if value is None:
-                        study.tell(trial, state=TrialState.FAIL)
+                        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                     else:
-                        study.tell(trial, value)
+                        study.tell(trial, value, skip_if_finished=True)
 
-    width = max(1, min(slots, n_new))
-    with ThreadPoolExecutor(max_workers=width) as pool:
-        futures = [pool.submit(loop) for _ in range(width)]
-        try:
-            for fut in futures:
-                fut.result()
-        except BaseException:  # Ctrl-C or a trial that raised: no more asks, the running ones end
-            with lock:
-                left[0] = 0
-            raise
+    def stop() -> None:  # Ctrl-C or a trial that raised: no more asks, the running ones end
+        with lock:
+            left[0] = 0
+            stopped.set()
+        if on_interrupt is not None:
+            on_interrupt()
+
+    _in_threads(loop, max(1, min(slots, n_new)), stop)
     return asked
+
+
+def _in_threads(loop: Callable[[], None], width: int, stop: Callable[[], None]) -> None:
+    """`loop` in `width` threads until each returns; `stop` first when one raises (or Ctrl-C)."""
+    pool = ThreadPoolExecutor(max_workers=width)
+    futures = [pool.submit(loop) for _ in range(width)]
+    try:
+        for fut in futures:
+            fut.result()
+    except BaseException:
+        stop()
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def trial_point(sweep: Sweep, number: int, overrides: dict[str, Any]) -> Point:
@@ -182,20 +251,18 @@ def trial_point(sweep: Sweep, number: int, overrides: dict[str, Any]) -> Point:
     return Point(number + 1, f"t{number:04d}-{params_hash(overrides)[:8]}", overrides, params)
 
 
-def _slots(scheduler: str | None, workers: int | None) -> int:
-    """Trials at once: the workers asked for, else the cores or the Dask cluster's workers."""
-    if workers:
-        return workers
-    if not scheduler:
-        return os.cpu_count() or 1
-    from distributed import Client
-
-    with Client(scheduler, timeout="30s") as client:
-        return max(1, len(client.nthreads()))
+def _executor(scheduler: str | None, workers: int | None, uri: str) -> tuple[LocalPool | DaskPool, int]:
+    """The one executor every trial of the search runs on, and how many trials run at once:
+    the workers asked for, else the cores or the Dask cluster's workers."""
+    if scheduler:
+        dask = DaskPool(scheduler, uri)
+        return dask, workers or dask.workers()
+    slots = workers or os.cpu_count() or 1
+    return LocalPool(slots, uri), slots
 
 
 def _trial_runner(
-    sweep: Sweep, scheduler: str | None, uri: str, parent_run_id: str, records: list[dict]
+    sweep: Sweep, executor: LocalPool | DaskPool, uri: str, parent_run_id: str, records: list[dict]
 ) -> Callable[[int, dict[str, Any]], TrialOutcome]:
     metric = rank_metric(sweep)
 
@@ -207,17 +274,8 @@ def _trial_runner(
             say(f"✗ trial {number}: {reason}")
             records.append(record_of(number + 1, f"t{number:04d}", overrides, None, {"reason": reason}, None))
             return None, {"reason": reason}
-        specs = {point.id: point_spec(sweep, point, parent_run_id)}
-        done: list[dict] = []
-
-        def on_done(pid: str, out: dict) -> None:
-            done.append(finish_point(sweep, point, out, uri, parent_run_id))
-
-        if scheduler:
-            run_dask(specs, scheduler, on_done, uri)
-        else:
-            run_local(specs, 1, on_done, uri)
-        rec = done[0] if done else make_record(point, {"reason": "no result from executor"}, parent_run_id)
+        out = executor.run(point_spec(sweep, point, parent_run_id))
+        rec = finish_point(sweep, point, out, uri, parent_run_id)
         records.append(rec)
         ok = rec["status"] == "ok"
         value = rec["challenger"]["metrics"][metric] if ok else None
@@ -233,8 +291,9 @@ def run_search(
     trials: int | None = None,
     run: bool = True,
 ) -> tuple[list[dict], set[str], optuna.Study]:
-    """Run the study up to `trials` (default n_trials) finished trials; returns every trial's
-    record, the point ids of those run here and the study. Fills `sweep.points` (for the gate)."""
+    """Run the study up to `trials` (default n_trials) counted trials (`counted_trials`); returns
+    every trial's record, the point ids of those run here and the study. Fills `sweep.points`
+    (for the gate)."""
     from nbops.ml import tracking
 
     search = sweep.search
@@ -244,25 +303,28 @@ def run_search(
         raise SweepError(f"{sweep.shown}: --trials {trials}: must be at least 1")
     target = trials or search.n_trials
     uri = tracking.configure_tracking(sweep.root)
-    study = open_study(sweep, uri)
-    n_new = target - len(study.trials) if run else 0
+    study = open_study(sweep, uri, run=run)
+    counted = counted_trials(study)
+    n_new = target - counted if run else 0
     ran: set[str] = set()
     if n_new <= 0:
-        say(f"search {sweep.name}: the study has {len(study.trials)} trial(s) of {target}: none to run")
+        say(f"search {sweep.name}: the study has {counted} trial(s) of {target}: none to run")
     else:
         base = Point(0, "base", {}, validate_overrides(sweep.base_params, {}, sweep.shown))
         uri, parent_run_id = prepare_tracking(sweep, [base])
-        slots = _slots(scheduler, workers)
+        executor, slots = _executor(scheduler, workers, uri)
         where = f"Dask at {scheduler}" if scheduler else "a local pool"
         say(
-            f"search {sweep.name}: {n_new} new trial(s) after {len(study.trials)}, {slots} at once on "
+            f"search {sweep.name}: {n_new} new trial(s) after {counted}, {slots} at once on "
             f"{where}; parent run {parent_run_id}"
         )
         new: list[dict] = []
         t0 = time.perf_counter()
         try:
-            drive(study, search, n_new, slots, _trial_runner(sweep, scheduler, uri, parent_run_id, new))
-        finally:  # also when interrupted: the parent run and the trials' runs are closed
+            run_trial = _trial_runner(sweep, executor, uri, parent_run_id, new)
+            drive(study, search, n_new, slots, run_trial, on_interrupt=executor.close)
+        finally:  # also when interrupted: the workers, the parent run and the trials' runs are closed
+            executor.close()
             ran = {r["id"] for r in new}
             tags = study_tags(study, trial_records(sweep, study), len(new), rank_metric(sweep))
             finish_parent(parent_run_id, sweep, new, time.perf_counter() - t0, tags)

@@ -1,5 +1,5 @@
 """A local sweep worker's process (`python -m nbops.sweep.worker <reply fd>`, started by
-nbops.sweep.point.run_local): long-lived, it runs points one after another, each in a fresh
+nbops.sweep.executors.LocalPool): long-lived, it runs points one after another, each in a fresh
 runner call with fresh kernels, so the runner and its libraries are imported once per worker
 rather than once per point.
 

@@ -207,7 +207,6 @@ def _run_steps(
         return None
     kernels = None
     if to_run:
-        preflight(plan, to_run)  # params and data are valid: kernels may start now
         steps = [s for s in wanted if s.name in to_run]
         if any(s.tracked for s in steps):
             # before any kernel starts, so every kernel inherits the store's URI. The store itself
@@ -215,7 +214,7 @@ def _run_steps(
             from nbops.ml import tracking
 
             tracking.configure_tracking(root)
-        kernels = Kernels(plan, steps, keep_warm_s, user_env or dict(os.environ), kernel_supply)
+        kernels = _kernels_and_preflight(plan, steps, to_run, keep_warm_s, user_env, kernel_supply)
         budget.watch(kernels.warm)
         try:
             _execute_all(plan, steps, result, jobs, kernels.warm, budget)
@@ -225,6 +224,31 @@ def _run_steps(
             raise
         finally:
             kernels.shutdown()  # steps that never ran (upstream failed, store down)
+    return kernels
+
+
+def _kernels_and_preflight(plan, steps, to_run, keep_warm_s, user_env, kernel_supply) -> Kernels:
+    """The steps' kernels, once `preflight` has passed. New kernels start first and import
+    meanwhile (it imports scikit-learn: 1.5 s with one core idle), and are stopped if it
+    refuses: 02_train and 03_evaluate forked from one kernel parent (nbops.runner.forks), the
+    others started on their own. Kernels kept warm by the last run, or a sweep's, are taken
+    only once it passed (a refused edit keeps them for the next try)."""
+    from nbops.runner.spares import spares_waiting
+
+    env = user_env or dict(os.environ)
+    if kernel_supply is not None or spares_waiting(build_root(plan.root)):
+        preflight(plan, to_run)
+        return Kernels(plan, steps, keep_warm_s, env, kernel_supply)
+    from nbops.runner.forks import start_run_forks
+
+    pool, kernel_supply = start_run_forks(plan, steps)
+    kernels = Kernels(plan, steps, keep_warm_s, env, kernel_supply)
+    kernels.pool = pool
+    try:
+        preflight(plan, to_run)
+    except BaseException:
+        kernels.shutdown()  # they only imported: no step ran, nothing to undo
+        raise
     return kernels
 
 

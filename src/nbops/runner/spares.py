@@ -169,6 +169,12 @@ def spawn(
     return spec
 
 
+def spares_waiting(build: Path) -> bool:
+    """Whether the last run left any spare kernel here (kept warm, not yet claimed)."""
+    folder = folder_of(build)
+    return folder.is_dir() and any(folder.glob("*.spare"))
+
+
 def claim(build: Path, step: str, key: dict[str, str], nice: int = 0) -> SpareKernel | None:
     """Adopt a ready-or-warming spare for `step` whose key matches; stop the ones that don't."""
     folder = folder_of(build)
@@ -216,7 +222,7 @@ def stop_all(build: Path) -> int:
 def is_spare_process(pid: int, token: str) -> bool:
     """The process is alive (not a zombie) and is the spare with this token (not a reused PID):
     an nbops program whose command line names the spec file with this token (a spare, or a
-    kernel forked by a sweep worker's kernel parent, nbops.sweep.kernels)."""
+    kernel forked by a kernel parent, nbops.runner.forks)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")

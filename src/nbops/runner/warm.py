@@ -145,9 +145,13 @@ class Kernels:
                 kernel = spares.claim(build_root(plan.root), s.name, self.keys[s.name], nice)
             self.warm[s.name] = kernel or WarmKernel(self.code[s.name], self.cwd, nice=nice)
 
+    pool = None
+
     def shutdown(self) -> None:
         for kernel in self.warm.values():
             kernel.shutdown()
+        if self.pool is not None:
+            self.pool.close()
 
     def keep_warm_for_next_run(self, result: RunResult) -> None:
         from nbops.runner import spares

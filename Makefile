@@ -63,8 +63,8 @@ report: setup ## re-render reports/<PARAMS stem>/ from the last executed noteboo
 # pytest-xdist workers for `make test` (TEST_WORKERS=0: one process, in file order)
 TEST_WORKERS ?= 2
 
-test: setup ## all tests: unit, data, model, notebooks (nbval), end to end (TEST_WORKERS=2)
-	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
+test: setup ## all tests: unit, data, model, notebooks (nbval), end to end (TEST_WORKERS=2); prints the 25 slowest
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) --durations=25 $(PYTEST_ARGS)
 
 lint: setup ## ruff on code and notebooks, mypy on src/ ([tool.mypy]); no notebook outputs committed
 	$(VENV)/bin/ruff check src tests notebooks

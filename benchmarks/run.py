@@ -176,22 +176,23 @@ def bench_pipeline(rounds: int, work: Path, samples: dict[str, list], notes: lis
                 m = run_pipeline(root, env=KEEP_WARM)
                 samples["noop_rerun_s"].append(m.seconds)
                 samples["kernels_started_noop"].append(m.kernels)
-                # three one-parameter edits of model.params.max_depth: only 02_train and
-                # 03_evaluate rerun (01_eda does not read model.*)
+                # three one-parameter edits of model.params.max_depth in params/default.yaml (in
+                # place, as a person edits: another file would be a build of its own): only
+                # 02_train and 03_evaluate rerun (01_eda does not read model.*)
                 # 1. at once: the kernels the cold run left are still importing (the worst case)
-                edit = write_params(root, "bench-depth", lambda p: p["model"]["params"].update(max_depth=4))
+                edit = write_params(root, "default", lambda p: p["model"]["params"].update(max_depth=4))
                 now = run_pipeline(root, edit, env=KEEP_WARM)
                 samples["one_param_immediate_s"].append(now.seconds)
                 # 2. the edit as a person makes it: seconds later, the kept kernels warm by then
                 samples["spares_warm_after_s"].append(wait_for_spares(root, 2))
-                edit = write_params(root, "bench-depth", lambda p: p["model"]["params"].update(max_depth=5))
+                edit = write_params(root, "default", lambda p: p["model"]["params"].update(max_depth=5))
                 m = run_pipeline(root, edit, env=KEEP_WARM)
                 adopted = m.output.count(ADOPTED)
                 samples["one_param_rerun_s"].append(m.seconds)
                 samples["kernels_started_one_param"].append(m.kernels)
                 samples["kernels_adopted_one_param"].append(adopted)
                 # 3. without kept kernels (this run also stops the ones left): what they buy
-                edit = write_params(root, "bench-depth", lambda p: p["model"]["params"].update(max_depth=6))
+                edit = write_params(root, "default", lambda p: p["model"]["params"].update(max_depth=6))
                 fresh = run_pipeline(root, edit, env=NO_SPARES)
                 samples["one_param_fresh_kernels_s"].append(fresh.seconds)
                 if package_hash() != before:

@@ -35,9 +35,31 @@ def containers(tmp_path_factory):
 
     state = tmp_path_factory.mktemp("container") / "state.json"
     try:
-        return Containers(REPO / ".cache" / "containers", state=state, say=BUILD_LOG.append)
+        box = Containers(REPO / ".cache" / "containers", state=state, say=BUILD_LOG.append)
     except ContainerError as exc:
         pytest.fail(str(exc), pytrace=False)
+    remove_orphans(box)
+    return box
+
+
+def remove_orphans(box) -> list[str]:
+    """Remove the containers an interrupted test session left: named nbops-test-<pid>-<n> by a
+    test process that is gone (a live session's, and every other container, are left alone)."""
+    listed = box.call(
+        box.engine.command("ps", "-a", "--filter", "name=nbops-test-", "--format", "{{.ID}} {{.Names}}"),
+        check=False,
+    )
+    removed = []
+    for line in (listed.stdout or "").splitlines():
+        cid, _, name = line.strip().partition(" ")
+        parts = name.split("-")
+        if len(parts) != 4 or parts[:2] != ["nbops", "test"] or not parts[2].isdigit():
+            continue
+        if Path(f"/proc/{parts[2]}").exists():
+            continue
+        box.call(box.engine.command("rm", "-f", cid), check=False)
+        removed.append(name)
+    return removed
 
 
 @pytest.fixture(scope="session")

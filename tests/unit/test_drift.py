@@ -329,3 +329,29 @@ def test_a_params_file_whose_name_another_owns_is_refused_before_any_check(comma
         and "the name 'smoke' (build/smoke/, reports/smoke/) belongs to params/smoke.yaml" in err[0]
     )
     assert command.state["retrains"] == [] and not reports_dir(tmp_path, "smoke").exists()
+
+
+def test_the_drift_check_writes_under_the_build_lock_a_run_takes(tmp_path, monkeypatch):
+    """A run of the same params file writes the same build/<name>/ and reports/<name>/."""
+    import fcntl
+
+    from tests.conftest import make_project
+
+    root = make_project(tmp_path / "project")
+    held = []
+
+    def write_verdict(root_path, params, folders, params_file):
+        with open(folders.build / ".lock", "a+") as other:  # as a second run would open it
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held.append(True)
+            else:
+                held.append(False)
+                fcntl.flock(other, fcntl.LOCK_UN)
+        return None, True
+
+    monkeypatch.setattr(drift_command, "_write_verdict", write_verdict)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert drift_command.main_drift("params/smoke.yaml", str(root)) == 0
+    assert held == [True]

@@ -115,6 +115,7 @@ def main_drift(
     from nbops.ml.drift import DRIFT as DRIFTED
     from nbops.params import load_params
     from nbops.runner.folders import params_folders
+    from nbops.runner.noop import build_lock
 
     root_path = Path(root).resolve()
     path = Path(params_file) if Path(params_file).is_absolute() else root_path / params_file
@@ -123,7 +124,9 @@ def main_drift(
         params = load_params(path)
         tracking.configure_tracking(root_path)
         try:
-            report, no_champion = _write_verdict(root_path, params, folders, path)
+            # as a run holds it: a run of the same params file writes the same folders
+            with build_lock(folders.build):
+                report, no_champion = _write_verdict(root_path, params, folders, path)
         except ModelError as exc:
             if not force:
                 raise

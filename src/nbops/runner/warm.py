@@ -7,13 +7,16 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbops.layout import NOTEBOOKS_DIR, build_root
 from nbops.runner.codehash import notebook_code_hash
 from nbops.runner.notebook import PRELOADER, read_notebook_source, warmup_code
 from nbops.runner.plan import Plan, RunResult, Step
 from nbops.runner.progress import say
+
+if TYPE_CHECKING:
+    from nbops.runner.forks import KernelPool
 
 # A step that nothing waits for and that waits for nothing else in the run (EDA beside train ->
 # evaluate) runs at a lower CPU priority: on a 2-core machine its kernel otherwise takes half the
@@ -145,7 +148,7 @@ class Kernels:
                 kernel = spares.claim(build_root(plan.root), s.name, self.keys[s.name], nice)
             self.warm[s.name] = kernel or WarmKernel(self.code[s.name], self.cwd, nice=nice)
 
-    pool = None
+    pool: KernelPool | None = None  # the kernel parent of the forked ones, closed with them
 
     def shutdown(self) -> None:
         for kernel in self.warm.values():

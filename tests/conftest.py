@@ -20,8 +20,16 @@ REAL_DRUG200 = REPO.parent / "shared" / "data" / "drug200.csv"
 
 def pytest_configure(config):
     """No kernels kept warm between the suite's runs (nbops.runner.spares): hundreds of pipeline runs
-    would each leave kernels idling for minutes. tests/*/test_spares*.py turn them on."""
+    would each leave kernels idling for minutes. tests/*/test_spares*.py turn them on.
+
+    One OpenMP/BLAS thread per process (a user's own setting wins): `make test` runs two workers
+    on two cores, each starting kernels, so every core is taken; a library that starts a thread
+    per core then has its threads spin at each barrier for a core another process holds
+    (scikit-learn's HistGradientBoosting test took 60 s in the suite; the four factory models'
+    test takes 7 s alone)."""
     os.environ["NBOPS_KEEP_WARM_S"] = "0"
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
 
 
 # Under pytest-xdist (`make test`: `-n 2 --dist loadfile`) the tests of one file share a worker,

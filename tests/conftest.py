@@ -142,6 +142,14 @@ def write_params(root: Path, name: str, edit) -> Path:
     return path
 
 
+@pytest.fixture
+def smoke_project(smoke_champion, tmp_path, monkeypatch) -> Path:
+    """A project just after the smoke pipeline's first run (champion v1, build/ and reports/
+    current): a copy of the session's smoke champion, for a test that would begin with that run."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return copy_project(smoke_champion.root, tmp_path / "project")
+
+
 @pytest.fixture(scope="session")
 def browser():
     """One Debian-chromium browser (playwright, sync API) for the whole session: defined here,

@@ -8,17 +8,15 @@ import shutil
 import pytest
 
 from nbops.layout import build_dir
-from tests.conftest import make_project, nbops
+from tests.conftest import copy_project, nbops
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def proj(tmp_path_factory):
-    root = make_project(tmp_path_factory.mktemp("cache") / "project")
-    res = nbops(root, "run", "--params", "params/smoke.yaml")
-    assert res.returncode == 0, res.stderr
-    return root
+def proj(smoke_champion, tmp_path_factory):
+    """After the smoke pipeline's run: a copy of the session's smoke champion."""
+    return copy_project(smoke_champion.root, tmp_path_factory.mktemp("cache") / "project")
 
 
 def run(root):

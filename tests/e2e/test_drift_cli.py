@@ -29,8 +29,8 @@ def test_drift_without_a_champion_says_what_to_run_and_is_not_an_error(project):
 
 
 @pytest.mark.e2e
-def test_drift_report_after_a_pipeline_then_a_shift_is_found(project):
-    assert nbops(project, "run", "--params", "params/smoke.yaml").returncode == 0
+def test_drift_report_after_a_pipeline_then_a_shift_is_found(smoke_project):
+    project = smoke_project  # after the smoke pipeline's run
 
     same = nbops(project, "drift", "--params", "params/smoke.yaml", "--fail-on-drift")
     assert same.returncode == 0, same.stderr

@@ -115,8 +115,13 @@ def text_outputs(nb) -> str:
 
 
 @pytest.mark.parametrize("which", ["smoke", "penguins"])
-def test_hand_runs_leave_the_pipeline_and_registry_alone(project, monkeypatch, which):
-    params_file = project / "params" / "smoke.yaml" if which == "smoke" else penguins_params(project)
+def test_hand_runs_leave_the_pipeline_and_registry_alone(request, monkeypatch, which):
+    if which == "smoke":  # after the smoke pipeline's run (its copy's first run arms the no-op path)
+        project = request.getfixturevalue("smoke_project")
+        params_file = project / "params" / "smoke.yaml"
+    else:
+        project = request.getfixturevalue("project")
+        params_file = penguins_params(project)
     first = nbops(project, "run", "--params", str(params_file.relative_to(project)))
     assert first.returncode == 0, first.stdout + first.stderr
     before_build, before_registry = build_digest(project), registry_state(project)
@@ -149,18 +154,18 @@ def test_hand_runs_leave_the_pipeline_and_registry_alone(project, monkeypatch, w
         assert "Downloading artifacts" not in shown and "vNone" not in shown, (step, shown[-2000:])
 
 
-def test_evaluate_by_hand_before_train_says_what_to_run_first(project, monkeypatch):
+def test_evaluate_by_hand_before_train_says_what_to_run_first(smoke_project, monkeypatch):
     from nbclient.exceptions import CellExecutionError
 
-    assert nbops(project, "run", "--params", "params/smoke.yaml").returncode == 0
+    project = smoke_project
     with pytest.raises(CellExecutionError, match=r"holdout.json not found: run 02_train first"):
         run_as_in_lab(project, project / "params" / "smoke.yaml", "03_evaluate", monkeypatch)
     assert not (lab_build_dir(project, "smoke") / "03_evaluate" / "metrics.json").exists()
 
 
-def test_register_true_registers_on_purpose(project, monkeypatch):
+def test_register_true_registers_on_purpose(smoke_project, monkeypatch):
+    project = smoke_project
     params_file = project / "params" / "smoke.yaml"
-    assert nbops(project, "run", "--params", "params/smoke.yaml").returncode == 0
     path = project / "notebooks" / "02_train.ipynb"
     path.write_text(path.read_text().replace("register = False", "register = True"))
     versions, aliases = registry_state(project)["drug-classifier"]
@@ -170,10 +175,10 @@ def test_register_true_registers_on_purpose(project, monkeypatch):
     assert after_aliases["champion"] == aliases["champion"]  # challenger moves, champion never
 
 
-def test_drift_by_hand_says_what_to_run_first(project, monkeypatch):
+def test_drift_by_hand_says_what_to_run_first(smoke_project, monkeypatch):
     from nbclient.exceptions import CellExecutionError
 
-    assert nbops(project, "run", "--params", "params/smoke.yaml").returncode == 0
+    project = smoke_project
     with pytest.raises(CellExecutionError, match=r"no drift check yet: run `make drift` first"):
         run_as_in_lab(project, project / "params" / "smoke.yaml", "04_drift", monkeypatch)
     assert "mlflow.db" not in os.listdir(project / "notebooks")

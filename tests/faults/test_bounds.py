@@ -224,8 +224,8 @@ def test_a_2_gb_csv_is_refused_by_data_max_mb_before_it_is_read(project):
 @pytest.mark.e2e
 @pytest.mark.parametrize("head", [HEADER, b""], ids=["nuls-after-a-header", "all-nuls"])
 def test_a_2_gb_file_of_nuls_under_a_raised_cap_is_refused_from_its_first_mb(project, head):
-    """Read whole and OOM-killed at 23.7 GB before (no message); with data.max_mb raised past it
-    the file is hashed (streamed) and refused from its first MB."""
+    """With data.max_mb raised past it, the file is refused from its first MB, before it is
+    hashed or read (read whole, it was OOM-killed at 23.7 GB with no message)."""
     sparse_file(project / "data" / "raw" / "nul.csv", 2 << 30, head)
     params = _use_data(project, "nul", "data/raw/nul.csv", max_mb=4096)
     res = nbops_bounded(project, "run", "--params", params, mem_mb=2048, timeout=120)

@@ -10,7 +10,6 @@ from mlflow import MlflowClient
 
 from tests.conftest import make_project
 
-
 # the steps that write the store and the registry (train, evaluate); 01_eda writes neither
 STORE_STEPS = ("--only", "03_evaluate")
 

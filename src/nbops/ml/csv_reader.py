@@ -31,9 +31,10 @@ def check_size(path: Path, max_mb: int, what: str) -> None:
         raise DataError(f"{what} {size} MB, more than data.max_mb={max_mb} (raise it to read this file)")
 
 
-def _read_header(path: Path, delimiter: str, shown) -> list[str]:
-    """The header's names, from the first HEAD_BYTES of the file (bounded whatever the file is:
-    a header with no line end, a file of NULs)."""
+def read_text_head(path: Path, shown) -> tuple[str, bool]:
+    """The first HEAD_BYTES of the file as text, and whether that is all of it; DataError when
+    they are not UTF-8 text. Cheap whatever the file is (a file of NULs, a 2 GB binary), so it
+    runs before the file is hashed or read whole."""
     import codecs
 
     with open(path, "rb") as fh:
@@ -44,8 +45,15 @@ def _read_header(path: Path, delimiter: str, shown) -> list[str]:
         raise DataError(f"{shown}: not a UTF-8 text CSV file") from None
     if "\x00" in text:
         raise DataError(f"{shown}: not a text CSV file (binary content)")
+    return text, len(head) < HEAD_BYTES
+
+
+def _read_header(path: Path, delimiter: str, shown) -> list[str]:
+    """The header's names, from the first HEAD_BYTES of the file (bounded whatever the file is:
+    a header with no line end, a file of NULs)."""
+    text, whole = read_text_head(path, shown)
     end = text.find("\n")
-    if end < 0 and len(head) == HEAD_BYTES:
+    if end < 0 and not whole:
         raise DataError(f"{shown}: line 1 (the header) is longer than {HEAD_BYTES >> 20} MB")
     first, rest = (text, "") if end < 0 else (text[: end + 1], text[end + 1 :])
     if not first.strip():

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbops.exceptions import DataError, ParamsError
-from nbops.ml.csv_reader import _SHOWN_LINES, _lines_of, check_size, read_table
+from nbops.ml.csv_reader import _SHOWN_LINES, _lines_of, check_size, read_table, read_text_head
 from nbops.ml.metrics import CLASSIFICATION, REGRESSION
 
 # Heavy libraries imported inside the functions below; warm kernels load them early (nbops.runner.preload).
@@ -34,6 +34,7 @@ def resolve_data_path(params: Params, root: Path, source: str = "params") -> Pat
     path = root / data.path
     if path.is_file():
         check_size(path, data.max_mb, f"{source}: key 'data.path': {data.path} is")
+        read_text_head(path, data.path)  # a binary file is refused before it is hashed
         return path
     if path.exists():
         raise ParamsError(f"{source}: key 'data.path': {data.path} is not a file")

@@ -174,7 +174,7 @@ def test_five_thousand_declared_columns_end_in_bounded_time(root, wide_csv):
         p["data"]["path"] = "data/raw/wide.csv"
         del p["data"]["synthetic"]
         p["data"]["numeric"] = ["Age", "Na_to_K", *[f"c{i}" for i in range(5000)]]
-        p["run"] = {"cell_timeout_s": 20}
+        p["run"] = {"cell_timeout_s": 8}
 
     write_params(root, "wide-declared", edit)
     start = time.monotonic()

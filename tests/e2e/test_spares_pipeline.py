@@ -1,7 +1,9 @@
 """The edit-a-param-and-rerun loop with kernels kept warm (nbops.runner.spares), through the real CLI:
 the rerun's steps run in the kernels the last run left, give the same results a fresh kernel
 gives, a run of another params file adopts them too (build/.spares/ serves every params file),
-and nothing is left running once spares are turned off."""
+and nothing is left running once spares are turned off. Each stage needs the kernels the stage
+before left running (live processes: a copied project cannot have them), so the loop is one test
+whose stages are the functions below, in the order a person meets them."""
 
 import json
 import time
@@ -38,13 +40,21 @@ def wait_for(pred, within_s=60):
     return False
 
 
-@pytest.fixture(scope="module")
-def proj(tmp_path_factory):
-    root = make_project(tmp_path_factory.mktemp("spares") / "project")
+@pytest.fixture
+def proj(tmp_path):
+    root = make_project(tmp_path / "project")
     depth(root, 3)
     write_params(root, "other", lambda p: p["model"]["params"].update(max_depth=5))
     yield root
-    spares.stop_all(build_root(root))  # whatever a failed test left
+    spares.stop_all(build_root(root))  # whatever a failed stage left
+
+
+def test_the_edit_and_rerun_loop_with_kernels_kept_warm(proj):
+    a_run_leaves_a_warm_kernel_for_each_step_it_executed(proj)
+    the_one_param_rerun_adopts_them_and_trains_with_the_new_value(proj)
+    a_changed_environment_is_not_served_by_an_old_kernel(proj)
+    another_params_file_adopts_the_kernels_kept_warm(proj)
+    turning_spares_off_stops_the_ones_left(proj)
 
 
 def depth(root, max_depth):
@@ -52,7 +62,7 @@ def depth(root, max_depth):
     write_params(root, "depth", lambda p: p["model"]["params"].update(max_depth=max_depth))
 
 
-def test_a_run_leaves_a_warm_kernel_for_each_step_it_executed(proj):
+def a_run_leaves_a_warm_kernel_for_each_step_it_executed(proj):
     res = nbops(proj, "run", "--params", "params/depth.yaml", env=ON)
     assert res.returncode == 0, res.stderr
     assert "kept 3 kernel(s) warm for the next run (01_eda, 02_train, 03_evaluate" in res.stdout
@@ -77,7 +87,7 @@ def test_a_run_leaves_a_warm_kernel_for_each_step_it_executed(proj):
         assert "without encryption" not in log.read_text(), log
 
 
-def test_the_one_param_rerun_adopts_them_and_trains_with_the_new_value(proj):
+def the_one_param_rerun_adopts_them_and_trains_with_the_new_value(proj):
     before = spare_pids(build_root(proj))
     depth(proj, 4)
     # as `make pipeline PARAMS=... ARGS=...` runs it: make exports its command-line variables
@@ -106,7 +116,7 @@ def test_the_one_param_rerun_adopts_them_and_trains_with_the_new_value(proj):
     assert "kept 2 kernel(s) warm for the next run (02_train, 03_evaluate" in res.stdout
 
 
-def test_a_changed_environment_is_not_served_by_an_old_kernel(proj):
+def a_changed_environment_is_not_served_by_an_old_kernel(proj):
     depth(proj, 3)
     res = nbops(proj, "run", "--params", "params/depth.yaml", env={**ON, "NBOPS_TEST_MARKER": "x"})
     assert res.returncode == 0, res.stderr
@@ -115,8 +125,8 @@ def test_a_changed_environment_is_not_served_by_an_old_kernel(proj):
     assert "kernel kept warm by the last run)" not in res.stdout
 
 
-def test_another_params_file_adopts_the_kernels_kept_warm(proj):
-    """The last run (the same environment) left train and evaluate kernels; another params file
+def another_params_file_adopts_the_kernels_kept_warm(proj):
+    """The run before (the same environment) left train and evaluate kernels; another params file
     adopts them, in folders of its own where every step runs."""
     assert wait_for(lambda: {"02_train", "03_evaluate"} <= set(spare_pids(build_root(proj))))
     before = spare_pids(build_root(proj))
@@ -131,8 +141,8 @@ def test_another_params_file_adopts_the_kernels_kept_warm(proj):
     assert (build_dir(proj, "other") / "02_train" / "model.json").is_file()
 
 
-def test_turning_spares_off_stops_the_ones_left(proj):
-    # the kernels the last run (params/other.yaml, every step) left, once they run
+def turning_spares_off_stops_the_ones_left(proj):
+    # the kernels the run before (params/other.yaml, every step) left, once they run
     assert wait_for(lambda: set(spare_pids(build_root(proj))) == {"01_eda", "02_train", "03_evaluate"})
     left = spare_pids(build_root(proj))
     depth(proj, 4)

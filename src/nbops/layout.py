@@ -27,6 +27,9 @@ EDA = "01_eda"
 TRAIN = "02_train"
 EVALUATE = "03_evaluate"
 DRIFT = "04_drift"
+# the steps that fit and judge a model: what a sweep's point runs, and what a fresh run forks
+# from one kernel parent (their imports are nearly the same)
+MODEL_STEPS = (TRAIN, EVALUATE)
 
 BUILD_DIR = "build"
 REPORTS_DIR = "reports"

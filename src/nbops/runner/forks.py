@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from nbops.layout import EVALUATE, TRAIN
+from nbops.layout import MODEL_STEPS
 from nbops.products import write_json
 from nbops.runner.spares import SpareKernel, is_spare_process, kernel_env, stop_process
 
@@ -183,6 +183,7 @@ class KernelPool:
 
         proc = self._proc
         if proc is None or proc.poll() is not None:
+            print(f"! the kernel parent stopped (see {self.folder}/kernels.{self.token}.log)", flush=True)
             return None
         base = self.folder / f"{step}.{uuid.uuid4().hex[:12]}"
         conn = f"{base}.conn.json"
@@ -216,6 +217,7 @@ class ForkedKernel:
     adopted = False
 
     def __init__(self, pool: KernelPool, step: str, code: str, cwd: Path):
+        self.step = step
         self.cancelled = threading.Event()
         self.kernel: PoolKernel | None = None
         self._thread = threading.Thread(
@@ -224,8 +226,18 @@ class ForkedKernel:
         self._thread.start()
 
     def take(self):
+        """The forked kernel's manager; None when there is none (the pool said why) or it died
+        before its step (said here): the step then starts a kernel of its own."""
         self._thread.join()
-        return None if self.kernel is None or self.cancelled.is_set() else self.kernel.take()
+        if self.kernel is None or self.cancelled.is_set():
+            return None
+        km = self.kernel.take()
+        if km is None and not self.cancelled.is_set():
+            print(
+                f"! {self.step}: its forked kernel stopped before the step; it starts a kernel of its own",
+                flush=True,
+            )
+        return km
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -240,33 +252,30 @@ class ForkedKernel:
 
 # ------------------------------------------------------------------ a pipeline run's forks
 
-FORKED_STEPS = (TRAIN, EVALUATE)  # one import for both; 01_eda's own kernel starts beside it
-
 
 def forks_supported() -> bool:
     """Linux only: macOS forks unsafely once some libraries are loaded, Windows cannot fork."""
     return sys.platform.startswith("linux")
 
 
-def start_run_forks(plan, steps) -> tuple[KernelPool | None, Callable | None]:
-    """For a run starting fresh kernels: a kernel parent importing what 02_train and 03_evaluate
-    import, forking each of them a kernel when it is needed (started now, in the background).
-    Returns the pool (closed with the run's kernels) and the runner's `kernel_supply` for it;
-    (None, None) when fewer than two of those steps run or the platform cannot fork."""
+def start_run_forks(plan, step_codes: dict[str, str]) -> tuple[Callable | None, KernelPool | None]:
+    """For a run starting fresh kernels (`step_codes`: each step's warm-up code): a kernel parent
+    importing what 02_train and 03_evaluate import, forking each of them a kernel when it is
+    needed (started now, in the background). Returns the runner's `kernel_supply` for it and the
+    pool (closed with the run's kernels); (None, None) when fewer than two of those steps run or
+    the platform cannot fork."""
     from nbops.layout import NOTEBOOKS_DIR
-    from nbops.runner.notebook import read_notebook_source, warmup_code
 
-    names = [s for s in steps if s.name in FORKED_STEPS]
-    if len(names) < 2 or not forks_supported():
+    codes = {name: code for name, code in step_codes.items() if name in MODEL_STEPS}
+    if len(codes) < 2 or not forks_supported():
         return None, None
-    codes = {s.name: warmup_code(read_notebook_source(plan.root / s.notebook)) for s in names}
     pool = KernelPool(plan.build / KERNELS_FOLDER, ahead=False)
     pool.start(codes, plan.root / NOTEBOOKS_DIR)
 
     def supply(step: str, code: str, cwd: Path) -> ForkedKernel | None:
         return ForkedKernel(pool, step, code, cwd) if step in codes else None
 
-    return pool, supply
+    return supply, pool
 
 
 # ------------------------------------------------------------------ the kernel parent's process

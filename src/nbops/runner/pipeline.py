@@ -235,15 +235,13 @@ def _kernels_and_preflight(plan, steps, to_run, keep_warm_s, user_env, kernel_su
     only once it passed (a refused edit keeps them for the next try)."""
     from nbops.runner.spares import spares_waiting
 
-    env = user_env or dict(os.environ)
+    kernels = Kernels(plan, steps, keep_warm_s, user_env or dict(os.environ))
     if kernel_supply is not None or spares_waiting(build_root(plan.root)):
         preflight(plan, to_run)
-        return Kernels(plan, steps, keep_warm_s, env, kernel_supply)
+        return kernels.start(kernel_supply)
     from nbops.runner.forks import start_run_forks
 
-    pool, kernel_supply = start_run_forks(plan, steps)
-    kernels = Kernels(plan, steps, keep_warm_s, env, kernel_supply)
-    kernels.pool = pool
+    kernels.start(*start_run_forks(plan, kernels.code))
     try:
         preflight(plan, to_run)
     except BaseException:

@@ -118,14 +118,9 @@ class Kernels:
     `keep_warm_for_next_run` leaves a spare for each step that executed, for the next
     edit-and-rerun."""
 
-    def __init__(
-        self,
-        plan: Plan,
-        steps: list[Step],
-        keep_warm_s: float,
-        user_env: dict[str, str],
-        supply: KernelSupply | None = None,
-    ):
+    def __init__(self, plan: Plan, steps: list[Step], keep_warm_s: float, user_env: dict[str, str]):
+        """Each step's warm-up code and spare key, from its notebook read once; `start` starts
+        the kernels."""
         from nbops.runner import spares
 
         self.plan, self.keep_warm_s = plan, keep_warm_s
@@ -134,7 +129,11 @@ class Kernels:
         # the key: the user's environment and the tracking settings, not the variables that
         # libraries imported by this process set for themselves (pandera, scikit-learn do)
         keyed_env = {**user_env, **{k: v for k, v in self.env.items() if k.startswith("MLFLOW_")}}
-        self.code, self.keys, self.nice, self.warm = {}, {}, {}, {}
+        self.code: dict[str, str] = {}
+        self.keys: dict[str, dict[str, str]] = {}
+        self.nice: dict[str, int] = {}
+        self.warm: dict[str, Any] = {}  # a step's kernel: supplied, a claimed spare or a WarmKernel
+        self.pool: KernelPool | None = None  # the kernel parent of the forked ones, closed with them
         for s in steps:
             nb = read_notebook_source(plan.root / s.notebook)
             self.code[s.name] = warmup_code(nb)
@@ -142,13 +141,20 @@ class Kernels:
             # whole package: an edit under serve/ keeps the spares
             package = notebook_code_hash(nb, extra=(PRELOADER,))
             self.keys[s.name] = spares.spare_key(s.name, self.code[s.name], self.cwd, keyed_env, package)
-            nice = self.nice[s.name] = SIDE_BRANCH_NICE if is_side_branch(s, steps) else 0
-            kernel = supply(s.name, self.code[s.name], self.cwd) if supply else None
-            if kernel is None and keep_warm_s:
-                kernel = spares.claim(build_root(plan.root), s.name, self.keys[s.name], nice)
-            self.warm[s.name] = kernel or WarmKernel(self.code[s.name], self.cwd, nice=nice)
+            self.nice[s.name] = SIDE_BRANCH_NICE if is_side_branch(s, steps) else 0
 
-    pool: KernelPool | None = None  # the kernel parent of the forked ones, closed with them
+    def start(self, supply: KernelSupply | None = None, pool: KernelPool | None = None) -> Kernels:
+        """Start each step's kernel: `supply`'s when it gives one (a sweep worker's pool, a run's
+        forks from `pool`, closed with them), else a spare that matches, else a WarmKernel."""
+        from nbops.runner import spares
+
+        self.pool = pool
+        for name, code in self.code.items():
+            kernel = supply(name, code, self.cwd) if supply else None
+            if kernel is None and self.keep_warm_s:
+                kernel = spares.claim(build_root(self.plan.root), name, self.keys[name], self.nice[name])
+            self.warm[name] = kernel or WarmKernel(code, self.cwd, nice=self.nice[name])
+        return self
 
     def shutdown(self) -> None:
         for kernel in self.warm.values():

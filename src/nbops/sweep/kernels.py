@@ -17,12 +17,11 @@ import threading
 from pathlib import Path
 
 from nbops.exceptions import NbopsError
-from nbops.layout import EVALUATE, TRAIN
+from nbops.layout import MODEL_STEPS
 from nbops.runner.forks import KernelPool, PoolKernel, _TimedTake
 from nbops.runner.warm import WarmKernel
 
 WARM_ENV = "NBOPS_SWEEP_WARM"
-SWEPT_STEPS = (TRAIN, EVALUATE)  # what a point runs
 
 
 def warm_enabled(env=None) -> bool:
@@ -80,7 +79,7 @@ def process_pool(spec: dict) -> KernelPool:
             tracking.configure_tracking(root)
             folder = Path(spec["build"]).parent / ".workers" / f"{socket.gethostname()}-{os.getpid()}"
             pool = _POOL["pool"] = KernelPool(folder)
-            steps = [s for s in STEPS if s.name in SWEPT_STEPS]
+            steps = [s for s in STEPS if s.name in MODEL_STEPS]
             codes = {s.name: warmup_code(read_notebook_source(root / s.notebook)) for s in steps}
             pool.start(codes, root / NOTEBOOKS_DIR)
         return pool

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import optuna
+import pytest
 
 from nbops.sweep import search
 from nbops.sweep.spec import load_sweep
@@ -39,10 +40,17 @@ def client(root: Path):
     return mlflow.MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
 
 
-def test_seeded_search_repeats_resumes_and_reports(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def serial_search(tmp_path_factory) -> tuple[Path, dict]:
+    """Two trials, one at a time, in a fresh project: (the project, what the search reported).
+    The seeded search test resumes this project; the parallel test reads only the report."""
+    one = make_project(tmp_path_factory.mktemp("search") / "one")
+    return one, run_search(one, "--trials", "2", "--workers", "1")
+
+
+def test_seeded_search_repeats_resumes_and_reports(serial_search, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    one, two = make_project(tmp_path / "one"), make_project(tmp_path / "two")
-    first = run_search(one, "--trials", "2", "--workers", "1")
+    (one, first), two = serial_search, make_project(tmp_path / "two")
     assert "2 new trial(s) after 0, 1 at once on a local pool" in first["stdout"]
     again = run_search(two, "--trials", "2", "--workers", "1")
     assert trials(again) == trials(first)  # same seed, fresh project: the same trials and values
@@ -87,10 +95,11 @@ def test_seeded_search_repeats_resumes_and_reports(tmp_path, monkeypatch):
     assert (one / "mlflow" / "optuna.db").is_file()
 
 
-def test_the_local_pool_in_parallel_asks_the_same_startup_trials_as_serial(tmp_path, monkeypatch):
+def test_the_local_pool_in_parallel_asks_the_same_startup_trials_as_serial(
+    serial_search, tmp_path, monkeypatch
+):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    serial, parallel = make_project(tmp_path / "serial"), make_project(tmp_path / "parallel")
-    a = run_search(serial, "--trials", "2", "--workers", "1")
+    a, parallel = serial_search[1], make_project(tmp_path / "parallel")
     b = run_search(parallel, "--trials", "2", "--workers", "2")
     assert re.search(r"2 new trial\(s\) after 0, 2 at once on a local pool", b["stdout"]), b["stdout"]
     assert trials(b) == trials(a)

@@ -49,14 +49,51 @@ def scope_of(nodeid: str) -> str:
     return SHARED_WORKER.get(parts[1], path) if len(parts) > 2 and parts[0] == "tests" else path
 
 
+# Seconds a test of each suite takes, roughly (`--durations=0` on 2 cores, both workers busy): the
+# order scopes are handed out in. xdist hands out the scopes with the most tests first, so a
+# unit-test file of 80 quick tests went before an e2e file of three pipelines, and the run ended
+# with one worker on a long file while the other had nothing left.
+SECONDS_PER_TEST = {
+    "e2e": 20,
+    "container": 15,
+    "team": 15,
+    "sweep": 10,
+    "faults": 8,
+    "browser": 6,
+    "notebooks": 3,
+}
+QUICK_TEST_S = 0.3  # unit, data, model, workflows
+
+
+def expected_seconds(nodeids) -> float:
+    """What a scope's tests should take, from SECONDS_PER_TEST."""
+    total = 0.0
+    for nodeid in nodeids:
+        parts = nodeid.split("::", 1)[0].split("/")
+        total += SECONDS_PER_TEST.get(parts[1], QUICK_TEST_S) if len(parts) > 2 else QUICK_TEST_S
+    return total
+
+
 def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
 
     class SharedWorkerScheduling(LoadFileScheduling):
+        """Scopes of scope_of, the longest first (the quick ones fill in at the end)."""
+
+        ordered = False
+
         def _split_scope(self, nodeid: str) -> str:
             return scope_of(nodeid)
+
+        def _assign_work_unit(self, node) -> None:
+            if not self.ordered:
+                queue = sorted(self.workqueue.items(), key=lambda item: -expected_seconds(item[1]))
+                self.workqueue.clear()
+                self.workqueue.update(queue)
+                self.ordered = True
+            super()._assign_work_unit(node)
 
     return SharedWorkerScheduling(config, log)
 

@@ -1,6 +1,7 @@
 """The runner's cache keys and notebook checks, without starting a kernel."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -79,3 +80,32 @@ def test_a_parameter_that_is_not_a_params_key_stops_the_run(root):
         NbopsError, match=r"01_eda\.ipynb: parameters cell declares 'model_max_depth', which is"
     ):
         plan_with(root)
+
+
+@pytest.mark.parametrize(
+    "head, said",
+    [
+        (b"Age,Sex\n\x00\x00\x00", "not a text CSV file (binary content)"),
+        (b"Age,Sex\n\xff\xfe30,F\n", "not a UTF-8 text CSV file"),
+    ],
+    ids=["nuls", "latin-1"],
+)
+def test_a_data_file_that_is_not_text_is_refused_before_it_is_hashed(root, monkeypatch, head, said):
+    """A large binary file under a raised data.max_mb would be hashed whole for the cache key
+    first: its first MB decides."""
+    import nbops.ml.data
+
+    (root / "data" / "raw").mkdir(parents=True)
+    (root / "data" / "raw" / "x.csv").write_bytes(head)
+
+    def hashed(path):
+        raise AssertionError(f"{path} was hashed")
+
+    monkeypatch.setattr(nbops.ml.data, "file_hash", hashed)
+
+    def use_it(p):
+        p["data"]["path"] = "data/raw/x.csv"
+        del p["data"]["synthetic"]
+
+    with pytest.raises(NbopsError, match=rf"^data/raw/x\.csv: {re.escape(said)}$"):
+        plan_with(root, use_it)

@@ -51,8 +51,9 @@ def scope_of(nodeid: str) -> str:
 
 # Seconds a test of each suite takes, roughly (`--durations=0` on 2 cores, both workers busy): the
 # order scopes are handed out in. xdist hands out the scopes with the most tests first, so a
-# unit-test file of 80 quick tests went before an e2e file of three pipelines, and the run ended
-# with one worker on a long file while the other had nothing left.
+# unit-test file of 80 quick tests goes before an e2e file of three pipelines, which can leave a
+# long file for the end, one worker busy and the other done (a guard against a tail: the suite is
+# CPU-bound, so the order does not change its total).
 SECONDS_PER_TEST = {
     "e2e": 20,
     "container": 15,

@@ -241,7 +241,7 @@ def test_a_run_over_run_timeout_s_stops_its_kernels_and_leaves_a_failed_run_repo
 
     def edit(p):
         p["model"] = {"name": "random_forest", "params": {"n_estimators": 100_000, "random_state": 0}}
-        p["run"] = {"timeout_s": 40}
+        p["run"] = {"timeout_s": 20}
 
     write_params(project, "huge", edit)
     # train alone (and the validation it needs): the budget is spent in its fit, not in EDA
@@ -250,14 +250,14 @@ def test_a_run_over_run_timeout_s_stops_its_kernels_and_leaves_a_failed_run_repo
     assert res.returncode == 1, out
     assert (
         "warning: params/huge.yaml: key 'model.params.n_estimators': 100000 is more than 5000, training "
-        "may take very long; the run stops at run.timeout_s=40"
+        "may take very long; the run stops at run.timeout_s=20"
     ) in res.stderr.splitlines()
     (error,) = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     # the cell running when the budget ran out (none yet, on a machine too loaded to start the kernel)
-    pattern = r"error: failed at 02_train(, cell \d+)?: RunTimeoutError: run exceeded run.timeout_s=40"
+    pattern = r"error: failed at 02_train(, cell \d+)?: RunTimeoutError: run exceeded run.timeout_s=20"
     assert re.fullmatch(pattern, error), error
-    assert "! run exceeded run.timeout_s=40: stopping kernels" in res.stdout
-    assert res.seconds < 40 + 60, f"took {res.seconds:.0f} s"
+    assert "! run exceeded run.timeout_s=20: stopping kernels" in res.stdout
+    assert res.seconds < 20 + 60, f"took {res.seconds:.0f} s"
     index = (reports_dir(project, "huge") / "index.html").read_text()
     assert "02_train" in index
     if ", cell " in error:  # the notebook ran up to that cell: its report shows how far

@@ -1,7 +1,12 @@
 """A step's forked kernel (nbops.runner.forks.ForkedKernel): handed over when it lives; when it
 is gone the step starts a kernel of its own, and the console says why."""
 
-from nbops.runner.forks import ForkedKernel, KernelPool
+import asyncio
+
+import pytest
+
+from nbops.runner.forks import ForkedKernel, KernelPool, PoolKernel
+from nbops.runner.spares import SpareKernel
 
 GONE = "! 02_train: its forked kernel stopped before the step; it starts a kernel of its own\n"
 
@@ -53,3 +58,30 @@ def test_a_pool_without_its_kernel_parent_forks_nothing_and_says_where_to_look(c
         capsys.readouterr().out
         == f"! the kernel parent stopped (see {tmp_path}/.kernels/kernels.{pool.token}.log)\n"
     )
+
+
+class Silent:
+    """A kernel manager whose kernel never answers."""
+
+    def client(self):
+        return self
+
+    def start_channels(self):
+        pass
+
+    def stop_channels(self):
+        pass
+
+    async def wait_for_ready(self, timeout):
+        raise TimeoutError(f"no reply in {timeout} s")
+
+
+@pytest.mark.parametrize(
+    "kernel_class, said",
+    [(PoolKernel, "! a forked kernel did not answer"), (SpareKernel, "! a kernel kept warm did not answer")],
+)
+def test_a_kernel_that_does_not_answer_is_named_for_what_it_is(capsys, tmp_path, kernel_class, said):
+    info = {"pid": 0, "token": "t", "connection_file": str(tmp_path / "k.conn.json")}
+    kernel = kernel_class(info, tmp_path / "k.spare.claimed-1")
+    asyncio.run(kernel._wait_ready(Silent()))
+    assert capsys.readouterr().out == f"{said} (TimeoutError: no reply in 120 s)\n"

@@ -68,6 +68,8 @@ def _import_kernel_clients() -> None:
 class PoolKernel(_TimedTake, SpareKernel):
     """A forked kernel handed to one step."""
 
+    kind = "a forked kernel"
+
 
 class KernelPool:
     """One worker's kernels (thread-safe): `supply` is the runner's `kernel_supply`."""

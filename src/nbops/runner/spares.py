@@ -267,6 +267,7 @@ class SpareKernel:
     """A claimed spare, with WarmKernel's interface (take, cancel, shutdown) for execute_step."""
 
     adopted = True
+    kind = "a kernel kept warm"  # as the console names it
 
     def __init__(self, info: dict, claimed: Path, nice: int = 0):
         self.info, self.claimed = info, claimed
@@ -299,7 +300,7 @@ class SpareKernel:
         try:
             await client.wait_for_ready(timeout=120)
         except Exception as exc:  # the step starts its own kernel instead; say why
-            print(f"! a kernel kept warm did not answer ({type(exc).__name__}: {exc})", flush=True)
+            print(f"! {self.kind} did not answer ({type(exc).__name__}: {exc})", flush=True)
             self.stop()
         finally:
             client.stop_channels()

@@ -40,17 +40,12 @@ def test_the_page_names_the_served_version_as_the_deploy_reads_it(container_serv
     assert served_version(status, body.decode("utf-8", "replace"), card["name"]) == str(card["version"])
 
 
-def open_when_a_kernel_is_free(page, url: str) -> None:
-    """The dashboard, waiting out the busy page: the scenarios before this one may still hold this
-    client's places (two per address; a plain GET's kernel is culled after 60 s of no connection)."""
-    for _ in range(3):
-        page.goto(url + "/")
-        page.wait_for_selector(f"{WIDGETS}, body.nbops-busy", state="attached", timeout=120_000)
-        if page.query_selector("body.nbops-busy") is None:
-            page.wait_for_selector(WIDGETS, state="visible", timeout=120_000)
-            return
-        time.sleep(65)  # the busy page's Retry-After is 60
-    raise AssertionError(f"still busy after three tries:\n{page.content()[:2000]}")
+def open_dashboard(page, url: str) -> None:
+    """The dashboard with its widgets up; a busy page instead fails the test."""
+    page.goto(url + "/")
+    page.wait_for_selector(f"{WIDGETS}, body.nbops-busy", state="attached", timeout=120_000)
+    assert page.query_selector("body.nbops-busy") is None, page.content()[:2000]
+    page.wait_for_selector(WIDGETS, state="visible", timeout=120_000)
 
 
 # A visitor of its own behind the Space's proxy (a documentation address, RFC 5737): the places of
@@ -61,7 +56,7 @@ OTHER_VISITOR = {"X-Forwarded-For": "203.0.113.7"}
 
 def test_the_app_runs_as_uid_1000_with_a_writable_home(container_server, browser):
     with own_page(browser, extra_http_headers=OTHER_VISITOR) as page:
-        open_when_a_kernel_is_free(page, container_server.url)  # a kernel has run the notebook
+        open_dashboard(page, container_server.url)  # at once: a kernel has run the notebook
         check_uids_home_and_log(container_server)
         close_tab(page)
 

@@ -15,6 +15,8 @@ import pytest
 from tests.conftest import make_project
 from tests.forked_cli import cli_parent
 
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks: Linux only")
+
 
 def new_process(args, cwd, env):
     return subprocess.run(

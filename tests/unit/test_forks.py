@@ -2,6 +2,8 @@
 is gone the step starts a kernel of its own, and the console says why."""
 
 import asyncio
+import os
+import subprocess
 
 import pytest
 
@@ -85,3 +87,24 @@ def test_a_kernel_that_does_not_answer_is_named_for_what_it_is(capsys, tmp_path,
     kernel = kernel_class(info, tmp_path / "k.spare.claimed-1")
     asyncio.run(kernel._wait_ready(Silent()))
     assert capsys.readouterr().out == f"{said} (TimeoutError: no reply in 120 s)\n"
+
+
+def test_the_kernel_parent_starts_with_a_copy_of_the_environment(monkeypatch, tmp_path):
+    """Started from the pool's thread while the runner's main thread imports scikit-learn (which
+    sets KMP_* variables): a child exec'ing with the live environ another thread grows fails with
+    EFAULT (Bad address), so the kernel parent gets a copy of its own."""
+    started = {}
+
+    class Spy:
+        def __init__(self, args, **kwargs):
+            started.update(kwargs, args=args)
+
+        def poll(self):
+            return None
+
+    monkeypatch.setattr(subprocess, "Popen", Spy)
+    monkeypatch.setenv("NBOPS_TEST_MARK", "1")
+    pool = KernelPool(tmp_path / ".kernels")
+    pool._ensure_parent(["pass"], tmp_path)
+    assert started["args"][1:3] == ["-m", "nbops.runner.forks"]
+    assert type(started.get("env")) is dict and started["env"] == dict(os.environ)

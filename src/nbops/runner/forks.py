@@ -149,6 +149,10 @@ class KernelPool:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "nbops.runner.forks", str(spec)],
                 cwd=cwd,
+                # a copy made here, not the process's live environ: this runs beside threads that
+                # import scikit-learn or mlflow, which set variables on import, and a vfork child
+                # exec'ing with an environ another thread is growing fails (EFAULT: Bad address)
+                env=dict(os.environ),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,

@@ -42,7 +42,7 @@ def watched_run(root: Path, params: str) -> tuple[subprocess.CompletedProcess, d
         stderr=subprocess.STDOUT,
         text=True,
     )
-    seen: dict[int, str] = {}
+    seen: dict[int, tuple[str, int]] = {}  # pid -> (command line, parent pid) when first seen
     done = threading.Event()
 
     def poll() -> None:
@@ -51,9 +51,8 @@ def watched_run(root: Path, params: str) -> tuple[subprocess.CompletedProcess, d
                 if not name.isdigit() or int(name) in seen:
                     continue
                 pid, line = int(name), cmdline(int(name))
-                launched = "ipykernel_launcher" in line and parent_of(pid) == proc.pid
-                if launched or ("nbops.runner.forks" in line and str(root) in line):
-                    seen[pid] = line
+                if "ipykernel_launcher" in line or ("nbops.runner.forks" in line and str(root) in line):
+                    seen[pid] = (line, parent_of(pid))
             time.sleep(0.05)
 
     watcher = threading.Thread(target=poll, daemon=True)
@@ -61,7 +60,15 @@ def watched_run(root: Path, params: str) -> tuple[subprocess.CompletedProcess, d
     out, _ = proc.communicate(timeout=600)
     done.set()
     watcher.join()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, ""), seen
+    # the kernel parent is the run's child, its kernels the kernel parent's; a child a kernel
+    # forks (git, say) shows the kernel's command line until it execs: not a kernel
+    parents = {pid for pid, (line, ppid) in seen.items() if "nbops.runner.forks" in line and ppid == proc.pid}
+    kernels = {
+        pid: line
+        for pid, (line, ppid) in seen.items()
+        if ppid == proc.pid or ("nbops.runner.forks" in line and ppid in parents)
+    }
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, ""), kernels
 
 
 def alive(pid: int) -> bool:

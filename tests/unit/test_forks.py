@@ -1,7 +1,6 @@
 """A step's forked kernel (nbops.runner.forks.ForkedKernel): handed over when it lives; when it
 is gone the step starts a kernel of its own, and the console says why."""
 
-import asyncio
 import os
 import subprocess
 
@@ -9,6 +8,7 @@ import pytest
 
 from nbops.runner.forks import ForkedKernel, KernelPool, PoolKernel
 from nbops.runner.spares import SpareKernel
+from tests.conftest import run_coroutine
 
 GONE = "! 02_train: its forked kernel stopped before the step; it starts a kernel of its own\n"
 
@@ -85,7 +85,7 @@ class Silent:
 def test_a_kernel_that_does_not_answer_is_named_for_what_it_is(capsys, tmp_path, kernel_class, said):
     info = {"pid": 0, "token": "t", "connection_file": str(tmp_path / "k.conn.json")}
     kernel = kernel_class(info, tmp_path / "k.spare.claimed-1")
-    asyncio.run(kernel._wait_ready(Silent()))
+    run_coroutine(kernel._wait_ready(Silent()))  # a thread of its own: a browser test's loop may run
     assert capsys.readouterr().out == f"{said} (TimeoutError: no reply in 120 s)\n"
 
 

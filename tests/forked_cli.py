@@ -4,15 +4,17 @@ The runner of a cold `nbops run` spends about three quarters of its CPU on impor
 for the preflight, MLflow and its sqlite store, nbconvert, papermill, pandas, pandera: about 6 of
 8 s of CPU on 2 cores), and the suite makes about a hundred such calls. `nbops()`
 (tests/conftest.py) hands each call to one *CLI parent* per test process (`python -m
-tests.forked_cli <name>`, listening on an abstract Unix socket: no file), which has imported
-those modules and forks a child per call. The child becomes `python -m nbops <args>` as a new
-process would be: the caller's environment and folder (`sys.path[0]` too), stdin from
-/dev/null, stdout and stderr the caller's pipes, `nbops` run as `__main__` by runpy, and an
-ordinary interpreter exit (atexit handlers, the exit code or the signal that ended it). What it
-does not repeat is importing the preloaded modules; `NBOPS_TEST_FORKED_CLI=0` runs every call as
-a process of its own, and the tests that are about a real process (the wheel install,
-`--version`, signals, two runs at once, the import budget of the no-op path) start one
-themselves.
+tests.forked_cli <name>`, listening on an abstract Unix socket: no file), which has imported those
+modules and forks a child per call. The child becomes `python -m nbops <args>` as a new process
+would be: the caller's environment and folder (`sys.path[0]` too), stdin from /dev/null, stdout
+and stderr the caller's pipes, `nbops` run as `__main__` by runpy, and an ordinary interpreter
+exit (atexit handlers, the exit code or the signal that ended it). What it does not repeat is
+importing the preloaded modules; the variables those imports set (scikit-learn its KMP_* pair,
+pandera SPARK_LOCAL_IP and PYARROW_IGNORE_TIMEZONE, mlflow a telemetry session id, shared by the
+calls of one parent here) are set in the child as the imports would set them.
+`NBOPS_TEST_FORKED_CLI=0` runs every call as a process of its own, and the tests that are about a
+real process (the wheel install, `--version`, signals, two runs at once, the import budget of the
+no-op path) start one themselves.
 
 The CLI parent is single-threaded (children are watched through pidfds, so a fork never copies
 another thread's held lock) and exits when its stdin closes: the test process that started it is
@@ -21,10 +23,12 @@ gone.
 
 from __future__ import annotations
 
+import functools
 import json
 import locale
 import os
 import selectors
+import signal
 import socket
 import subprocess
 import sys
@@ -34,7 +38,8 @@ import uuid
 from pathlib import Path
 
 # What a cold `nbops run` imports in the runner's process (its sys.modules at exit, by package):
-# imported in the CLI parent, they change no behaviour of the CLI, which imports them itself.
+# imported in the CLI parent they change no behaviour of the CLI, which imports them itself, once
+# the environment variables they set on import are set in each child too (`call_environment`).
 PRELOAD = (
     "nbops.cli",
     "nbops.runner.pipeline",
@@ -116,7 +121,13 @@ def _serve(name: str) -> dict | None:
                 conn.close()
 
 
-def _become_nbops(request: dict) -> None:
+def call_environment(caller: dict[str, str], set_on_import: dict[str, str]) -> dict[str, str]:
+    """The child's environment: the caller's, plus what the preloaded imports set where the
+    caller has not (they all set theirs with setdefault, or only when unset)."""
+    return {**set_on_import, **caller}
+
+
+def _become_nbops(request: dict, set_on_import: dict[str, str]) -> None:
     """In the child: the state a new `python -m nbops <args>` process starts in, then run it."""
     import runpy
 
@@ -130,7 +141,7 @@ def _become_nbops(request: dict) -> None:
     os.close(err)
     os.chdir(request["cwd"])
     os.environ.clear()
-    os.environ.update(request["env"])
+    os.environ.update(call_environment(request["env"], set_on_import))
     tempfile.tempdir = None  # TMPDIR as the caller's environment has it
     sys.path[0] = os.getcwd()  # as `python -m` puts the current folder first
     sys.argv = ["-m", *request["args"]]  # runpy sets argv[0] to nbops/__main__.py
@@ -138,12 +149,14 @@ def _become_nbops(request: dict) -> None:
 
 
 def main() -> None:
+    before = dict(os.environ)
     for name in PRELOAD:
         __import__(name)
+    set_on_import = {k: v for k, v in os.environ.items() if before.get(k) != v}
     request = _serve(sys.argv[1])
     if request is None:
         return
-    _become_nbops(request)
+    _become_nbops(request, set_on_import)
 
 
 # ------------------------------------------------------------------ the caller's side
@@ -167,14 +180,14 @@ class CliParent:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def _ensure(self, cwd: Path) -> str:
+    def _ensure(self) -> str:
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
                 self._path = f"nbops-cli-parent-{os.getpid()}-{uuid.uuid4().hex[:8]}"
                 env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
                 self._proc = subprocess.Popen(
                     [sys.executable, "-m", "tests.forked_cli", self._path],
-                    cwd=cwd,
+                    cwd=Path(__file__).resolve().parents[1],  # where `tests` is importable
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     env=env,
@@ -186,7 +199,7 @@ class CliParent:
 
     def run(self, args: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
         """As subprocess.run([python, -m, nbops, *args], capture_output=True, text=True, ...)."""
-        path = self._ensure(Path(__file__).resolve().parents[1])
+        path = self._ensure()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -207,34 +220,30 @@ class CliParent:
         readers = [threading.Thread(target=drain, args=(fd,), daemon=True) for fd in (out_r, err_r)]
         for reader in readers:
             reader.start()
+
+        def said() -> tuple[str, str]:
+            for reader in readers:
+                reader.join()
+            return _text(b"".join(chunks[out_r])), _text(b"".join(chunks[err_r]))
+
         conn.settimeout(timeout)
         cmd = [sys.executable, "-m", "nbops", *args]
         try:
             returncode = json.loads(conn.recv(4096))["returncode"]
         except TimeoutError:
-            os.kill(pid, 9)
+            os.kill(pid, signal.SIGKILL)  # not reaped before the parent replies: still our call's PID
             conn.settimeout(None)
             conn.recv(4096)
-            for reader in readers:
-                reader.join()
-            stdout, stderr = (_text(b"".join(chunks[fd])) for fd in (out_r, err_r))
-            raise subprocess.TimeoutExpired(cmd, timeout, stdout, stderr) from None
+            raise subprocess.TimeoutExpired(cmd, timeout, *said()) from None
         finally:
             conn.close()
-        for reader in readers:
-            reader.join()
-        stdout, stderr = (_text(b"".join(chunks[fd])) for fd in (out_r, err_r))
-        return subprocess.CompletedProcess(cmd, returncode, stdout, stderr)
+        return subprocess.CompletedProcess(cmd, returncode, *said())
 
 
-_PARENT: list[CliParent] = []
-
-
+@functools.cache
 def cli_parent() -> CliParent:
     """This test process's CLI parent (one per pytest-xdist worker)."""
-    if not _PARENT:
-        _PARENT.append(CliParent())
-    return _PARENT[0]
+    return CliParent()
 
 
 if __name__ == "__main__":

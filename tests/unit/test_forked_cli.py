@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from tests.conftest import make_project
-from tests.forked_cli import cli_parent
+from tests.forked_cli import call_environment, cli_parent
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks: Linux only")
 
@@ -61,3 +61,11 @@ def test_the_callers_environment_is_the_calls_and_a_call_past_its_timeout_is_kil
     # the killed call is gone, reaped by the CLI parent (no zombie), which still serves the next call
     assert psutil.Process(cli_parent().pid).children() == []
     assert cli_parent().run(["--version"], root, env, timeout=60).stdout.startswith("nbops ")
+
+
+def test_a_call_gets_the_variables_the_preloaded_imports_set_unless_the_caller_has_them():
+    """A new process importing scikit-learn gets KMP_INIT_AT_FORK=FALSE (setdefault); a forked
+    call must too, and a caller's own value wins, as it would against setdefault."""
+    set_on_import = {"KMP_INIT_AT_FORK": "FALSE", "KMP_DUPLICATE_LIB_OK": "True"}
+    env = call_environment({"PATH": "/bin", "KMP_DUPLICATE_LIB_OK": "False"}, set_on_import)
+    assert env == {"PATH": "/bin", "KMP_INIT_AT_FORK": "FALSE", "KMP_DUPLICATE_LIB_OK": "False"}

@@ -1,9 +1,11 @@
 """Dashboard figures in chromium (playwright): page request → interactive widgets with a cold
-kernel and with the preheated pool, and Predict click → label shown.
+kernel (forked from the server's kernel parent, and started as a new process) and with the
+preheated pool, each page's kernel CPU, and Predict click → label shown.
 
 Voila is started with the command line of the Makefile's `dashboard` target (config in
-deploy/voila/voila.json); the cold server only adds `--VoilaConfiguration.preheat_kernel=False`.
-Each server runs in its own process group and is stopped by that group id."""
+deploy/voila/voila.json); the cold servers only add `--VoilaConfiguration.preheat_kernel=False`,
+and one of them `--ForkingKernelManager.fork_kernels=False`. Each server runs in its own process
+group and is stopped by that group id."""
 
 from __future__ import annotations
 
@@ -14,17 +16,17 @@ import urllib.request
 from pathlib import Path
 
 from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
-from benchmarks.processes import free_port, rss_mb, stop_group, voila_answers
+from benchmarks.processes import free_port, kernel_processes, rss_mb, stop_group, voila_answers
 from benchmarks.project import REPO, clean_env
 
 WIDGETS = ".nbops-predict"
 PREDICT_CLICKS = 50
 POOL_TIMEOUT_S = 300
-MIN_RENDER_CPU_S = 2.0
+MIN_RENDER_CPU_S = 0.8  # a forked kernel renders the page in ~1.5 s of CPU, a new process in ~4 s
 
 
 class Voila:
-    def __init__(self, project: Path, log: Path, preheat: bool):
+    def __init__(self, project: Path, log: Path, preheat: bool, fork: bool = True):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = clean_env(
@@ -42,6 +44,8 @@ class Voila:
         ]
         if not preheat:
             cmd.append("--VoilaConfiguration.preheat_kernel=False")
+        if not fork:
+            cmd.append("--ForkingKernelManager.fork_kernels=False")
         self._log = open(log, "wb")
         self.proc = subprocess.Popen(
             cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
@@ -59,20 +63,21 @@ class Voila:
         raise RuntimeError(f"voila not ready after {timeout} s")
 
     def kernels(self) -> list:
+        return kernel_processes(self.proc.pid)
+
+    def new_kernels_cpu_s(self, known: set[int]) -> float:
+        """CPU seconds of the kernels not in `known` (added to it): a cold page's own kernel."""
         import psutil
 
-        try:
-            procs = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.Error:
-            return []
-        out = []
-        for p in procs:
-            try:
-                if any("ipykernel_launcher" in part for part in p.cmdline()):
-                    out.append(p)
-            except psutil.Error:
-                continue
-        return out
+        spent = 0.0
+        for kernel in self.kernels():
+            if kernel.pid not in known:
+                known.add(kernel.pid)
+                try:
+                    spent += sum(kernel.cpu_times()[:2])
+                except psutil.Error:
+                    pass
+        return spent
 
     def wait_pool_ready(self, known: set[int]) -> set[int]:
         """Wait until a kernel not in `known` exists and has gone idle (the preheated pool has
@@ -153,28 +158,46 @@ def _predict_ms(page) -> float:
     return (time.perf_counter() - t) * 1000
 
 
+COLD_KEYS = {"cold": "dashboard_cold_tti_s", "cold_new_process": "dashboard_cold_new_process_tti_s"}
+CPU_KEYS = {"cold": "dashboard_kernel_cpu_s", "cold_new_process": "dashboard_kernel_new_process_cpu_s"}
+
+
 def bench_dashboard(project: Path, rounds: int, samples: dict[str, list], work: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    cold = Voila(project, work / "voila-cold.log", preheat=False)
-    warm = Voila(project, work / "voila-warm.log", preheat=True)
+    servers = {
+        "cold": Voila(project, work / "voila-cold.log", preheat=False),
+        "cold_new_process": Voila(project, work / "voila-cold-new.log", preheat=False, fork=False),
+        "warm": Voila(project, work / "voila-warm.log", preheat=True),
+    }
+    seen: dict[str, set[int]] = {name: set() for name in servers}
     try:
-        cold.wait_ready()
-        warm.wait_ready()
+        for server in servers.values():
+            server.wait_ready()
+        warm = servers["warm"]
         known = warm.wait_pool_ready(set())
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 for r in range(rounds):
-                    for name, server in (("cold", cold), ("warm", warm))[:: 1 if r % 2 == 0 else -1]:
+                    for name, server in list(servers.items())[:: 1 if r % 2 == 0 else -1]:
                         seconds, page, context = _tti(browser, server.url)
-                        key = "dashboard_cold_tti_s" if name == "cold" else "dashboard_tti_s"
-                        samples[key].append(seconds)
+                        if name == "warm":
+                            samples["dashboard_tti_s"].append(seconds)
+                            context.close()
+                            known = warm.wait_pool_ready(known)  # the next view finds a rendered kernel
+                            continue
+                        samples[COLD_KEYS[name]].append(seconds)
+                        samples[CPU_KEYS[name]].append(server.new_kernels_cpu_s(seen[name]))
                         context.close()
-                        if name == "warm":  # the next warm view must find a rendered kernel again
-                            known = warm.wait_pool_ready(known)
-                    cold_s, warm_s = samples["dashboard_cold_tti_s"][-1], samples["dashboard_tti_s"][-1]
-                    print(f"  dashboard round {r + 1}/{rounds}: cold {cold_s:.2f}s preheated {warm_s:.2f}s")
+                    last = {key: samples[key][-1] for key in (*COLD_KEYS.values(), *CPU_KEYS.values())}
+                    print(
+                        f"  dashboard round {r + 1}/{rounds}: cold {last['dashboard_cold_tti_s']:.2f}s "
+                        f"(kernel {last['dashboard_kernel_cpu_s']:.1f} s CPU), new process "
+                        f"{last['dashboard_cold_new_process_tti_s']:.2f}s "
+                        f"({last['dashboard_kernel_new_process_cpu_s']:.1f} s CPU), "
+                        f"preheated {samples['dashboard_tti_s'][-1]:.2f}s"
+                    )
                 _, page, context = _tti(browser, warm.url)
                 _predict_ms(page)  # the first click pays one-off imports; p95 is of the steady state
                 for _ in range(PREDICT_CLICKS):
@@ -183,8 +206,8 @@ def bench_dashboard(project: Path, rounds: int, samples: dict[str, list], work: 
             finally:
                 browser.close()
     finally:
-        cold.stop()
-        warm.stop()
+        for server in servers.values():
+            server.stop()
 
 
 MEMORY_VIEWS = (1, 10, 50)

@@ -1,5 +1,6 @@
-"""Ports and process groups for the tests and the benchmarks (stdlib only): a free 127.0.0.1
-port, and stopping a process group this code started, by that group's id only."""
+"""Ports, process groups and kernels for the tests and the benchmarks: a free 127.0.0.1 port,
+stopping a process group this code started (by that group's id only), and the Jupyter kernels
+under a process (psutil, imported where used)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,35 @@ def voila_answers(url: str, timeout: float = 10) -> bool:
         return exc.code < 500
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
+
+
+KERNEL_PARENT = "nbops.kernel_parent"
+
+
+def is_kernel_command(cmd: list[str], parent_cmd: list[str]) -> bool:
+    """A Jupyter kernel's command line: ipykernel's launcher, or a kernel forked by a kernel parent
+    (a fork keeps its parent's command line; the kernel parent's own parent is not one)."""
+    launched = any("ipykernel_launcher" in part for part in cmd)
+    return launched or (KERNEL_PARENT in cmd and KERNEL_PARENT in parent_cmd)
+
+
+def kernel_processes(pid: int) -> list:
+    """The kernels under process `pid` (psutil processes), started or forked, leaving out any
+    that exit while they are read."""
+    import psutil
+
+    try:
+        below = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    kernels = []
+    for proc in below:
+        try:
+            if is_kernel_command(proc.cmdline(), proc.parent().cmdline()):
+                kernels.append(proc)
+        except (psutil.Error, AttributeError):  # gone, or its parent gone (parent() is None)
+            continue
+    return kernels
 
 
 def rss_mb(procs) -> float:

@@ -318,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
             "script_floor_s naive_s pipeline_cold_s noop_rerun_s one_param_rerun_s kernels_started_noop "
             "kernels_started_cold kernels_started_one_param kernels_adopted_one_param "
             "one_param_fresh_kernels_s one_param_immediate_s spares_warm_after_s naive_kernels "
-            "dashboard_cold_tti_s "
+            "dashboard_cold_tti_s dashboard_cold_new_process_tti_s dashboard_kernel_cpu_s "
+            "dashboard_kernel_new_process_cpu_s "
             "dashboard_tti_s predict_ms setup_cold_s pip_setup_cold_s"
         ).split()
     }
@@ -351,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         if "dashboard" in parts:
             from benchmarks.dashboard_bench import bench_dashboard, bench_dashboard_memory
 
-            say(f"dashboard: {rounds} rounds of cold / preheated page loads, 50 Predict clicks")
+            say(f"dashboard: {rounds} rounds of cold (forked, new process) / preheated page loads, 50 clicks")
             bench_dashboard(champion_project, rounds, samples, work)
             say("dashboard: memory with 1, 10 and 50 anonymous page views")
             notes.append(bench_dashboard_memory(champion_project, samples, work))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from benchmarks.processes import KERNEL_PARENT, kernel_processes
 from nbops.layout import SPACE_VENV_DIR, build_root
 from tests.browser.conftest import REPO, base_env, copy_space, own_page, start
 from tests.conftest import copy_project
@@ -127,8 +129,9 @@ def test_the_space_runs_in_its_slim_environment(space_server, page):
     slim = (build_root(REPO) / SPACE_VENV_DIR).resolve()
     commands = live_commands(space_server.proc.pid)
     pythons = {pid: Path(cmd[0]) for pid, cmd in commands.items() if "python" in Path(cmd[0]).name}
-    kernels = [pid for pid, cmd in commands.items() if any("ipykernel_launcher" in a for a in cmd)]
-    assert kernels, "no kernel under the Space server"
+    kernels = {k.pid: k.cmdline() for k in kernel_processes(space_server.proc.pid)}
+    # forked from the server's kernel parent (deploy/voila/voila.json), in the slim environment too
+    assert kernels and all(KERNEL_PARENT in cmd for cmd in kernels.values()), kernels
     for pid, exe in pythons.items():
         assert exe.is_relative_to(slim), f"pid {pid} runs {exe}, not the Space's own environment"
     installed = {d.metadata["Name"].lower() for d in _distributions(slim)}
@@ -445,10 +448,11 @@ def test_voila_logs_no_unencrypted_kernel_or_ping_setting_warning(server, page):
     assert "Connecting to kernel" in log and "Kernel started" in log
     assert "without encryption" not in log, log
     assert "websocket_ping_timeout" not in log and "ping timeout" not in log, log
-    kernels = [
-        cmd for cmd in live_commands(server.proc.pid).values() if any("ipykernel_launcher" in a for a in cmd)
-    ]
-    files = [Path(cmd[cmd.index("-f") + 1]) for cmd in kernels]
+    # a forked kernel's command line is its kernel parent's: the server log names its connection file
+    forked = dict(re.findall(r"nbops: kernel (\d+) forked for (\S+)", log))
+    kernels = [k.pid for k in kernel_processes(server.proc.pid)]
+    assert kernels and all(str(pid) in forked for pid in kernels), (kernels, forked)
+    files = [Path(forked[str(pid)]) for pid in kernels]
     files = [f for f in files if f.exists()]  # a kernel shutting down (a closed tab's) has removed its own
     assert files, "no kernel under the server"
     for connection_file in files:

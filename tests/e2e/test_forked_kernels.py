@@ -1,5 +1,6 @@
 """A run that starts fresh kernels: 02_train and 03_evaluate are forked from one kernel parent
-(nbops.runner.forks) while 01_eda starts its own kernel, and nothing is left once the run ends;
+(nbops.kernel_parent, through nbops.runner.forks) while 01_eda starts its own kernel, and nothing
+is left once the run ends;
 a model the params refuse stops the kernels already started, before any step ran."""
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def watched_run(root: Path, params: str) -> tuple[subprocess.CompletedProcess, d
                 if not name.isdigit() or int(name) in seen:
                     continue
                 pid, line = int(name), cmdline(int(name))
-                if "ipykernel_launcher" in line or ("nbops.runner.forks" in line and str(root) in line):
+                if "ipykernel_launcher" in line or ("nbops.kernel_parent" in line and str(root) in line):
                     seen[pid] = (line, parent_of(pid))
             time.sleep(0.05)
 
@@ -62,11 +63,13 @@ def watched_run(root: Path, params: str) -> tuple[subprocess.CompletedProcess, d
     watcher.join()
     # the kernel parent is the run's child, its kernels the kernel parent's; a child a kernel
     # forks (git, say) shows the kernel's command line until it execs: not a kernel
-    parents = {pid for pid, (line, ppid) in seen.items() if "nbops.runner.forks" in line and ppid == proc.pid}
+    parents = {
+        pid for pid, (line, ppid) in seen.items() if "nbops.kernel_parent" in line and ppid == proc.pid
+    }
     kernels = {
         pid: line
         for pid, (line, ppid) in seen.items()
-        if ppid == proc.pid or ("nbops.runner.forks" in line and ppid in parents)
+        if ppid == proc.pid or ("nbops.kernel_parent" in line and ppid in parents)
     }
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, ""), kernels
 
@@ -83,7 +86,7 @@ def test_train_and_evaluate_are_forked_from_one_parent_and_nothing_outlives_the_
     root = make_project(tmp_path / "project")
     run, kernels = watched_run(root, "params/smoke.yaml")
     assert run.returncode == 0, run.stdout
-    forks = [pid for pid, line in kernels.items() if "nbops.runner.forks" in line]
+    forks = [pid for pid, line in kernels.items() if "nbops.kernel_parent" in line]
     launched = [pid for pid, line in kernels.items() if "ipykernel_launcher" in line]
     assert len(launched) == 1, kernels  # 01_eda's own kernel
     # the kernel parent and one fork per step: forks keep their parent's command line

@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from benchmarks.chromium import CHROMIUM, CHROMIUM_ARGS
-from benchmarks.processes import rss_mb
+from benchmarks.processes import kernel_processes, rss_mb
 from tests.browser.conftest import SCREENSHOTS
 from tests.conftest import REPO, run_coroutine
 from tests.faults.helpers import start_voila
@@ -74,19 +74,8 @@ def _tree(pid: int) -> list[psutil.Process]:
     return [parent, *parent.children(recursive=True)]
 
 
-def _kernel_procs(pid: int) -> list[psutil.Process]:
-    found = []
-    for p in _tree(pid)[1:]:
-        try:
-            if "ipykernel_launcher" in " ".join(p.cmdline()):
-                found.append(p)
-        except psutil.Error:
-            pass
-    return found
-
-
 def kernels(pid: int) -> int:
-    return len(_kernel_procs(pid))
+    return len(kernel_processes(pid))
 
 
 def _get(url: str, client: str) -> tuple[int, float, str, dict]:
@@ -116,7 +105,7 @@ def test_page_views_past_the_cap_get_the_busy_page_and_memory_stays_within_the_b
 
     def sample():
         while not stop.is_set():
-            procs = _kernel_procs(pid)
+            procs = kernel_processes(pid)
             peak["kernels"] = max(peak["kernels"], len(procs))
             peak["mb"] = max(peak["mb"], rss_mb(_tree(pid)))
             peak["kernel_mb"] = max([peak["kernel_mb"], *(rss_mb([p]) for p in procs)])

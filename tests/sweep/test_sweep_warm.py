@@ -189,7 +189,7 @@ def test_ctrl_c_stops_the_sweep_its_workers_and_their_kernels(project):
         wait_for_training(proc, project / "build" / "sweeps" / "smoke" / victim.id)
         during = project_processes(project)
         assert any("nbops.sweep.worker" in c for c in during.values()), during
-        assert any("nbops.runner.forks" in c for c in during.values()), during
+        assert any("nbops.kernel_parent" in c for c in during.values()), during
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
         out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, out + err

@@ -498,6 +498,31 @@ def voila_json() -> dict:
     return json.loads((REPO / "deploy" / "voila" / "voila.json").read_text())
 
 
+def test_voila_forks_its_page_kernels_with_the_kernel_manager_that_knows_how():
+    from jupyter_server.services.kernels.kernelmanager import ServerKernelManager
+    from traitlets.utils.importstring import import_item
+
+    name = voila_json()["BoundedKernelManager"]["kernel_manager_class"]
+    assert name == "nbops.serve.voila_forks.ForkingKernelManager"
+    manager = import_item(name)
+    assert issubclass(manager, ServerKernelManager) and manager().fork_kernels is True
+
+
+@pytest.mark.parametrize(
+    ("env", "registry"),
+    [({"NBOPS_MODEL_DIR": "/srv/champion"}, False), ({}, True)],
+    ids=["exported champion (the Space)", "the tracking store"],
+)
+def test_a_page_kernels_imports_are_the_dashboards_and_mlflow_only_for_the_registry(env, registry):
+    import sys
+
+    from nbops.serve.dashboard import PRELOAD, PRELOAD_REGISTRY, preload
+
+    names = preload(env)
+    assert names == [*PRELOAD, *(PRELOAD_REGISTRY if registry else ())]
+    assert all(n in sys.modules for n in names)
+
+
 def test_voila_kernels_get_transport_encryption():
     """jupyter_client's default ('disabled') has every kernel log `Kernel is running over TCP
     without encryption`; 'auto' provisions CurveZMQ keys where the kernelspec supports them."""

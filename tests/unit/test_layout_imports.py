@@ -150,5 +150,5 @@ def test_every_module_the_package_runs_by_name_exists():
                 arg = node.args[0] if node.args else None
                 if isinstance(arg, ast.Constant) and str(arg.value).startswith("nbops"):
                     named.add(arg.value)
-    assert {"nbops.runner.spare_process", "nbops.sweep.worker", "nbops.runner.forks"} <= named
+    assert {"nbops.runner.spare_process", "nbops.sweep.worker", "nbops.kernel_parent"} <= named
     assert [m for m in named if m.startswith("nbops") and m not in package_modules()] == []

@@ -1,42 +1,31 @@
-"""Kernels forked from a process that has done the steps' imports once.
+"""A run's kernels forked from a kernel parent (nbops.kernel_parent) that has done the steps'
+imports once.
 
-Starting a kernel and importing mlflow, scikit-learn and skops costs 3-4 s of CPU per step. A
-*kernel parent* (`python -m nbops.runner.forks <spec>`) runs the steps' warm-up imports once and
-then forks a kernel per request: ~0.15 s of CPU, ready in ~0.4 s. A forked kernel is a new
-process with its own, fresh namespace; it runs its step's warm-up lines (cached imports, as a
-spare does) and serves one step, handed out as a claimed spare (nbops.runner.spares.SpareKernel:
-adopted by PID, stopped once its step is done).
+Starting a kernel and importing mlflow, scikit-learn and skops costs 3-4 s of CPU per step; a
+kernel forked from the kernel parent ~0.15 s, ready in ~0.4 s. A forked kernel runs its step's
+warm-up lines (cached imports, as a spare does) and serves one step, handed out as a claimed
+spare (nbops.runner.spares.SpareKernel: adopted by PID, stopped once its step is done).
 
 Used by a cold pipeline run for 02_train and 03_evaluate (one import instead of two, while
 01_eda's kernel starts on its own) and by each sweep worker (nbops.sweep.kernels), whose pool
 keeps one kernel per step forked ahead for the next point.
 
-Nothing outlives its owner: the kernel parent ignores Ctrl-C (the owner gets it and stops what
-it holds) and, when its stdin closes (the owner exited or died) or on SIGTERM, stops every
-kernel it forked and exits; each kernel also exits when the kernel parent goes (ipykernel's
-parent poller).
+Nothing outlives the run or the worker: see nbops.kernel_parent.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from nbops.kernel_parent import KernelParent, KernelParentGone, forks_supported
 from nbops.layout import MODEL_STEPS
-from nbops.products import write_json
-from nbops.runner.spares import SpareKernel, is_spare_process, kernel_env, stop_process
+from nbops.runner.spares import SpareKernel, kernel_env
 
-# as ipykernel sets it for its kernels, before the kernel parent imports matplotlib
-INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 KERNELS_FOLDER = ".kernels"  # in a run's build folder: the kernel parent's spec, log, connection files
 
 
@@ -77,9 +66,8 @@ class KernelPool:
     def __init__(self, folder: Path, ahead: bool = True):
         self.folder = Path(folder)
         self.ahead = ahead  # fork the next kernel of a step when one is handed out (a sweep's next point)
-        self.token = uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
-        self._proc: subprocess.Popen | None = None
+        self._parent: KernelParent | None = None
         self._key: tuple | None = None
         self._ahead: dict[str, tuple[str, PoolKernel]] = {}
 
@@ -125,9 +113,9 @@ class KernelPool:
     def close(self) -> None:
         """Stop the kernels forked ahead and the kernel parent (which stops any kernel left)."""
         if not self._lock.acquire(timeout=1.0):  # still importing (an interrupted first point)
-            proc = self._proc
-            if proc is not None:
-                proc.terminate()  # its SIGTERM handler stops what it forked; the start then ends
+            parent = self._parent
+            if parent is not None and parent.proc is not None:
+                parent.proc.terminate()  # its SIGTERM handler stops what it forked; the start ends
             self._lock.acquire()
         try:
             self._stop_parent()
@@ -138,44 +126,20 @@ class KernelPool:
 
     def _ensure_parent(self, codes: list[str], cwd: Path) -> None:
         key = (str(cwd), kernel_env(dict(os.environ)))
-        if self._proc is not None and self._proc.poll() is None and self._key == key:
+        if self._parent is not None and self._parent.alive() and self._key == key:
             return
         self._stop_parent()  # gone, or the environment kernels inherit changed
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.token = uuid.uuid4().hex[:12]
-        spec = self.folder / f"kernels.{self.token}.spec.json"
-        write_json(spec, {"token": self.token, "codes": codes})
-        with open(self.folder / f"kernels.{self.token}.log", "ab") as log:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "nbops.runner.forks", str(spec)],
-                cwd=cwd,
-                # a copy made here, not the process's live environ: this runs beside threads that
-                # import scikit-learn or mlflow, which set variables on import, and a vfork child
-                # exec'ing with an environ another thread is growing fails (EFAULT: Bad address)
-                env=dict(os.environ),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-            )
+        self._parent = KernelParent(self.folder, codes, cwd)
+        self._parent.start()
         self._key = key
 
     def _stop_parent(self) -> None:
-        proc, self._proc = self._proc, None
+        parent, self._parent = self._parent, None
         for _, kernel in self._ahead.values():
             kernel.stop()
         self._ahead.clear()
-        if proc is None:
-            return
-        with contextlib.suppress(OSError):
-            proc.stdin.close()  # type: ignore[union-attr]  # it stops its kernels and exits
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for path in self.folder.glob(f"kernels.{self.token}.*"):
-            path.unlink(missing_ok=True)
+        if parent is not None:
+            parent.stop()
 
     def _fork_ahead(self, step: str, code: str, cwd: Path) -> None:
         kernel = self._fork(step, code, cwd)
@@ -187,9 +151,10 @@ class KernelPool:
 
         from nbops.runner.kernels import curve_keys
 
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            print(f"! the kernel parent stopped (see {self.folder}/kernels.{self.token}.log)", flush=True)
+        parent = self._parent
+        if parent is None or not parent.alive():
+            where = parent.where() if parent is not None else f"see {self.folder}"
+            print(f"! the kernel parent stopped ({where})", flush=True)
             return None
         base = self.folder / f"{step}.{uuid.uuid4().hex[:12]}"
         conn = f"{base}.conn.json"
@@ -202,17 +167,13 @@ class KernelPool:
             curve_publickey=keys.get("curve_publickey"),
             curve_secretkey=keys.get("curve_secretkey"),
         )
-        request = {"connection_file": conn, "code": code, "cwd": str(cwd), "env": dict(os.environ)}
         try:
-            proc.stdin.write(json.dumps(request) + "\n")  # type: ignore[union-attr]
-            proc.stdin.flush()  # type: ignore[union-attr]
-            reply = proc.stdout.readline()  # type: ignore[union-attr]  # first: once imported
-            pid = int(json.loads(reply)["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
-            print(f"! the kernel parent stopped (see {self.folder}/kernels.{self.token}.log)", flush=True)
+            pid = parent.fork(conn, code, cwd, dict(os.environ))
+        except KernelParentGone as exc:
+            print(f"! {exc}", flush=True)
             Path(conn).unlink(missing_ok=True)
             return None
-        info = {"pid": pid, "token": self.token, "connection_file": conn}
+        info = {"pid": pid, "token": parent.token, "connection_file": conn}
         return PoolKernel(info, Path(f"{base}.spare.claimed-{os.getpid()}"))
 
 
@@ -259,11 +220,6 @@ class ForkedKernel:
 # ------------------------------------------------------------------ a pipeline run's forks
 
 
-def forks_supported() -> bool:
-    """Linux only: macOS forks unsafely once some libraries are loaded, Windows cannot fork."""
-    return sys.platform.startswith("linux")
-
-
 def start_run_forks(plan, step_codes: dict[str, str]) -> tuple[Callable | None, KernelPool | None]:
     """For a run starting fresh kernels (`step_codes`: each step's warm-up code): a kernel parent
     importing what 02_train and 03_evaluate import, forking each of them a kernel when it is
@@ -282,79 +238,3 @@ def start_run_forks(plan, step_codes: dict[str, str]) -> tuple[Callable | None, 
         return ForkedKernel(pool, step, code, cwd) if step in codes else None
 
     return supply, pool
-
-
-# ------------------------------------------------------------------ the kernel parent's process
-
-
-def _stop_kernels(children: set[int], token: str, grace_s: float = 2.0) -> None:
-    """SIGTERM every kernel still running, SIGKILL what is left after grace_s."""
-    alive = [pid for pid in children if is_spare_process(pid, token)]
-    for pid in alive:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    for pid in alive:
-        stop_process(pid, token, grace_s)
-
-
-def _serve_kernel(request: dict) -> None:
-    """In the forked child: become the kernel (a session of its own, as jupyter_client starts
-    kernels), in the worker's folder and environment; never returns."""
-    try:
-        parent = os.getppid()
-        os.setsid()
-        for sig in (signal.SIGTERM, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        os.environ.setdefault("MPLBACKEND", INLINE_BACKEND)
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1):  # the kernel parent's pipes are not the kernel's
-            os.dup2(null, fd)
-        from ipykernel.kernelapp import IPKernelApp
-
-        argv = ["-f", request["connection_file"], f"--IPKernelApp.parent_handle={parent}"]
-        IPKernelApp.launch_instance(argv=argv, exec_lines=[request["code"]] if request["code"] else [])
-    finally:
-        os._exit(0)
-
-
-def serve(spec_path: Path) -> None:
-    """The kernel parent: import, say so, then fork one kernel per request line on stdin."""
-    spec = json.loads(spec_path.read_text(encoding="utf-8"))
-    token, children = spec["token"], set()
-
-    def reap(*_):
-        with contextlib.suppress(ChildProcessError):
-            while (pid := os.waitpid(-1, os.WNOHANG)[0]) > 0:
-                children.discard(pid)
-
-    def stop(*_):
-        # no reap() while the set is read, no second stop() inside this one
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM})
-        _stop_kernels(set(children), token)
-        os._exit(0)
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's: it closes our stdin
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGCHLD, reap)
-    os.environ.setdefault("MPLBACKEND", INLINE_BACKEND)
-    if sys.path and sys.path[0] == "":
-        del sys.path[0]  # as ipykernel_launcher does: the kernel's sys.path is a started kernel's
-    import ipykernel.kernelapp  # noqa: F401  (what every kernel needs first)
-
-    for code in spec["codes"]:
-        exec(compile(code, "<warm-up>", "exec"), {})  # noqa: S102  (the steps' own import lines)
-    for line in sys.stdin:
-        request = json.loads(line)
-        pid = os.fork()
-        if pid == 0:
-            _serve_kernel(request)
-        children.add(pid)
-        print(json.dumps({"pid": pid}), flush=True)
-    stop()
-
-
-if __name__ == "__main__":
-    serve(Path(sys.argv[1]))

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nbops.exceptions import NbopsError
+from nbops.kernel_parent import is_kernel_process as is_spare_process
+from nbops.kernel_parent import stop_kernel_process as stop_process
 from nbops.products import params_hash, write_json
 
 if TYPE_CHECKING:
@@ -217,36 +219,6 @@ def stop_all(build: Path) -> int:
             spare.stop()
             stopped += 1
     return stopped
-
-
-def is_spare_process(pid: int, token: str) -> bool:
-    """The process is alive (not a zombie) and is the spare with this token (not a reused PID):
-    an nbops program whose command line names the spec file with this token (a spare, or a
-    kernel forked by a kernel parent, nbops.runner.forks)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return False
-    state = stat.rsplit(")", 1)[1].split()[0]
-    return state not in ("Z", "X") and "\0-m\0nbops." in cmdline and f".{token}.spec.json" in cmdline
-
-
-def stop_process(pid: int, token: str, grace_s: float = 2.0) -> None:
-    """SIGTERM the spare with this PID and token, SIGKILL it if it is still there after grace_s."""
-    if not is_spare_process(pid, token):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)  # our own child in a long-lived process: reap it
-        if not is_spare_process(pid, token):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
 
 
 def load_connection_file(km, within_s: float = 10.0) -> None:

@@ -16,9 +16,45 @@ from pathlib import Path
 
 from nbops.exceptions import NbopsError
 from nbops.serve.batch import MAX_UPLOAD_BYTES, BatchResult, score_batch
-from nbops.serve.champion import Champion, NoChampionError, check_schema, load_champion, resolve_model_source
+from nbops.serve.champion import (
+    ENV_MODEL_DIR,
+    Champion,
+    NoChampionError,
+    check_schema,
+    load_champion,
+    resolve_model_source,
+)
 from nbops.serve.page import _header, batch_html, message_html, model_card_html, prediction_html
 from nbops.serve.predict import Prediction, _range_text, build_inputs, predict_one, read_inputs
+
+# What a page's kernel imports to load the champion and build the page (the model's classes come
+# with skops.io, which imports scikit-learn's modules); the tracking store's client only when the
+# model comes from it. A kernel parent imports them once for every page (nbops.serve.voila_forks).
+PRELOAD = (
+    "ipywidgets",
+    "pandas",
+    "pandera.pandas",
+    "yaml",
+    "skops.io",
+    "sklearn.pipeline",
+    "sklearn.compose",
+    "nbops.ml.registry",
+    "nbops.ml.models",
+)
+PRELOAD_REGISTRY = ("mlflow", "mlflow.pyfunc", "mlflow.sklearn", "nbops.ml.tracking")
+
+
+def preload(env=None) -> list[str]:
+    """Import what a page's kernel will import (PRELOAD, and PRELOAD_REGISTRY unless the model is
+    an exported champion folder); returns the module names."""
+    import importlib
+    import os
+
+    env = os.environ if env is None else env
+    names = [*PRELOAD, *(() if env.get(ENV_MODEL_DIR) else PRELOAD_REGISTRY)]
+    for name in names:
+        importlib.import_module(name)
+    return names
 
 
 def _log_to_server(exc: BaseException) -> None:

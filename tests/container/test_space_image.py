@@ -73,6 +73,7 @@ def check_uids_home_and_log(container_server) -> None:
     # (voila.json's logging_config works inside the image too)
     log = container_server.logs()
     assert "Kernel started" in log and "Connecting to kernel" in log
+    assert "forked for" in log and "Starting the kernel as a new process" not in log, log  # voila_forks
     assert "websocket_ping_timeout" not in log and "without encryption" not in log, log
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.processes import free_port, ready_or_stopped, stop_group
+from benchmarks.processes import free_port, ready_or_stopped, stop_group, voila_answers
 from tests.conftest import REPO
 
 SCREENSHOTS = REPO / "screenshots"
@@ -40,16 +40,15 @@ class Server:
         )
 
     def wait_ready(self) -> None:
+        """Until Voila answers a static path: a probe that starts no kernel (a GET of the page
+        would hold one of 127.0.0.1's two places for 60 s, unconnected)."""
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            try:
-                with urllib.request.urlopen(self.url + "/", timeout=60) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.5)
+            if voila_answers(self.url):
+                return
+            time.sleep(0.5)
         raise RuntimeError(f"{self.name} not ready after {READY_TIMEOUT_S} s:\n{self.log.read_text()}")
 
     def stop(self) -> None:

@@ -98,6 +98,20 @@ def test_a_forked_kernel_is_interrupted_restarted_and_killed_by_its_pid(tmp_path
     assert not is_kernel_process(first, token) and not is_kernel_process(second, token)
 
 
+def test_a_forked_kernel_that_is_gone_gets_no_signal(tmp_path, monkeypatch):
+    km = _start(tmp_path)
+    provisioner = km.provisioner
+    process = provisioner.process
+    run_coroutine(km.shutdown_kernel(now=True))
+    assert process.poll() == 0
+    sent = []
+    monkeypatch.setattr(os, "killpg", lambda *a: sent.append(("killpg", *a)))
+    monkeypatch.setattr(os, "kill", lambda *a: sent.append(("kill", *a)))
+    provisioner.process = process  # as if the manager still held it
+    run_coroutine(provisioner.send_signal(signal.SIGKILL))
+    assert sent == []  # its PID may be another process's by now
+
+
 def test_the_kernel_parent_is_started_again_when_it_stopped(tmp_path):
     km = _start(tmp_path)
     run_coroutine(km.shutdown_kernel(now=True))
@@ -191,6 +205,9 @@ def test_a_forked_process_lives_while_a_process_has_its_pid_and_token(tmp_path):
     parent.start()
     pid = parent.proc.pid
     try:
+        deadline = time.monotonic() + 30
+        while not is_kernel_process(pid, parent.token) and time.monotonic() < deadline:
+            time.sleep(0.05)  # until it has exec'd: its command line names the token from then on
         watched = ForkedProcess(pid, parent.token)
         assert watched.poll() is None
         with pytest.raises(subprocess.TimeoutExpired):

@@ -177,6 +177,13 @@ class ForkingProvisioner(LocalProvisioner):
         self.cwd = cwd
         return self.connection_info
 
+    async def send_signal(self, signum: int) -> None:
+        """As LocalProvisioner's (to the kernel's process group), but never to a forked kernel that
+        is gone: the kernel parent reaps it at once, so its PID may already be another process's."""
+        if isinstance(self.process, ForkedProcess) and self.process.poll() is not None:
+            return
+        await super().send_signal(signum)
+
 
 class ForkingKernelManager(ServerKernelManager):
     """jupyter_server's kernel manager with `ForkingProvisioner` for its kernels."""

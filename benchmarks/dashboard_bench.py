@@ -9,6 +9,7 @@ group and is stopped by that group id."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import time
 import urllib.error
@@ -130,11 +131,26 @@ def time_to_widgets(page, url: str) -> float:
     return time.perf_counter() - t
 
 
+_visitors = itertools.count(1)
+
+
 def _tti(browser, url: str) -> tuple[float, object, object]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    """A page view by a visitor of its own (an address behind the trusted proxy on 127.0.0.1, as
+    a Space's visitors come): the per-address cap of the kernel manager never applies here."""
+    visitor = next(_visitors)
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900},
+        extra_http_headers={"X-Forwarded-For": f"198.51.{100 + visitor // 250}.{visitor % 250 + 1}"},
+    )
     page = context.new_page()
     page.set_default_timeout(120_000)
     return time_to_widgets(page, url), page, context
+
+
+def _close(page, context) -> None:
+    """Close the tab as a visitor does (Voila's page asks the server to shut its kernel down)."""
+    page.close(run_before_unload=True)
+    context.close()
 
 
 def _update_count(page) -> int:
@@ -184,12 +200,12 @@ def bench_dashboard(project: Path, rounds: int, samples: dict[str, list], work: 
                         seconds, page, context = _tti(browser, server.url)
                         if name == "warm":
                             samples["dashboard_tti_s"].append(seconds)
-                            context.close()
+                            _close(page, context)
                             known = warm.wait_pool_ready(known)  # the next view finds a rendered kernel
                             continue
                         samples[COLD_KEYS[name]].append(seconds)
                         samples[CPU_KEYS[name]].append(server.new_kernels_cpu_s(seen[name]))
-                        context.close()
+                        _close(page, context)
                     last = {key: samples[key][-1] for key in (*COLD_KEYS.values(), *CPU_KEYS.values())}
                     print(
                         f"  dashboard round {r + 1}/{rounds}: cold {last['dashboard_cold_tti_s']:.2f}s "
@@ -202,7 +218,7 @@ def bench_dashboard(project: Path, rounds: int, samples: dict[str, list], work: 
                 _predict_ms(page)  # the first click pays one-off imports; p95 is of the steady state
                 for _ in range(PREDICT_CLICKS):
                     samples["predict_ms"].append(_predict_ms(page))
-                context.close()
+                _close(page, context)
             finally:
                 browser.close()
     finally:

@@ -22,6 +22,7 @@ poller). Linux only (`forks_supported`).
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -224,6 +225,9 @@ def serve(spec_path: Path) -> None:
     for code in spec["codes"]:
         exec(compile(code, "<warm-up>", "exec"), {})  # noqa: S102  (the owner's own import lines)
     set_on_import = {k: v for k, v in os.environ.items() if before.get(k) != v}
+    # what the imports built stays out of the collector's sight: a kernel's collections would
+    # otherwise write to every shared page they scan, copying it (the gc module's advice for fork)
+    gc.freeze()
     for line in sys.stdin:
         request = json.loads(line)
         pid = os.fork()

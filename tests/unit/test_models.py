@@ -55,6 +55,21 @@ def test_predict_table_has_label_and_probabilities(table):
     assert out.filter(like="p_").sum(axis=1).round(6).eq(1).all()
 
 
+@pytest.mark.parametrize(
+    ("task", "name"),
+    [
+        ("classification", "random_forest"),
+        ("classification", "hist_gradient_boosting"),
+        ("regression", "random_forest"),
+    ],
+)
+def test_a_model_that_draws_random_numbers_is_seeded_unless_the_params_say(task, name):
+    from nbops.ml.models import MODEL_SEED, make_estimator
+
+    assert make_estimator(name, {}, task=task).random_state == MODEL_SEED
+    assert make_estimator(name, {"random_state": 7}, task=task).random_state == 7
+
+
 def test_invalid_hyperparameter_value_is_a_params_error():
     with pytest.raises(ModelError) as exc:
         make_model("decision_tree", {"max_depth": -1}, NUMERIC, CATEGORICAL, source="params/x.yaml")

@@ -51,7 +51,7 @@ async def _run(km, code: str) -> str:
 
 
 def _start(tmp_path, **launch):
-    km = ForkingKernelManager(preload=PRELOAD, transport_encryption="auto")
+    km = ForkingKernelManager(preload=PRELOAD, in_kernel="", transport_encryption="auto")
     env = {**os.environ, "NBOPS_TEST_LAUNCH": "launch"}
     run_coroutine(km.start_kernel(cwd=str(tmp_path), env=env, **launch))
     return km
@@ -73,6 +73,24 @@ def test_a_kernel_is_forked_in_the_launch_folder_and_environment_with_the_import
         run_coroutine(km.shutdown_kernel(now=False))
     assert not is_kernel_process(process.pid, parent.token)
     assert not run_coroutine(km.is_alive())
+
+
+def test_a_page_kernel_forked_after_the_dashboards_imports_has_the_widgets_comm_targets(tmp_path):
+    """ipywidgets registers its comm targets on import only inside a running kernel; the kernel
+    parent imported it before any kernel, so each forked kernel registers them itself."""
+    km = ForkingKernelManager(transport_encryption="auto")  # the dashboard's preload, as served
+    run_coroutine(km.start_kernel(cwd=str(tmp_path)))
+    try:
+        targets = run_coroutine(
+            _run(
+                km,
+                "import sys; targets = get_ipython().kernel.comm_manager.targets\n"
+                "print(sorted(targets), 'skops.io' in sys.modules)",
+            )
+        )
+        assert targets == "['jupyter.widget', 'jupyter.widget.control'] True"
+    finally:
+        run_coroutine(km.shutdown_kernel(now=True))
 
 
 def test_a_forked_kernel_is_interrupted_restarted_and_killed_by_its_pid(tmp_path):

@@ -40,15 +40,15 @@ def _estimator_class(name: str, task: str = CLASSIFICATION):
     return getattr(importlib.import_module(module), cls)
 
 
-REGRESSOR_SEED = 42  # a regressor that draws random numbers is seeded with this unless params say
+MODEL_SEED = 42  # a model that draws random numbers is seeded with this unless params say
 
 
 def make_estimator(name: str, params: dict[str, Any], source: str = "params", task: str = CLASSIFICATION):
     """Build the `task`'s estimator; an unknown hyperparameter names the params key."""
     cls = _estimator_class(name, task)
     valid = cls().get_params()
-    if task == REGRESSION and "random_state" in valid and "random_state" not in params:
-        params = {**params, "random_state": REGRESSOR_SEED}
+    if "random_state" in valid and "random_state" not in params:  # a rerun fits the same model
+        params = {**params, "random_state": MODEL_SEED}
     unknown = [k for k in params if k not in valid]
     if unknown:
         import difflib

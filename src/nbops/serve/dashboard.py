@@ -57,6 +57,15 @@ def preload(env=None) -> list[str]:
     return names
 
 
+def start_kernel() -> None:
+    """In each kernel forked after `preload`: what importing ipywidgets in a running kernel does,
+    which an import done before the kernel existed could not (its comm targets: without
+    `jupyter.widget.control` the page fetches the widgets' state one widget at a time)."""
+    import ipywidgets
+
+    ipywidgets.register_comm_target()
+
+
 def _log_to_server(exc: BaseException) -> None:
     """Tracebacks go to the server's log (the kernel's real stderr), never to the page."""
     print("nbops.dashboard:", "".join(traceback.format_exception(exc)), file=sys.__stderr__, flush=True)

@@ -40,6 +40,7 @@ from traitlets import Bool, Unicode
 from nbops.kernel_parent import KernelParent, KernelParentGone, forks_supported, is_kernel_process
 
 PRELOAD = "import nbops.serve.dashboard\nnbops.serve.dashboard.preload()"
+IN_KERNEL = "import nbops.serve.dashboard\nnbops.serve.dashboard.start_kernel()"
 
 
 class ForkedProcess:
@@ -162,11 +163,12 @@ class ForkingProvisioner(LocalProvisioner):
         cwd = Path(kwargs.get("cwd") or os.getcwd())
         env = dict(kwargs.get("env") or os.environ)
         code = getattr(km, "preload", PRELOAD)
+        in_kernel = getattr(km, "in_kernel", IN_KERNEL)
         try:
             served = await asyncio.to_thread(
                 kernel_parent, code, Path(connection_file).parent, Path.cwd(), self.log
             )
-            pid = await asyncio.to_thread(served.parent.fork, connection_file, "", cwd, env)
+            pid = await asyncio.to_thread(served.parent.fork, connection_file, in_kernel, cwd, env)
         except (KernelParentGone, OSError) as exc:
             self.log.warning("Starting the kernel as a new process: %s", exc)
             return await super().launch_kernel(cmd, **kwargs)
@@ -196,6 +198,12 @@ class ForkingKernelManager(ServerKernelManager):
     )
     preload = Unicode(
         PRELOAD, config=True, help="Python code the kernel parent runs once, before it forks kernels."
+    )
+    in_kernel = Unicode(
+        IN_KERNEL,
+        config=True,
+        help="Python code each forked kernel runs once it is a kernel: what the preloaded modules "
+        "would have done on import in a running kernel (ipywidgets' comm targets).",
     )
 
     async def _async_pre_start_kernel(self, **kw):

@@ -66,6 +66,12 @@ class Voila:
     def kernels(self) -> list:
         return kernel_processes(self.proc.pid)
 
+    def wait_no_kernels(self, timeout: float = 30) -> None:
+        """Until the closed page's kernel is gone (a server without a preheated pool)."""
+        deadline = time.monotonic() + timeout
+        while self.kernels() and time.monotonic() < deadline:
+            time.sleep(0.2)
+
     def new_kernels_cpu_s(self, known: set[int]) -> float:
         """CPU seconds of the kernels not in `known` (added to it): a cold page's own kernel."""
         import psutil
@@ -206,6 +212,7 @@ def bench_dashboard(project: Path, rounds: int, samples: dict[str, list], work: 
                         samples[COLD_KEYS[name]].append(seconds)
                         samples[CPU_KEYS[name]].append(server.new_kernels_cpu_s(seen[name]))
                         _close(page, context)
+                        server.wait_no_kernels()  # its shutdown is not part of the next view
                     last = {key: samples[key][-1] for key in (*COLD_KEYS.values(), *CPU_KEYS.values())}
                     print(
                         f"  dashboard round {r + 1}/{rounds}: cold {last['dashboard_cold_tti_s']:.2f}s "

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.processes import rss_mb
+from benchmarks.processes import is_kernel_command, rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -102,15 +102,16 @@ class Measure:
 
 def _is_kernel(proc) -> bool:
     try:
-        return any("ipykernel_launcher" in part for part in proc.cmdline())
-    except Exception:  # gone or not readable between listing and reading
+        return is_kernel_command(proc.cmdline(), proc.parent().cmdline())
+    except Exception:  # gone or not readable between listing and reading (parent() None)
         return False
 
 
 def measure(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 1800) -> Measure:
     """Run `cmd`, polling its process tree every POLL_S for RSS and kernels.
 
-    Kernels are counted as distinct `ipykernel_launcher` PIDs seen in the tree: a kernel lives
+    Kernels are counted as distinct kernel PIDs seen in the tree (`ipykernel_launcher`, or forked
+    by a kernel parent: benchmarks.processes.is_kernel_command): a kernel lives
     for seconds (start-up alone is ~1 s), far longer than the poll interval."""
     import psutil
 

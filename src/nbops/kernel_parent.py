@@ -10,7 +10,7 @@ loaded modules are shared with the parent. Its command line is the kernel parent
 not exec), which names the spec file and so the parent's token: `is_kernel_process` tells a live
 kernel from a reused PID by it.
 
-Two owners use it: the runner (nbops.runner.forks: 02_train and 03_evaluate, and each sweep
+Two owners use it: the runner (nbops.runner.forks: a run's steps, and each sweep
 worker's steps) and the dashboard's server (nbops.serve.voila_forks: every page's kernel).
 
 Nothing outlives its owner: the kernel parent ignores Ctrl-C (the owner gets it and stops what

@@ -1,6 +1,6 @@
-"""A run that starts fresh kernels: 02_train and 03_evaluate are forked from one kernel parent
-(nbops.kernel_parent, through nbops.runner.forks) while 01_eda starts its own kernel, and nothing
-is left once the run ends;
+"""A run that starts fresh kernels: 01_eda, 02_train and 03_evaluate are forked from one kernel
+parent (nbops.kernel_parent, through nbops.runner.forks), 01_eda (a side branch) at a lower CPU
+priority, and nothing is left once the run ends;
 a model the params refuse stops the kernels already started, before any step ran."""
 
 from __future__ import annotations
@@ -24,16 +24,27 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def parent_of(pid: int) -> int:
+def _stat(pid: int, field: int) -> int:
+    """A number of /proc/<pid>/stat, counted from the state (0) after the command's name."""
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[field])
     except (OSError, IndexError, ValueError):
         return 0
 
 
-def watched_run(root: Path, params: str) -> tuple[subprocess.CompletedProcess, dict[int, str]]:
+def parent_of(pid: int) -> int:
+    return _stat(pid, 1)
+
+
+def niceness(pid: int) -> int:
+    return _stat(pid, 16)
+
+
+def watched_run(root: Path, params: str, nice: dict[int, int] | None = None):
     """`nbops run` in `root`, and every kernel it started (pid → command line): its own
-    children running ipykernel, and the kernel parent and its forks (named by the run's folder)."""
+    children running ipykernel, and the kernel parent and its forks (named by the run's folder).
+    `nice` gets each one's highest niceness seen."""
+    nice = {} if nice is None else nice
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | FRESH
     proc = subprocess.Popen(
         [sys.executable, "-m", "nbops", "run", "--params", params],
@@ -49,6 +60,8 @@ def watched_run(root: Path, params: str) -> tuple[subprocess.CompletedProcess, d
     def poll() -> None:
         while not done.is_set():
             for name in os.listdir("/proc"):
+                if name.isdigit() and int(name) in seen:
+                    nice[int(name)] = max(nice.get(int(name), 0), niceness(int(name)))
                 if not name.isdigit() or int(name) in seen:
                     continue
                 pid, line = int(name), cmdline(int(name))
@@ -82,15 +95,18 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def test_train_and_evaluate_are_forked_from_one_parent_and_nothing_outlives_the_run(tmp_path):
+def test_every_step_is_forked_from_one_parent_and_nothing_outlives_the_run(tmp_path):
     root = make_project(tmp_path / "project")
-    run, kernels = watched_run(root, "params/smoke.yaml")
+    nice: dict[int, int] = {}
+    run, kernels = watched_run(root, "params/smoke.yaml", nice)
     assert run.returncode == 0, run.stdout
     forks = [pid for pid, line in kernels.items() if "nbops.kernel_parent" in line]
     launched = [pid for pid, line in kernels.items() if "ipykernel_launcher" in line]
-    assert len(launched) == 1, kernels  # 01_eda's own kernel
+    assert launched == [], kernels  # no kernel started as a process of its own
     # the kernel parent and one fork per step: forks keep their parent's command line
-    assert len(forks) == 3 and len({kernels[pid] for pid in forks}) == 1, kernels
+    assert len(forks) == 4 and len({kernels[pid] for pid in forks}) == 1, kernels
+    # 01_eda, the side branch, at niceness 10; the parent, train and evaluate at the run's 0
+    assert sorted(nice.get(pid, 0) for pid in forks) == [0, 0, 0, 10], nice
     deadline = time.monotonic() + 10  # a fork's parent poller notices within a second or so
     while time.monotonic() < deadline and any(alive(pid) for pid in kernels):
         time.sleep(0.1)

@@ -6,9 +6,10 @@ kernel forked from the kernel parent ~0.15 s, ready in ~0.4 s. A forked kernel r
 warm-up lines (cached imports, as a spare does) and serves one step, handed out as a claimed
 spare (nbops.runner.spares.SpareKernel: adopted by PID, stopped once its step is done).
 
-Used by a cold pipeline run for 02_train and 03_evaluate (one import instead of two, while
-01_eda's kernel starts on its own) and by each sweep worker (nbops.sweep.kernels), whose pool
-keeps one kernel per step forked ahead for the next point.
+Used by a cold pipeline run for every step that starts a fresh kernel (01_eda, 02_train and
+03_evaluate: one import instead of three; 01_eda, a side branch, at a lower CPU priority) and by
+each sweep worker (nbops.sweep.kernels), whose pool keeps one kernel per step forked ahead for
+the next point.
 
 Nothing outlives the run or the worker: see nbops.kernel_parent.
 """
@@ -23,7 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nbops.kernel_parent import KernelParent, KernelParentGone, forks_supported
-from nbops.layout import MODEL_STEPS
 from nbops.runner.spares import SpareKernel, kernel_env
 
 KERNELS_FOLDER = ".kernels"  # in a run's build folder: the kernel parent's spec, log, connection files
@@ -63,9 +63,10 @@ class PoolKernel(_TimedTake, SpareKernel):
 class KernelPool:
     """One worker's kernels (thread-safe): `supply` is the runner's `kernel_supply`."""
 
-    def __init__(self, folder: Path, ahead: bool = True):
+    def __init__(self, folder: Path, ahead: bool = True, nice: dict[str, int] | None = None):
         self.folder = Path(folder)
         self.ahead = ahead  # fork the next kernel of a step when one is handed out (a sweep's next point)
+        self.nice = nice or {}  # what a step adds to its kernels' CPU niceness (a side branch's)
         self._lock = threading.Lock()
         self._parent: KernelParent | None = None
         self._key: tuple | None = None
@@ -174,7 +175,8 @@ class KernelPool:
             Path(conn).unlink(missing_ok=True)
             return None
         info = {"pid": pid, "token": parent.token, "connection_file": conn}
-        return PoolKernel(info, Path(f"{base}.spare.claimed-{os.getpid()}"))
+        claimed = Path(f"{base}.spare.claimed-{os.getpid()}")
+        return PoolKernel(info, claimed, nice=self.nice.get(step, 0))
 
 
 class ForkedKernel:
@@ -220,18 +222,20 @@ class ForkedKernel:
 # ------------------------------------------------------------------ a pipeline run's forks
 
 
-def start_run_forks(plan, step_codes: dict[str, str]) -> tuple[Callable | None, KernelPool | None]:
-    """For a run starting fresh kernels (`step_codes`: each step's warm-up code): a kernel parent
-    importing what 02_train and 03_evaluate import, forking each of them a kernel when it is
-    needed (started now, in the background). Returns the runner's `kernel_supply` for it and the
-    pool (closed with the run's kernels); (None, None) when fewer than two of those steps run or
-    the platform cannot fork."""
+def start_run_forks(
+    plan, step_codes: dict[str, str], nice: dict[str, int] | None = None
+) -> tuple[Callable | None, KernelPool | None]:
+    """For a run starting fresh kernels (`step_codes`: each step's warm-up code, `nice`: what a
+    step adds to its kernel's niceness): a kernel parent importing what those steps import,
+    forking each of them a kernel (started now, in the background). Returns the runner's
+    `kernel_supply` for it and the pool (closed with the run's kernels); (None, None) when fewer
+    than two steps start a kernel (one import either way) or the platform cannot fork."""
     from nbops.layout import NOTEBOOKS_DIR
 
-    codes = {name: code for name, code in step_codes.items() if name in MODEL_STEPS}
+    codes = dict(step_codes)
     if len(codes) < 2 or not forks_supported():
         return None, None
-    pool = KernelPool(plan.build / KERNELS_FOLDER, ahead=False)
+    pool = KernelPool(plan.build / KERNELS_FOLDER, ahead=False, nice=nice)
     pool.start(codes, plan.root / NOTEBOOKS_DIR)
 
     def supply(step: str, code: str, cwd: Path) -> ForkedKernel | None:

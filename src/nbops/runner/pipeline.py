@@ -230,9 +230,9 @@ def _run_steps(
 def _kernels_and_preflight(plan, steps, to_run, keep_warm_s, user_env, kernel_supply) -> Kernels:
     """The steps' kernels, once `preflight` has passed. New kernels start first and import
     meanwhile (it imports scikit-learn: 1.5 s with one core idle), and are stopped if it
-    refuses: 02_train and 03_evaluate forked from one kernel parent (nbops.runner.forks), the
-    others started on their own. Kernels kept warm by the last run, or a sweep's, are taken
-    only once it passed (a refused edit keeps them for the next try)."""
+    refuses: forked from one kernel parent (nbops.runner.forks) when two or more start. Kernels
+    kept warm by the last run, or a sweep's, are taken only once it passed (a refused edit
+    keeps them for the next try)."""
     from nbops.runner.spares import spares_waiting
 
     kernels = Kernels(plan, steps, keep_warm_s, user_env or dict(os.environ))
@@ -241,7 +241,7 @@ def _kernels_and_preflight(plan, steps, to_run, keep_warm_s, user_env, kernel_su
         return kernels.start(kernel_supply)
     from nbops.runner.forks import start_run_forks
 
-    kernels.start(*start_run_forks(plan, kernels.code))
+    kernels.start(*start_run_forks(plan, kernels.code, kernels.nice))
     try:
         preflight(plan, to_run)
     except BaseException:

@@ -16,6 +16,16 @@ calls of one parent here) are set in the child as the imports would set them.
 real process (the wheel install, `--version`, signals, two runs at once, the import budget of the
 no-op path) start one themselves.
 
+The programs such a call starts as processes of their own in turn, the kernel parent of a run's
+kernels and a local sweep's workers (`python -m nbops.kernel_parent ...`, `python -m
+nbops.sweep.worker ...`: FORKED_MODULES), are forked from the CLI parent too: in a forked call,
+`subprocess.Popen` of one of those commands gives a `ForkedPopen` (Popen's interface: pipes,
+passed fds, poll/wait/returncode, signals) instead of a new interpreter. The forked program gets
+the command line a new process would have (`set_command_line`: the kernel parent's token in
+it is how kernels are told from reused PIDs), the given folder, environment and fds, and runs as
+`__main__`. Any other command, or keyword Popen is given that ForkedPopen does not take, starts a
+new process as before.
+
 The CLI parent is single-threaded (children are watched through pidfds, so a fork never copies
 another thread's held lock) and exits when its stdin closes: the test process that started it is
 gone.
@@ -23,6 +33,8 @@ gone.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import json
 import locale
@@ -34,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -68,6 +81,11 @@ PRELOAD = (
     "nh3",
 )
 MAX_REQUEST = 1 << 20  # the call's arguments, folder and environment, as JSON
+# what a forked call starts as a program of its own, forked from the CLI parent instead
+FORKED_MODULES = ("nbops.kernel_parent", "nbops.sweep.worker")
+POPEN_KEYWORDS = {"stdin", "stdout", "stderr", "cwd", "env", "pass_fds", "text"}  # what ForkedPopen takes
+ARGV_ROOM = 4096  # bytes of the CLI parent's command line, for a forked program's own
+_serving = ""  # the CLI parent's socket name (in its children: where ForkedPopen asks)
 
 
 # ------------------------------------------------------------------ the CLI parent's process
@@ -75,6 +93,8 @@ MAX_REQUEST = 1 << 20  # the call's arguments, folder and environment, as JSON
 
 def _serve(name: str) -> dict | None:
     """Fork a child per request; returns the request in the child (None: the parent is done)."""
+    global _serving
+    _serving = name
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind("\0" + name)
     listener.listen(64)
@@ -90,7 +110,7 @@ def _serve(name: str) -> dict | None:
                     return None  # the test process is gone
             elif key.data == "accept":
                 conn, _ = listener.accept()
-                message, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 2)
+                message, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 16)
                 request = json.loads(message)
                 pid = os.fork()
                 if pid == 0:
@@ -127,25 +147,53 @@ def call_environment(caller: dict[str, str], set_on_import: dict[str, str]) -> d
     return {**set_on_import, **caller}
 
 
-def _become_nbops(request: dict, set_on_import: dict[str, str]) -> None:
-    """In the child: the state a new `python -m nbops <args>` process starts in, then run it."""
+def set_command_line(args: list[str]) -> bool:
+    """Make this process's /proc/<pid>/cmdline `args` (NUL-separated, NUL-padded to the room its
+    own command line had), as a new process started with them would show; False when they do not
+    fit or Linux does not say where the command line lives."""
+    import ctypes
+
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: stat fields 48, 49
+    except (OSError, IndexError, ValueError):
+        return False
+    data = b"\0".join(os.fsencode(a) for a in args) + b"\0"
+    if not start or len(data) > end - start:
+        return False
+    ctypes.memmove(start, data.ljust(end - start, b"\0"), end - start)
+    return True
+
+
+def _take_fds(fds: list[int], targets: list[int]) -> None:
+    """Put each received fd at its target number (stdin /dev/null when no target is 0)."""
+    if 0 not in targets:
+        fds, targets = [os.open(os.devnull, os.O_RDONLY), *fds], [0, *targets]
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1000) for fd in fds]  # out of every target's way
+    for fd in fds:
+        os.close(fd)
+    for fd, target in zip(high, targets, strict=True):
+        os.dup2(fd, target)  # inheritable, as Popen leaves a child's 0-2 and pass_fds
+    for fd in high:
+        os.close(fd)
+
+
+def _become(request: dict, set_on_import: dict[str, str]) -> None:
+    """In the child: the state a new `python -m <module> <args>` process starts in, then run it."""
     import runpy
 
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    out, err = request["fds"]
-    os.dup2(out, 1)
-    os.dup2(err, 2)
-    os.close(out)
-    os.close(err)
+    module = request.get("module", "nbops")
+    _take_fds(request["fds"], request.get("fd_targets", [1, 2]))
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(call_environment(request["env"], set_on_import))
     tempfile.tempdir = None  # TMPDIR as the caller's environment has it
+    if module != "nbops":
+        set_command_line([sys.executable, "-m", module, *request["args"]])
+    subprocess.Popen = ForkingPopen  # type: ignore[misc]  # what this program starts in turn
     sys.path[0] = os.getcwd()  # as `python -m` puts the current folder first
-    sys.argv = ["-m", *request["args"]]  # runpy sets argv[0] to nbops/__main__.py
-    runpy.run_module("nbops", run_name="__main__", alter_sys=True)
+    sys.argv = ["-m", *request["args"]]  # runpy sets argv[0] to the module's file
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
 def main() -> None:
@@ -156,7 +204,143 @@ def main() -> None:
     request = _serve(sys.argv[1])
     if request is None:
         return
-    _become_nbops(request, set_on_import)
+    _become(request, set_on_import)
+
+
+# ------------------------------------------------------------------ programs a forked call starts
+
+
+class ForkedPopen:
+    """subprocess.Popen's interface for `python -m <module> <args>` forked by the CLI parent at
+    `socket_name`: stdin, stdout and stderr as Popen takes them (None, PIPE, DEVNULL, STDOUT for
+    stderr, an fd or a file), `pass_fds` at the same numbers, `text`; `pid`, `returncode`,
+    `poll`, `wait`, `send_signal`, `terminate`, `kill`. The CLI parent reaps it and sends its exit
+    status on this object's connection."""
+
+    def __init__(self, args, stdin=None, stdout=None, stderr=None, cwd=None, env=None, pass_fds=(),
+                 text=False, socket_name: str = ""):  # fmt: skip
+        self.args, self.returncode = list(args), None
+        self.stdin = self.stdout = self.stderr = None
+        self._lock = threading.Lock()
+        mode = {"encoding": locale.getpreferredencoding(False)} if text else {}
+        ours: list[int] = []  # the child's ends, closed here once sent
+        sent: list[int] = []
+
+        def end(spec, target: int, ours_mode: str, default: int) -> int:
+            if spec is None:
+                return default
+            if spec == subprocess.DEVNULL:
+                ours.append(os.open(os.devnull, os.O_RDWR))
+                return ours[-1]
+            if spec == subprocess.PIPE:
+                r, w = os.pipe()
+                child, mine = (r, w) if target == 0 else (w, r)
+                ours.append(child)
+                pipe = open(mine, ours_mode + ("" if text else "b"), **mode)  # noqa: SIM115
+                setattr(self, ("stdin", "stdout", "stderr")[target], pipe)
+                return child
+            return spec if isinstance(spec, int) else spec.fileno()
+
+        sent.append(end(stdin, 0, "w", 0))
+        sent.append(end(stdout, 1, "r", 1))
+        sent.append(sent[1] if stderr == subprocess.STDOUT else end(stderr, 2, "r", 2))
+        sent += list(pass_fds)
+        request = {
+            "module": self.args[2],
+            "args": self.args[3:],
+            "cwd": str(cwd or os.getcwd()),
+            "env": dict(os.environ if env is None else env),
+            "fd_targets": [0, 1, 2, *pass_fds],
+        }
+        self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._conn.connect("\0" + (socket_name or _serving))
+            socket.send_fds(self._conn, [json.dumps(request).encode()], sent)
+            self.pid = int(json.loads(self._conn.recv(4096))["pid"])
+        finally:
+            for fd in ours:
+                os.close(fd)
+        self._wait_for_command_line()
+
+    def _wait_for_command_line(self, within_s: float = 10.0) -> None:
+        """Return, as Popen does once its child has exec'd, when the program shows its own
+        command line (set first thing after the fork) or has ended."""
+        want = b"\0".join(os.fsencode(a) for a in self.args) + b"\0"
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline and self.poll() is None:
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{self.pid}/cmdline").read_bytes().startswith(want):
+                    return
+            time.sleep(0.001)
+
+    def _settle(self, reply: bytes) -> None:
+        # no reply: the CLI parent is gone, and with it what it would have said
+        self.returncode = json.loads(reply)["returncode"] if reply else -signal.SIGKILL
+        self._conn.close()
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self._lock.acquire(blocking=False):
+            try:
+                self._conn.setblocking(False)
+                try:
+                    self._settle(self._conn.recv(4096))
+                except BlockingIOError:
+                    self._conn.setblocking(True)
+            finally:
+                self._lock.release()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        with self._lock:
+            if self.returncode is None:
+                self._conn.settimeout(timeout)
+                try:
+                    self._settle(self._conn.recv(4096))
+                except TimeoutError:
+                    self._conn.settimeout(None)
+                    raise subprocess.TimeoutExpired(self.args, timeout) from None
+        return self.returncode  # type: ignore[return-value]
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:  # not reaped yet: the PID is still the program's
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for pipe in (self.stdin, self.stdout, self.stderr):
+            if pipe is not None:
+                pipe.close()
+        self.wait()
+
+
+def forks_from_cli_parent(args, kwargs: dict) -> bool:
+    """A command a forked call forks from the CLI parent: `python -m` one of FORKED_MODULES,
+    with only keywords ForkedPopen takes, a command line that fits ARGV_ROOM."""
+    if not _serving or not isinstance(args, (list, tuple)) or len(args) < 3:
+        return False
+    if [str(a) for a in args[:2]] != [sys.executable, "-m"] or args[2] not in FORKED_MODULES:
+        return False
+    size = sum(len(os.fsencode(str(a))) + 1 for a in args)
+    return set(kwargs) <= POPEN_KEYWORDS and size <= ARGV_ROOM
+
+
+class ForkingPopen(subprocess.Popen):
+    """subprocess.Popen in a forked call: a ForkedPopen for what forks_from_cli_parent takes,
+    a new process for anything else."""
+
+    def __new__(cls, args, *rest, **kwargs):
+        if not rest and forks_from_cli_parent(args, kwargs):
+            return ForkedPopen([str(a) for a in args], **kwargs)
+        return super().__new__(cls)
 
 
 # ------------------------------------------------------------------ the caller's side
@@ -180,13 +364,18 @@ class CliParent:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    def socket_name(self) -> str:
+        """The CLI parent's socket name (started when it is not running)."""
+        return self._ensure()
+
     def _ensure(self) -> str:
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
                 self._path = f"nbops-cli-parent-{os.getpid()}-{uuid.uuid4().hex[:8]}"
                 env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
                 self._proc = subprocess.Popen(
-                    [sys.executable, "-m", "tests.forked_cli", self._path],
+                    # the padding is room for a forked program's command line (set_command_line)
+                    [sys.executable, "-m", "tests.forked_cli", self._path, "." * ARGV_ROOM],
                     cwd=Path(__file__).resolve().parents[1],  # where `tests` is importable
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,

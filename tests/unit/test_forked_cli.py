@@ -4,6 +4,7 @@ say and return what a new `python -m nbops` process says and returns."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,8 +13,16 @@ import time
 import psutil
 import pytest
 
-from tests.conftest import make_project
-from tests.forked_cli import call_environment, cli_parent
+from tests import forked_cli
+from tests.conftest import REPO, make_project
+from tests.forked_cli import (
+    ARGV_ROOM,
+    ForkedPopen,
+    ForkingPopen,
+    call_environment,
+    cli_parent,
+    forks_from_cli_parent,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks: Linux only")
 
@@ -69,3 +78,87 @@ def test_a_call_gets_the_variables_the_preloaded_imports_set_unless_the_caller_h
     set_on_import = {"KMP_INIT_AT_FORK": "FALSE", "KMP_DUPLICATE_LIB_OK": "True"}
     env = call_environment({"PATH": "/bin", "KMP_DUPLICATE_LIB_OK": "False"}, set_on_import)
     assert env == {"PATH": "/bin", "KMP_INIT_AT_FORK": "FALSE", "KMP_DUPLICATE_LIB_OK": "False"}
+
+
+def _probe(popen, tmp_path, **kw):
+    """Start tests.forked_probe with popen: (the process, the read end of its passed fd)."""
+    read_fd, write_fd = os.pipe()
+    env = {**os.environ, "PROBE": "probe-value", "PYTHONPATH": str(REPO)}
+    proc = popen(
+        [sys.executable, "-m", "tests.forked_probe", str(write_fd), "3"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=tmp_path, env=env, pass_fds=(write_fd,), text=True, **kw,
+    )  # fmt: skip
+    os.close(write_fd)
+    return proc, read_fd
+
+
+def test_a_program_forked_from_the_cli_parent_behaves_as_a_new_process(tmp_path):
+    """Pipes, a passed fd at its number, folder, environment, exit code and command line: what
+    subprocess.Popen gives for the same command."""
+    said = {}
+    for name, popen, kw in (
+        ("new", subprocess.Popen, {}),
+        ("forked", ForkedPopen, {"socket_name": cli_parent().socket_name()}),
+    ):
+        proc, replies = _probe(popen, tmp_path, **kw)
+        command_line = psutil.Process(proc.pid).cmdline()
+        assert proc.poll() is None
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.2)  # still reading its stdin
+        proc.stdin.write("one\ntwo\n")
+        proc.stdin.close()
+        out, err = proc.stdout.read(), proc.stderr.read()
+        code = proc.wait(timeout=60)
+        with os.fdopen(replies) as fh:
+            said[name] = (out, err, code, fh.read(), [a for a in command_line if a])
+    assert said["forked"] == said["new"]
+    assert said["new"][:4] == ("ONE\nTWO\n", f"{tmp_path} probe-value\n", 3, "done\n")
+
+
+def test_a_forked_program_can_be_killed_and_says_how_it_ended(tmp_path):
+    proc, replies = _probe(ForkedPopen, tmp_path, socket_name=cli_parent().socket_name())
+    os.close(replies)
+    proc.kill()
+    assert proc.wait(timeout=30) == -signal.SIGKILL and proc.poll() == -signal.SIGKILL
+    proc.kill()  # reaped: no signal is sent to a PID that may be another process's now
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "forked"),
+    [
+        ([sys.executable, "-m", "nbops.kernel_parent", "spec.json"], {"stdin": subprocess.PIPE}, True),
+        ([sys.executable, "-m", "nbops.sweep.worker", "7"], {"pass_fds": (7,), "text": True}, True),
+        ([sys.executable, "-m", "nbops", "run"], {}, False),  # not a program the CLI starts
+        (["git", "rev-parse", "HEAD"], {}, False),
+        ([sys.executable, "-m", "nbops.kernel_parent", "spec.json"], {"start_new_session": True}, False),
+        ([sys.executable, "-m", "nbops.kernel_parent", "x" * ARGV_ROOM], {}, False),  # no room
+        ("python -m nbops.kernel_parent", {}, False),  # a shell string
+    ],
+)
+def test_which_commands_a_forked_call_forks(monkeypatch, args, kwargs, forked):
+    monkeypatch.setattr(forked_cli, "_serving", "a-cli-parent")
+    assert forks_from_cli_parent(args, kwargs) is forked
+
+
+def test_outside_a_forked_call_nothing_is_forked():
+    assert forked_cli._serving == ""  # the test process is no CLI parent's child
+    assert not forks_from_cli_parent([sys.executable, "-m", "nbops.kernel_parent", "s"], {})
+
+
+def test_a_kernel_parent_forked_from_the_cli_parent_is_told_from_a_reused_pid(tmp_path, monkeypatch):
+    """The kernel parent a forked run starts: a ForkedPopen whose command line names its token,
+    as a new process's does (its kernels are adopted by that), stopped as one is stopped."""
+    from nbops.kernel_parent import KernelParent, is_kernel_process
+
+    monkeypatch.setattr(forked_cli, "_serving", cli_parent().socket_name())
+    monkeypatch.setattr(subprocess, "Popen", ForkingPopen)
+    parent = KernelParent(tmp_path / "kernels", ["x = 1"], tmp_path)
+    parent.start()
+    proc = parent.proc
+    assert isinstance(proc, ForkedPopen) and proc.args[2] == "nbops.kernel_parent"
+    assert is_kernel_process(proc.pid, parent.token) and parent.alive()
+    assert not is_kernel_process(proc.pid, "another-token")
+    parent.stop()
+    assert proc.returncode == 0 and not is_kernel_process(proc.pid, parent.token)
+    assert list((tmp_path / "kernels").iterdir()) == []

@@ -102,11 +102,16 @@ def test_every_step_is_forked_from_one_parent_and_nothing_outlives_the_run(tmp_p
     assert run.returncode == 0, run.stdout
     forks = [pid for pid, line in kernels.items() if "nbops.kernel_parent" in line]
     launched = [pid for pid, line in kernels.items() if "ipykernel_launcher" in line]
-    assert launched == [], kernels  # no kernel started as a process of its own
+    # a kernel that stops before its step (seen about once in ten runs on a loaded 2-core
+    # machine) is replaced, and the run says so: another fork, or a kernel of its own
+    forked_again = run.stdout.count("the kernel forked ahead for it stopped; forking another")
+    started_again = run.stdout.count("it starts a kernel of its own")
+    assert len(launched) == started_again, (kernels, run.stdout)  # none, as a rule
     # the kernel parent and one fork per step: forks keep their parent's command line
-    assert len(forks) == 4 and len({kernels[pid] for pid in forks}) == 1, kernels
+    assert len(forks) == 4 + forked_again, (kernels, run.stdout)
+    assert len({kernels[pid] for pid in forks}) == 1, kernels
     # 01_eda, the side branch, at niceness 10; the parent, train and evaluate at the run's 0
-    assert sorted(nice.get(pid, 0) for pid in forks) == [0, 0, 0, 10], nice
+    assert [n for n in (nice.get(pid, 0) for pid in forks) if n] == [10], nice
     deadline = time.monotonic() + 10  # a fork's parent poller notices within a second or so
     while time.monotonic() < deadline and any(alive(pid) for pid in kernels):
         time.sleep(0.1)

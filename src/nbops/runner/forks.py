@@ -101,6 +101,8 @@ class KernelPool:
             ahead = self._ahead.pop(step, None)
             kernel = ahead[1] if ahead and ahead[0] == code and ahead[1].alive() else None
             if ahead and kernel is None:
+                if ahead[0] == code:  # it died (the environment or the code changing is no news)
+                    print(f"! {step}: the kernel forked ahead for it stopped; forking another", flush=True)
                 ahead[1].stop()
             kernel = kernel or self._fork(step, code, cwd)
             if kernel is None:

@@ -79,6 +79,10 @@ PRELOAD = (
     "mlflow.store.model_registry.sqlalchemy_store",
     "alembic.command",
     "nh3",
+    # what the kernel parent a forked run starts imports first, forked from here too
+    # (not matplotlib: the kernel parent sets its backend before importing it)
+    "ipykernel.kernelapp",
+    "skops.io",
 )
 MAX_REQUEST = 1 << 20  # the call's arguments, folder and environment, as JSON
 # what a forked call starts as a program of its own, forked from the CLI parent instead

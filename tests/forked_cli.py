@@ -151,6 +151,11 @@ def call_environment(caller: dict[str, str], set_on_import: dict[str, str]) -> d
     return {**set_on_import, **caller}
 
 
+def command_line_bytes(args) -> bytes:
+    """`args` as /proc/<pid>/cmdline holds them: each NUL-terminated."""
+    return b"".join(os.fsencode(str(a)) + b"\0" for a in args)
+
+
 def set_command_line(args: list[str]) -> bool:
     """Make this process's /proc/<pid>/cmdline `args` (NUL-separated, NUL-padded to the room its
     own command line had), as a new process started with them would show; False when they do not
@@ -162,7 +167,7 @@ def set_command_line(args: list[str]) -> bool:
         start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: stat fields 48, 49
     except (OSError, IndexError, ValueError):
         return False
-    data = b"\0".join(os.fsencode(a) for a in args) + b"\0"
+    data = command_line_bytes(args)
     if not start or len(data) > end - start:
         return False
     ctypes.memmove(start, data.ljust(end - start, b"\0"), end - start)
@@ -192,8 +197,9 @@ def _become(request: dict, set_on_import: dict[str, str]) -> None:
     os.environ.clear()
     os.environ.update(call_environment(request["env"], set_on_import))
     tempfile.tempdir = None  # TMPDIR as the caller's environment has it
-    if module != "nbops":
-        set_command_line([sys.executable, "-m", module, *request["args"]])
+    if module != "nbops" and not set_command_line([sys.executable, "-m", module, *request["args"]]):
+        # its kernels would not be told from reused PIDs: a run would quietly start new ones
+        sys.exit(f"tests.forked_cli: could not give {module} its command line")
     subprocess.Popen = ForkingPopen  # type: ignore[misc]  # what this program starts in turn
     sys.path[0] = os.getcwd()  # as `python -m` puts the current folder first
     sys.argv = ["-m", *request["args"]]  # runpy sets argv[0] to the module's file
@@ -269,7 +275,7 @@ class ForkedPopen:
     def _wait_for_command_line(self, within_s: float = 10.0) -> None:
         """Return, as Popen does once its child has exec'd, when the program shows its own
         command line (set first thing after the fork) or has ended."""
-        want = b"\0".join(os.fsencode(a) for a in self.args) + b"\0"
+        want = command_line_bytes(self.args)
         deadline = time.monotonic() + within_s
         while time.monotonic() < deadline and self.poll() is None:
             with contextlib.suppress(OSError):
@@ -290,6 +296,8 @@ class ForkedPopen:
                     self._settle(self._conn.recv(4096))
                 except BlockingIOError:
                     self._conn.setblocking(True)
+                except OSError:
+                    self._settle(b"")
             finally:
                 self._lock.release()
         return self.returncode
@@ -303,6 +311,8 @@ class ForkedPopen:
                 except TimeoutError:
                     self._conn.settimeout(None)
                     raise subprocess.TimeoutExpired(self.args, timeout) from None
+                except OSError:
+                    self._settle(b"")
         return self.returncode  # type: ignore[return-value]
 
     def send_signal(self, sig: int) -> None:
@@ -333,8 +343,7 @@ def forks_from_cli_parent(args, kwargs: dict) -> bool:
         return False
     if [str(a) for a in args[:2]] != [sys.executable, "-m"] or args[2] not in FORKED_MODULES:
         return False
-    size = sum(len(os.fsencode(str(a))) + 1 for a in args)
-    return set(kwargs) <= POPEN_KEYWORDS and size <= ARGV_ROOM
+    return set(kwargs) <= POPEN_KEYWORDS and len(command_line_bytes(args)) <= ARGV_ROOM
 
 
 class ForkingPopen(subprocess.Popen):

@@ -60,11 +60,13 @@ def watched_run(root: Path, params: str, nice: dict[int, int] | None = None):
     def poll() -> None:
         while not done.is_set():
             for name in os.listdir("/proc"):
-                if name.isdigit() and int(name) in seen:
-                    nice[int(name)] = max(nice.get(int(name), 0), niceness(int(name)))
-                if not name.isdigit() or int(name) in seen:
+                if not name.isdigit():
                     continue
-                pid, line = int(name), cmdline(int(name))
+                pid = int(name)
+                if pid in seen:
+                    nice[pid] = max(nice.get(pid, 0), niceness(pid))
+                    continue
+                line = cmdline(pid)
                 if "ipykernel_launcher" in line or ("nbops.kernel_parent" in line and str(root) in line):
                     seen[pid] = (line, parent_of(pid))
             time.sleep(0.05)

@@ -101,7 +101,7 @@ class KernelPool:
             ahead = self._ahead.pop(step, None)
             kernel = ahead[1] if ahead and ahead[0] == code and ahead[1].alive() else None
             if ahead and kernel is None:
-                if ahead[0] == code:  # it died (the environment or the code changing is no news)
+                if ahead[0] == code:  # it died (another code is a changed notebook: no news)
                     print(f"! {step}: the kernel forked ahead for it stopped; forking another", flush=True)
                 ahead[1].stop()
             kernel = kernel or self._fork(step, code, cwd)

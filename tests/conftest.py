@@ -145,23 +145,28 @@ def copy_project(src: Path, dest: Path) -> Path:
 
 
 def nbops(root: Path, *args: str, env: dict | None = None, timeout: int = 600):
-    """Run `python -m nbops ...` in `root` as a user would; returns CompletedProcess. The process
-    is forked from this test process's CLI parent, which has done the CLI's imports once
-    (tests/forked_cli.py, Linux only: forking after these imports is unsafe on macOS);
-    `NBOPS_TEST_FORKED_CLI=0` starts each one as a new interpreter."""
+    """Run `python -m nbops ...` in `root` as a user would; returns CompletedProcess (python_m)."""
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     full_env.update(env or {})
+    return python_m("nbops", list(args), Path(root), full_env, timeout)
+
+
+def python_m(module: str, args: list[str], cwd: Path, env: dict, timeout: float):
+    """`python -m <module> <args>` in `cwd` with exactly `env`, output captured as text. The
+    process is forked from this test process's CLI parent, which has done the CLI's imports once
+    (tests/forked_cli.py, Linux only: forking after these imports is unsafe on macOS);
+    `NBOPS_TEST_FORKED_CLI=0` starts each one as a new interpreter."""
     if sys.platform.startswith("linux") and os.environ.get("NBOPS_TEST_FORKED_CLI", "1") != "0":
         from tests.forked_cli import cli_parent
 
-        return cli_parent().run(list(args), Path(root), full_env, timeout)
+        return cli_parent().run(args, cwd, env, timeout, module=module)
     return subprocess.run(
-        [sys.executable, "-m", "nbops", *args],
-        cwd=root,
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=full_env,
+        env=env,
     )
 
 

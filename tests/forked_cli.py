@@ -16,15 +16,19 @@ calls of one parent here) are set in the child as the imports would set them.
 real process (the wheel install, `--version`, signals, two runs at once, the import budget of the
 no-op path) start one themselves.
 
-The programs such a call starts as processes of their own in turn, the kernel parent of a run's
-kernels and a local sweep's workers (`python -m nbops.kernel_parent ...`, `python -m
-nbops.sweep.worker ...`: FORKED_MODULES), are forked from the CLI parent too: in a forked call,
-`subprocess.Popen` of one of those commands gives a `ForkedPopen` (Popen's interface: pipes,
-passed fds, poll/wait/returncode, signals) instead of a new interpreter. The forked program gets
-the command line a new process would have (`set_command_line`: the kernel parent's token in
-it is how kernels are told from reused PIDs), the given folder, environment and fds, and runs as
-`__main__`. Any other command, or keyword Popen is given that ForkedPopen does not take, starts a
-new process as before.
+The programs such a call starts as processes of their own in turn (FORKED_MODULES: the kernel
+parent of a run's kernels, `python -m nbops.kernel_parent ...`; a local sweep's workers; the
+runner's spare kernels; and the kernels jupyter_client starts, `python -m ipykernel_launcher -f
+...`) are forked from the CLI parent too: in a forked call, `subprocess.Popen` (and
+jupyter_client's launcher, which imports Popen by name) of one of those commands gives a
+`ForkedPopen` (Popen's interface: pipes, passed fds, a new session, poll/wait/returncode,
+signals) instead of a new interpreter. The forked program gets the command line a new process
+would have (`set_command_line`: the kernel parent's token in it is how kernels are told from
+reused PIDs), the given folder, environment and fds, and runs as `__main__`. A forked kernel
+exits when its launcher (JPY_PARENT_PID) does, as ipykernel's parent poller makes a new kernel
+exit when its parent does. Any other command, or keyword Popen is given that ForkedPopen does not
+take, starts a new process as before. `python_m` (tests/conftest.py) runs other modules the same
+way: nbval's pytest, whose kernels are forked too.
 
 The CLI parent is single-threaded (children are watched through pidfds, so a fork never copies
 another thread's held lock) and exits when its stdin closes: the test process that started it is
@@ -86,8 +90,12 @@ PRELOAD = (
 )
 MAX_REQUEST = 1 << 20  # the call's arguments, folder and environment, as JSON
 # what a forked call starts as a program of its own, forked from the CLI parent instead
-FORKED_MODULES = ("nbops.kernel_parent", "nbops.sweep.worker")
-POPEN_KEYWORDS = {"stdin", "stdout", "stderr", "cwd", "env", "pass_fds", "text"}  # what ForkedPopen takes
+FORKED_MODULES = ("nbops.kernel_parent", "nbops.sweep.worker", "nbops.runner.spare_process")
+FORKED_MODULES += ("ipykernel_launcher",)  # a kernel jupyter_client starts (kernelspec argv)
+# what ForkedPopen takes; close_fds=False (jupyter_client's kernels) is taken too: a kernel needs
+# none of its launcher's other fds, only its standard streams and connection file
+POPEN_KEYWORDS = {"stdin", "stdout", "stderr", "cwd", "env", "pass_fds", "text"}
+POPEN_KEYWORDS |= {"start_new_session", "close_fds"}
 ARGV_ROOM = 4096  # bytes of the CLI parent's command line, for a forked program's own
 _serving = ""  # the CLI parent's socket name (in its children: where ForkedPopen asks)
 
@@ -193,6 +201,8 @@ def _become(request: dict, set_on_import: dict[str, str]) -> None:
 
     module = request.get("module", "nbops")
     _take_fds(request["fds"], request.get("fd_targets", [1, 2]))
+    if request.get("new_session"):
+        os.setsid()  # before the command line shows: the caller reads the process group after
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(call_environment(request["env"], set_on_import))
@@ -200,10 +210,32 @@ def _become(request: dict, set_on_import: dict[str, str]) -> None:
     if module != "nbops" and not set_command_line([sys.executable, "-m", module, *request["args"]]):
         # its kernels would not be told from reused PIDs: a run would quietly start new ones
         sys.exit(f"tests.forked_cli: could not give {module} its command line")
+    if module == "ipykernel_launcher" and request["env"].get("JPY_PARENT_PID") == str(request.get("caller")):
+        _exit_with(request["caller"])
     subprocess.Popen = ForkingPopen  # type: ignore[misc]  # what this program starts in turn
+    import jupyter_client.launcher  # a kernel's Popen, imported by name there
+
+    jupyter_client.launcher.Popen = ForkingPopen  # type: ignore[misc]
     sys.path[0] = os.getcwd()  # as `python -m` puts the current folder first
     sys.argv = ["-m", *request["args"]]  # runpy sets argv[0] to the module's file
     runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+def _exit_with(pid: int) -> None:
+    """Exit as soon as process `pid` has: what ipykernel's parent poller does for a kernel whose
+    launcher (JPY_PARENT_PID) is gone, here where the launcher is not the kernel's parent."""
+    import select
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os._exit(1)
+
+    def watch() -> None:
+        select.select([pidfd], [], [])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 
 
 def main() -> None:
@@ -228,7 +260,7 @@ class ForkedPopen:
     status on this object's connection."""
 
     def __init__(self, args, stdin=None, stdout=None, stderr=None, cwd=None, env=None, pass_fds=(),
-                 text=False, socket_name: str = ""):  # fmt: skip
+                 text=False, start_new_session=False, close_fds=True, socket_name: str = ""):  # fmt: skip
         self.args, self.returncode = list(args), None
         self.stdin = self.stdout = self.stderr = None
         self._lock = threading.Lock()
@@ -261,6 +293,8 @@ class ForkedPopen:
             "cwd": str(cwd or os.getcwd()),
             "env": dict(os.environ if env is None else env),
             "fd_targets": [0, 1, 2, *pass_fds],
+            "new_session": bool(start_new_session),
+            "caller": os.getpid(),
         }
         self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -399,15 +433,17 @@ class CliParent:
                     raise RuntimeError("the CLI parent did not start (python -m tests.forked_cli)")
             return self._path
 
-    def run(self, args: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
-        """As subprocess.run([python, -m, nbops, *args], capture_output=True, text=True, ...)."""
+    def run(
+        self, args: list[str], cwd: Path, env: dict, timeout: float, module: str = "nbops"
+    ) -> subprocess.CompletedProcess:
+        """As subprocess.run([python, -m, module, *args], capture_output=True, text=True, ...)."""
         path = self._ensure()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             conn.connect("\0" + path)
-            request = {"args": list(args), "cwd": str(cwd), "env": env}
+            request = {"module": module, "args": list(args), "cwd": str(cwd), "env": env}
             socket.send_fds(conn, [json.dumps(request).encode()], [out_w, err_w])
         finally:
             os.close(out_w)
@@ -429,7 +465,7 @@ class CliParent:
             return _text(b"".join(chunks[out_r])), _text(b"".join(chunks[err_r]))
 
         conn.settimeout(timeout)
-        cmd = [sys.executable, "-m", "nbops", *args]
+        cmd = [sys.executable, "-m", module, *args]
         try:
             returncode = json.loads(conn.recv(4096))["returncode"]
         except TimeoutError:

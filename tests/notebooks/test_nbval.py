@@ -4,12 +4,12 @@
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from nbops.layout import build_dir
+from tests.conftest import python_m
 
 HERE = Path(__file__).parent
 STEPS = ("01_eda", "02_train", "03_evaluate")
@@ -17,30 +17,22 @@ STEPS = ("01_eda", "02_train", "03_evaluate")
 
 def nbval(executed: Path, tracking_uri: str) -> subprocess.CompletedProcess:
     """nbval (lax) on an executed notebook, its kernel given the project's store."""
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--nbval-lax",
-            "--nbval-current-env",
-            str(executed),
-            "--nbval-sanitize-with",
-            str(HERE / "sanitize.cfg"),
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "--rootdir",
-            str(executed.parent),
-            "-c",
-            os.devnull,
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
-        cwd=executed.parent,
-        timeout=600,
-    )
+    args = [
+        "--nbval-lax",
+        "--nbval-current-env",
+        str(executed),
+        "--nbval-sanitize-with",
+        str(HERE / "sanitize.cfg"),
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--rootdir",
+        str(executed.parent),
+        "-c",
+        os.devnull,
+    ]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    return python_m("pytest", args, executed.parent, env, timeout=600)
 
 
 @pytest.mark.parametrize("step", STEPS)

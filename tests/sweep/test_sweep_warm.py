@@ -28,12 +28,19 @@ from tests.sweep.test_sweep import SMOKE_SWEEP, mlflow_client, sweep_json, write
 # like when the step starts, then a name set in the namespace; max_depth KILL_DEPTH kills it
 PROBE = """import os, sys
 probe = {"pid": os.getpid(), "ppid": os.getppid(), "leaked": "sweep_probe" in globals(),
-         "mlflow_loaded": "mlflow" in sys.modules}
+         "mlflow_loaded": "mlflow" in sys.modules, "launcher": os.environ.get("JPY_PARENT_PID")}
 print("probe", probe)
 sweep_probe = True
 if model_params.get("max_depth") == KILL_DEPTH:
     os.kill(os.getpid(), 9)
 """
+
+
+def launched_by(probe: dict) -> int:
+    """The PID that started the probed kernel: its parent, or, for a kernel jupyter_client started
+    that the suite forked from its CLI parent (tests/forked_cli.py), its JPY_PARENT_PID."""
+    forked = probe["launcher"] is not None and int(probe["launcher"]) != probe["ppid"]
+    return int(probe["launcher"]) if forked else probe["ppid"]
 
 
 def add_probe(root: Path, kill_depth: int | None = None) -> None:
@@ -176,8 +183,8 @@ def test_results_equal_with_warm_kernels_on_and_off(tmp_path, monkeypatch):
             json.loads((root / "build" / "sweeps" / "smoke" / i / "worker.json").read_text())["pid"]
             for i in metrics[warm]
         }
-        started_by_worker = [probe_of(root, "smoke", i)["ppid"] in workers for i in metrics[warm]]
-        assert started_by_worker == [warm == "0"] * 2  # off: each step's kernel is the worker's own child
+        started_by_worker = [launched_by(probe_of(root, "smoke", i)) in workers for i in metrics[warm]]
+        assert started_by_worker == [warm == "0"] * 2  # off: each step's kernel is the worker's own
         wait_until_none_left(root)
     assert len(metrics["1"]) == 2
     assert metrics["1"] == metrics["0"]

@@ -124,6 +124,13 @@ def test_a_forked_program_can_be_killed_and_says_how_it_ended(tmp_path):
     proc.kill()  # reaped: no signal is sent to a PID that may be another process's now
 
 
+# what jupyter_client.launcher.launch_kernel gives Popen for a local kernel on Linux
+JUPYTER_CLIENT_KWARGS = {
+    "stdin": subprocess.PIPE, "stdout": None, "stderr": None, "cwd": "/", "env": {},
+    "close_fds": False, "start_new_session": True,
+}  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("args", "kwargs", "forked"),
     [
@@ -131,7 +138,8 @@ def test_a_forked_program_can_be_killed_and_says_how_it_ended(tmp_path):
         ([sys.executable, "-m", "nbops.sweep.worker", "7"], {"pass_fds": (7,), "text": True}, True),
         ([sys.executable, "-m", "nbops", "run"], {}, False),  # not a program the CLI starts
         (["git", "rev-parse", "HEAD"], {}, False),
-        ([sys.executable, "-m", "nbops.kernel_parent", "spec.json"], {"start_new_session": True}, False),
+        ([sys.executable, "-m", "ipykernel_launcher", "-f", "k.json"], JUPYTER_CLIENT_KWARGS, True),
+        ([sys.executable, "-m", "nbops.kernel_parent", "spec.json"], {"preexec_fn": os.getpid}, False),
         ([sys.executable, "-m", "nbops.kernel_parent", "x" * ARGV_ROOM], {}, False),  # no room
         ("python -m nbops.kernel_parent", {}, False),  # a shell string
     ],
@@ -162,3 +170,63 @@ def test_a_kernel_parent_forked_from_the_cli_parent_is_told_from_a_reused_pid(tm
     parent.stop()
     assert proc.returncode == 0 and not is_kernel_process(proc.pid, parent.token)
     assert list((tmp_path / "kernels").iterdir()) == []
+
+
+# a launcher of its own: starts a kernel as a forked call's jupyter_client does, says its PID, ends
+LAUNCHER = """import subprocess, sys
+import jupyter_client.launcher
+from jupyter_client import KernelManager
+from tests import forked_cli
+forked_cli._serving = sys.argv[1]
+jupyter_client.launcher.Popen = forked_cli.ForkingPopen
+km = KernelManager(connection_file=sys.argv[2])
+km.start_kernel(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(km.provisioner.process.pid, type(km.provisioner.process).__name__, km.is_alive(), flush=True)
+"""
+
+
+def test_a_kernel_a_forked_call_starts_is_forked_and_ends_with_its_launcher(tmp_path, monkeypatch):
+    """A kernel is forked from the CLI parent in a session of its own (jupyter_client signals
+    its process group), runs code, shuts down as a new one does, and exits once its launcher
+    (JPY_PARENT_PID) has, as ipykernel's parent poller makes a new kernel do."""
+    import jupyter_client.launcher
+    from jupyter_client import KernelManager
+
+    name = cli_parent().socket_name()
+    monkeypatch.setattr(forked_cli, "_serving", name)
+    monkeypatch.setattr(jupyter_client.launcher, "Popen", ForkingPopen)
+    km = KernelManager(connection_file=str(tmp_path / "kernel.json"))
+    km.start_kernel()
+    proc = km.provisioner.process
+    assert isinstance(proc, ForkedPopen) and proc.args[2] == "ipykernel_launcher"
+    assert os.getpgid(proc.pid) == proc.pid and psutil.Process(proc.pid).ppid() == cli_parent().pid
+    client = km.blocking_client()
+    client.start_channels()
+    client.wait_for_ready(timeout=60)
+    said: list[dict] = []
+    reply = client.execute_interactive("import os; print(os.getpid())", timeout=60, output_hook=said.append)
+    assert reply["content"]["status"] == "ok"
+    assert [m["content"]["text"] for m in said if m["msg_type"] == "stream"] == [f"{proc.pid}\n"]
+    client.stop_channels()
+    km.shutdown_kernel(now=False)
+    assert proc.returncode == 0
+
+    out = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, name, str(tmp_path / "orphan.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
+    ).stdout.split()  # fmt: skip
+    assert out[1:] == ["ForkedPopen", "True"]  # forked, and alive when its launcher ended
+    assert gone_within(int(out[0]), 30)
+
+
+def gone_within(pid: int, seconds: float) -> bool:
+    """Whether process `pid` (not this process's child) ends within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False

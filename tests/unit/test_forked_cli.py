@@ -195,7 +195,8 @@ def test_a_kernel_a_forked_call_starts_is_forked_and_ends_with_its_launcher(tmp_
     name = cli_parent().socket_name()
     monkeypatch.setattr(forked_cli, "_serving", name)
     monkeypatch.setattr(jupyter_client.launcher, "Popen", ForkingPopen)
-    km = KernelManager(connection_file=str(tmp_path / "kernel.json"))
+    # a loaded machine can take longer than jupyter_client's 5 s before it sends SIGTERM
+    km = KernelManager(connection_file=str(tmp_path / "kernel.json"), shutdown_wait_time=60)
     km.start_kernel()
     proc = km.provisioner.process
     assert isinstance(proc, ForkedPopen) and proc.args[2] == "ipykernel_launcher"

@@ -35,6 +35,21 @@ def test_a_users_own_telemetry_setting_wins(tmp_path, monkeypatch):
     assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "false"
 
 
+def _log_a_small_tree() -> tuple:
+    """A four-row tree logged and registered as `t-model` in the configured store."""
+    import pandas as pd
+    from sklearn.tree import DecisionTreeClassifier
+
+    X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 0.0]})
+    model = DecisionTreeClassifier(max_depth=2).fit(X, ["x", "y", "x", "y"])
+    registered = tracking.log_training(
+        model, X_example=X, params={"model": {"name": "t"}}, cv_scores={"cv_accuracy": 1.0},
+        schema={"classes": ["x", "y"]}, holdout_ids=[0], tags={}, model_name="t-model",
+        experiment="t-exp", run_name="t",
+    )  # fmt: skip
+    return X, registered
+
+
 def test_logging_a_model_skips_the_scan_of_installed_packages_and_pins_them(tmp_path, monkeypatch):
     """MLflow's requirements check maps every installed distribution to modules (~0.7 s); ours
     are the installed versions by construction. The model still records them, exactly."""
@@ -42,8 +57,6 @@ def test_logging_a_model_skips_the_scan_of_installed_packages_and_pins_them(tmp_
     import mlflow
     import mlflow.pyfunc
     import mlflow.utils.environment as environment
-    import pandas as pd
-    from sklearn.tree import DecisionTreeClassifier
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     tracking.configure_tracking(tmp_path)
@@ -52,14 +65,8 @@ def test_logging_a_model_skips_the_scan_of_installed_packages_and_pins_them(tmp_
     monkeypatch.setattr(importlib_metadata, "packages_distributions", lambda: scans.append(1) or real_scan())
     name = "warn_dependency_requirement_mismatches"
     checks = getattr(environment, name), getattr(mlflow.pyfunc, name)
-    X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 0.0]})
-    model = DecisionTreeClassifier(max_depth=2).fit(X, ["x", "y", "x", "y"])
 
-    registered = tracking.log_training(
-        model, X_example=X, params={"model": {"name": "t"}}, cv_scores={"cv_accuracy": 1.0},
-        schema={"classes": ["x", "y"]}, holdout_ids=[0], tags={}, model_name="t-model",
-        experiment="t-exp", run_name="t",
-    )  # fmt: skip
+    X, registered = _log_a_small_tree()
 
     assert scans == []
     assert checks == (getattr(environment, name), getattr(mlflow.pyfunc, name))  # put back
@@ -67,6 +74,26 @@ def test_logging_a_model_skips_the_scan_of_installed_packages_and_pins_them(tmp_
     mlflow.artifacts.download_artifacts(artifact_uri=registered["model_uri"], dst_path=str(local))
     pinned = (local / "requirements.txt").read_text().split()
     assert set(tracking.model_requirements()) <= set(pinned)
+
+
+def test_loading_a_registered_model_leaves_no_download_behind(tmp_path, monkeypatch):
+    """A served dashboard loads the champion for every page: each load's download is removed
+    once skops has the model in memory."""
+    import tempfile
+
+    from nbops.ml import registry
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracking.configure_tracking(tmp_path / "store")
+    X, registered = _log_a_small_tree()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+
+    for _ in range(2):
+        loaded = registry.load_model(registered["model_uri"])
+        assert list(loaded.predict(X)) == ["x", "y", "x", "y"]
+    assert list(scratch.iterdir()) == []
 
 
 def test_params_are_logged_under_their_params_file_names_however_deep():

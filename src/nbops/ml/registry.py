@@ -54,9 +54,13 @@ def load_model(model_uri: str, dst: Path | None = None):
     # tqdm bars would land in notebooks, reports and logs as text
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     use_project_store()
-    target = str(dst) if dst else tempfile.mkdtemp(prefix="nbops-model-")
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=target))
-    return load_model_dir(local, model_uri)
+    if dst is not None:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
+        return load_model_dir(local, model_uri)
+    # skops reads the whole model into memory: the downloaded copy is not needed after it
+    with tempfile.TemporaryDirectory(prefix="nbops-model-") as target:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=target))
+        return load_model_dir(local, model_uri)
 
 
 def load_model_dir(local: Path, label: str = ""):

@@ -80,12 +80,12 @@ def test_a_call_gets_the_variables_the_preloaded_imports_set_unless_the_caller_h
     assert env == {"PATH": "/bin", "KMP_INIT_AT_FORK": "FALSE", "KMP_DUPLICATE_LIB_OK": "False"}
 
 
-def _probe(popen, tmp_path, **kw):
+def _probe(popen, tmp_path, code="3", **kw):
     """Start tests.forked_probe with popen: (the process, the read end of its passed fd)."""
     read_fd, write_fd = os.pipe()
     env = {**os.environ, "PROBE": "probe-value", "PYTHONPATH": str(REPO)}
     proc = popen(
-        [sys.executable, "-m", "tests.forked_probe", str(write_fd), "3"],
+        [sys.executable, "-m", "tests.forked_probe", str(write_fd), code],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         cwd=tmp_path, env=env, pass_fds=(write_fd,), text=True, **kw,
     )  # fmt: skip
@@ -93,15 +93,17 @@ def _probe(popen, tmp_path, **kw):
     return proc, read_fd
 
 
-def test_a_program_forked_from_the_cli_parent_behaves_as_a_new_process(tmp_path):
-    """Pipes, a passed fd at its number, folder, environment, exit code and command line: what
-    subprocess.Popen gives for the same command."""
+@pytest.mark.parametrize(("code", "status", "said_last"), [("3", 3, ""), ("a message", 1, "a message\n")])
+def test_a_program_forked_from_the_cli_parent_behaves_as_a_new_process(tmp_path, code, status, said_last):
+    """Pipes, a passed fd at its number, folder, environment, command line, and the exit: a
+    thread waited for, exit handlers run, unflushed output written, the status or sys.exit's
+    message: what subprocess.Popen gives for the same command."""
     said = {}
     for name, popen, kw in (
         ("new", subprocess.Popen, {}),
         ("forked", ForkedPopen, {"socket_name": cli_parent().socket_name()}),
     ):
-        proc, replies = _probe(popen, tmp_path, **kw)
+        proc, replies = _probe(popen, tmp_path, code, **kw)
         command_line = psutil.Process(proc.pid).cmdline()
         assert proc.poll() is None
         with pytest.raises(subprocess.TimeoutExpired):
@@ -109,11 +111,12 @@ def test_a_program_forked_from_the_cli_parent_behaves_as_a_new_process(tmp_path)
         proc.stdin.write("one\ntwo\n")
         proc.stdin.close()
         out, err = proc.stdout.read(), proc.stderr.read()
-        code = proc.wait(timeout=60)
+        returned = proc.wait(timeout=60)
         with os.fdopen(replies) as fh:
-            said[name] = (out, err, code, fh.read(), [a for a in command_line if a])
+            said[name] = (out, err, returned, fh.read(), [a for a in command_line if a])
     assert said["forked"] == said["new"]
-    assert said["new"][:4] == ("ONE\nTWO\n", f"{tmp_path} probe-value\n", 3, "done\n")
+    expected = ("ONE\nTWO\nbye", f"{tmp_path} probe-value\n{said_last}", status, "done\nthread\natexit\n")
+    assert said["new"][:4] == expected
 
 
 def test_a_forked_program_can_be_killed_and_says_how_it_ended(tmp_path):

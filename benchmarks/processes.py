@@ -10,6 +10,10 @@ import socket
 import subprocess
 import time
 
+# `mlflow server` starts job runners (a process per kind of server-side job, about 3 s of CPU
+# each to start) unless told not to; the project's runs and sweeps submit no such jobs
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 at the time of the call."""

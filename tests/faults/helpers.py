@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from benchmarks.processes import free_port, stop_group
+from benchmarks.processes import MLFLOW_SERVER_ENV, free_port, stop_group
 from tests.conftest import REPO
 
 VENV_BIN = Path(sys.executable).parent
@@ -84,7 +84,7 @@ def wait_http(url: str, proc: Process, timeout: float = 120, ok=(200,)) -> float
 def start_mlflow_server(store: Path, port: int, log: Path) -> Process:
     """`mlflow server` on 127.0.0.1:port, sqlite backend and proxied artifacts under `store`."""
     store.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | MLFLOW_SERVER_ENV
     proc = Process(
         [
             str(VENV_BIN / "mlflow"),

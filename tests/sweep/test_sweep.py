@@ -216,11 +216,17 @@ def test_no_promote_decides_but_moves_no_alias(project):
 @pytest.fixture
 def dask_cluster():
     """A LocalCluster of 2 separate worker processes on 127.0.0.1. allowed-failures 0: a worker
-    that dies fails its task at once (the default retries it on another worker 3 times)."""
+    that dies fails its task at once (the default retries it on another worker 3 times). The
+    workers are forked from a forkserver that imported distributed once, not each a new
+    interpreter importing it."""
     import dask
     from distributed import LocalCluster
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+    settings = {
+        "distributed.scheduler.allowed-failures": 0,
+        "distributed.worker.multiprocessing-method": "forkserver",
+    }
+    with dask.config.set(settings):
         cluster = LocalCluster(
             n_workers=2,
             threads_per_worker=1,

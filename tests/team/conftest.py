@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.processes import free_port, stop_group
+from benchmarks.processes import MLFLOW_SERVER_ENV, free_port, stop_group
 
 
 def _pg_bin(name: str) -> str | None:
@@ -122,6 +122,7 @@ class MlflowServer:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=os.environ | MLFLOW_SERVER_ENV,
                 start_new_session=True,  # its own process group: stopped as one, nothing else touched
             )  # fmt: skip
         deadline = time.monotonic() + timeout

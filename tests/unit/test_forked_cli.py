@@ -93,6 +93,15 @@ def _probe(popen, tmp_path, code="3", **kw):
     return proc, read_fd
 
 
+def _command_line(pid: int, within_s: float = 10) -> list[str]:
+    """The process's command line once Linux shows it: Popen returns when exec closes the
+    child's close-on-exec fds, a moment before the new program's arguments are readable."""
+    deadline = time.monotonic() + within_s
+    while not (args := psutil.Process(pid).cmdline()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return args
+
+
 @pytest.mark.parametrize(("code", "status", "said_last"), [("3", 3, ""), ("a message", 1, "a message\n")])
 def test_a_program_forked_from_the_cli_parent_behaves_as_a_new_process(tmp_path, code, status, said_last):
     """Pipes, a passed fd at its number, folder, environment, command line, and the exit: a
@@ -104,7 +113,7 @@ def test_a_program_forked_from_the_cli_parent_behaves_as_a_new_process(tmp_path,
         ("forked", ForkedPopen, {"socket_name": cli_parent().socket_name()}),
     ):
         proc, replies = _probe(popen, tmp_path, code, **kw)
-        command_line = psutil.Process(proc.pid).cmdline()
+        command_line = _command_line(proc.pid)
         assert proc.poll() is None
         with pytest.raises(subprocess.TimeoutExpired):
             proc.wait(timeout=0.2)  # still reading its stdin

@@ -1,6 +1,6 @@
 """Ports, process groups and kernels for the tests and the benchmarks: a free 127.0.0.1 port,
 stopping a process group this code started (by that group's id only), and the Jupyter kernels
-under a process (psutil, imported where used)."""
+under a process (psutil, imported where used); the environment the suite's `mlflow server`s run in."""
 
 from __future__ import annotations
 

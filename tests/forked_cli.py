@@ -202,8 +202,6 @@ def _take_fds(fds: list[int], targets: list[int]) -> None:
 
 def _become(request: dict, set_on_import: dict[str, str]) -> None:
     """In the child: the state a new `python -m <module> <args>` process starts in, then run it."""
-    import runpy
-
     module = request.get("module", "nbops")
     _take_fds(request["fds"], request.get("fd_targets", [1, 2]))
     if request.get("new_session"):
@@ -223,16 +221,18 @@ def _become(request: dict, set_on_import: dict[str, str]) -> None:
     jupyter_client.launcher.Popen = ForkingPopen  # type: ignore[misc]
     sys.path[0] = os.getcwd()  # as `python -m` puts the current folder first
     sys.argv = ["-m", *request["args"]]  # runpy sets argv[0] to the module's file
-    _run_and_exit(lambda: runpy.run_module(module, run_name="__main__", alter_sys=True))
+    _run_module_and_exit(module)
 
 
-def _run_and_exit(program) -> None:
-    """Run `program`, then exit as the interpreter does at the end of a program (other threads
+def _run_module_and_exit(module: str) -> None:
+    """Run `module` as `__main__`, then exit as the interpreter does at the end of a program (other threads
     joined, atexit handlers run, the standard streams flushed, SystemExit's code as the status)
     without the teardown of every module the CLI parent imported, which writes to each shared
     page it frees (about 0.2 s of CPU per child). An uncaught exception exits the usual way."""
+    import runpy
+
     try:
-        program()
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
         code = 0
     except SystemExit as exc:
         code = exc.code
@@ -249,7 +249,7 @@ def _run_and_exit(program) -> None:
         try:
             stream.flush()
         except (OSError, ValueError):
-            status = status or 120  # as the interpreter exits when it cannot flush them
+            status = 120  # as the interpreter exits when it cannot flush them
     os._exit(status)
 
 

@@ -19,7 +19,12 @@ def main() -> int | str:
     print(os.getcwd(), os.environ.get("PROBE"), file=sys.stderr)
     os.write(fd, b"done\n")
     atexit.register(os.write, fd, b"atexit\n")
-    threading.Thread(target=lambda: time.sleep(0.2) or os.write(fd, b"thread\n")).start()
+
+    def late_word() -> None:
+        time.sleep(0.2)
+        os.write(fd, b"thread\n")
+
+    threading.Thread(target=late_word).start()
     sys.stdout.write("bye")
     return int(code) if code.isdigit() else code
 

@@ -14,7 +14,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -67,34 +66,18 @@ def _handed_out_after_a_stale_wait(project, log, *extra):
         proc.stop()
 
 
-@pytest.fixture(scope="module")
-def stale_waits(smoke_run, tmp_path_factory) -> dict[str, tuple[str, bool]]:
-    """The stale-pool sequence against nbops' kernel manager and against the stock one, on two
-    Voila servers at once (the sequence is mostly waiting out cull windows)."""
-    managers = {"nbops": (), "stock": (f"--VoilaConfiguration.multi_kernel_manager_class={STOCK}",)}
-    with ThreadPoolExecutor(max_workers=len(managers)) as pool:
-        futures = {
-            name: pool.submit(
-                _handed_out_after_a_stale_wait,
-                smoke_run.root,
-                tmp_path_factory.mktemp(name) / "voila.log",
-                *extra,
-            )
-            for name, extra in managers.items()
-        }
-        return {name: future.result() for name, future in futures.items()}
-
-
-def test_a_kernel_from_a_stale_pool_is_not_culled_before_the_browser_connects(stale_waits):
-    handed, culled_early = stale_waits["nbops"]
+def test_a_kernel_from_a_stale_pool_is_not_culled_before_the_browser_connects(smoke_run, tmp_path):
+    handed, culled_early = _handed_out_after_a_stale_wait(smoke_run.root, tmp_path / "voila.log")
     assert not culled_early, f"kernel {handed} was culled {IDLE_S / 2} s after it was handed out"
 
 
-def test_the_stock_kernel_manager_has_the_race(stale_waits):
+def test_the_stock_kernel_manager_has_the_race(smoke_run, tmp_path):
     """The control: with Voila's default manager the same sequence culls the handed-out kernel
     at the next cull pass. If this starts failing, Voila fixed it upstream and
     nbops.serve.voila_kernels can go."""
-    handed, culled_early = stale_waits["stock"]
+    handed, culled_early = _handed_out_after_a_stale_wait(
+        smoke_run.root, tmp_path / "voila.log", f"--VoilaConfiguration.multi_kernel_manager_class={STOCK}"
+    )
     assert culled_early, f"the stock manager kept kernel {handed}"
 
 

@@ -4,6 +4,7 @@ decision recorded on the version, runs left RUNNING closed. Aliases, never stage
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -54,11 +55,9 @@ def load_model(model_uri: str, dst: Path | None = None):
     # tqdm bars would land in notebooks, reports and logs as text
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     use_project_store()
-    if dst is not None:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
-        return load_model_dir(local, model_uri)
-    # skops reads the whole model into memory: the downloaded copy is not needed after it
-    with tempfile.TemporaryDirectory(prefix="nbops-model-") as target:
+    # skops reads the whole model into memory: a download of our own is not needed after it
+    folder = contextlib.nullcontext(str(dst)) if dst else tempfile.TemporaryDirectory(prefix="nbops-model-")
+    with folder as target:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=target))
         return load_model_dir(local, model_uri)
 
